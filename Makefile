@@ -1,0 +1,53 @@
+# sentcli — `make` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SENTCLI := $(VENV)/bin/sentcli
+# The CPU build of torch 2.13.0 installs from this project's build machines' local disk in
+# seconds; set TORCH_SPEC (e.g. TORCH_SPEC=torch) to let pip pick a build for your machine.
+TORCH_SPEC ?= torch==2.13.0
+DEMO ?= runs/demo
+# Model and budget for the demo: about 4 minutes on 2 CPU cores.
+DEMO_MODEL := --n-layer 4 --n-head 4 --n-embd 192 --block-size 128
+
+.PHONY: help install test lint format demo data clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install sentcli (with the dev tools) into it
+
+test: install ## run the test suite (offline, CPU, a few minutes)
+	$(PY) -m pytest -q
+
+lint: install ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check sentcli tests scripts
+	$(VENV)/bin/ruff format --check sentcli tests scripts
+	$(VENV)/bin/mypy
+
+format: install ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix sentcli tests scripts
+	$(VENV)/bin/ruff format sentcli tests scripts
+
+demo: install ## build-tokenizer → pretrain → train-encoder on the shipped data, into runs/demo
+	mkdir -p $(DEMO)
+	$(SENTCLI) build-tokenizer data/imdb_unsup data/ag_news --vocab-size 8000 -o $(DEMO)/tokenizer.json
+	$(SENTCLI) pretrain data/imdb_unsup data/ag_news --tokenizer $(DEMO)/tokenizer.json \
+		$(DEMO_MODEL) --max-steps 160 --eval-every 40 --warmup 20 --max-eval-batches 10 \
+		--overwrite -o $(DEMO)/lm
+	$(SENTCLI) train-encoder --task topic=data/ag_news --init $(DEMO)/lm --epochs 2 \
+		--overwrite -o $(DEMO)/topic
+
+data: ## re-make data/ from ../shared/data (seeded, byte-identical)
+	$(PY) scripts/make_sample_data.py
+
+clean: ## remove runs/ and caches (keeps .venv)
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,451 @@
+"""One function per command. They validate first, then work; they return values and raise
+`SentcliError`, and report progress only through the `on_event` callback."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tokenizers import Tokenizer
+
+from sentcli import checkpoint as ckpt
+from sentcli import data as D
+from sentcli.config import (
+    ModelConfig,
+    RunConfig,
+    TaskConfig,
+    TrainConfig,
+    build_configs,
+    read_config_file,
+)
+from sentcli.embed import predict_logits
+from sentcli.errors import ConfigError, DataError
+from sentcli.metrics import classification_metrics, plot_confusion, plot_losses
+from sentcli.model import LanguageModel, MultiTaskModel
+from sentcli.tokenizer import (
+    KINDS,
+    MASK_ID,
+    UNK_ID,
+    TokenizerSummary,
+    encode,
+    load_tokenizer,
+    train_tokenizer,
+)
+from sentcli.train import (
+    EvalLog,
+    Interrupted,
+    StepLog,
+    autocast,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+    total_steps,
+    train_loop,
+)
+
+Event = StepLog | EvalLog | Interrupted | dict[str, Any]
+OnEvent = Callable[[Event], None] | None
+STRUCTURAL = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
+N_SPECIAL = 5
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    config: RunConfig
+    steps: int
+    tokens_seen: int
+    interrupted: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """One dict of validation metrics per evaluation."""
+    test: dict[str, Any] | None = None
+    """Encoder runs: metrics on the test split (or validation when there is none)."""
+    test_split: str = "test"
+    init: dict[str, Any] | None = None
+    """With --init: {"run", "tensors", "parameters"} actually transferred."""
+
+
+def build_tokenizer(
+    data: list[str],
+    output: Path,
+    kind: str = "bpe",
+    vocab_size: int = 8000,
+    min_frequency: int = 2,
+    lowercase: bool = False,
+    text_column: str | None = None,
+    on_event: OnEvent = None,
+) -> TokenizerSummary:
+    """Train a tokenizer on the texts of `data` and write it to `output` (tokenizer.json)."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown tokenizer kind {kind!r}; use one of {', '.join(KINDS)}")
+    if vocab_size < 64:
+        raise ConfigError(f"--vocab-size {vocab_size} is too small; use at least 64")
+    if min_frequency < 1:
+        raise ConfigError(f"--min-frequency must be at least 1 (got {min_frequency})")
+    if not output.parent.is_dir():
+        raise ConfigError(f"output folder {output.parent} does not exist; create it first")
+    sources = D.load_texts(data, text_column)
+
+    def batches() -> Any:
+        seen = 0
+        for _, ds in sources:
+            for batch in D.iter_text_batches(ds):
+                seen += len(batch)
+                if on_event:
+                    on_event({"kind": "progress", "texts": seen})
+                yield batch
+
+    tok = train_tokenizer(batches(), kind, vocab_size, min_frequency, lowercase)
+    texts = tokens = unk = 0
+    for _, ds in sources:
+        for batch in D.iter_text_batches(ds, 10_000):
+            for ids in encode(tok, batch):
+                texts += 1
+                tokens += len(ids) - 2  # [BOS] and [EOS] are not the text's tokens
+                unk += int(np.count_nonzero(ids == UNK_ID))
+    if texts == 0:
+        raise DataError(f"no non-empty texts in {', '.join(data)}; give files with text")
+    ckpt.write_text(output, tok.to_str())
+    return TokenizerSummary(tok.get_vocab_size(), texts, tokens, unk)
+
+
+def _configs(
+    options: dict[str, Any], config_file: Path | None, base: ModelConfig | None
+) -> tuple[ModelConfig, TrainConfig]:
+    file_values = read_config_file(config_file) if config_file else {}
+    if base is not None:
+        given = {**file_values, **{k: v for k, v in options.items() if v is not None}}
+        clash = [k for k in STRUCTURAL if k in given and given[k] != getattr(base, k)]
+        if clash:
+            raise ConfigError(
+                f"{', '.join('--' + k.replace('_', '-') for k in clash)} conflicts with the "
+                "--init run's model; drop it (the architecture comes from the --init run)"
+            )
+    return build_configs(file_values, options, base)
+
+
+def _run_training(
+    run_dir: Path,
+    config: RunConfig,
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    loop_args: dict[str, Any],
+    resume: bool,
+    on_event: OnEvent,
+) -> tuple[int, int, bool, list[dict[str, Any]]]:
+    """Drive train_loop, writing metrics.jsonl and checkpoints.
+
+    `loop_args` holds device, epoch_batches, loss_fn and evaluate. Returns the steps done,
+    the tokens seen, whether the run was interrupted and the evaluation history.
+    """
+    state = None
+    if resume:
+        weights, step = ckpt.load_weights(run_dir)
+        model.load_state_dict(weights, strict=True)
+        state = ckpt.load_train_state(run_dir, step)
+        ckpt.truncate_metrics(run_dir, step)
+    device = loop_args["device"]
+    model.to(device)
+    if on_event:
+        on_event(
+            {
+                "kind": "start",
+                "total_steps": total_steps(config.train, len(loop_args["epoch_batches"](0))),
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "device": str(device),
+                "precision": _dtype_name(resolve_precision(config.train.precision, device)),
+                "resumed_at": state["step"] if state else 0,
+            }
+        )
+
+    def save(train_state: dict[str, Any]) -> None:
+        ckpt.save_run(run_dir, config, model, tokenizer, train_state["step"], train_state)
+
+    steps, seen = (state["step"], state["seen"]) if state else (0, 0)
+    interrupted = False
+    for event in train_loop(model, config.train, save=save, state=state, **loop_args):
+        if isinstance(event, StepLog):
+            steps, seen = event.step, event.tokens_seen
+        elif isinstance(event, Interrupted):
+            interrupted = True
+        ckpt.append_metrics(run_dir, asdict(event))
+        if on_event:
+            on_event(event)
+    records = ckpt.read_metrics(run_dir)
+    history = [{"step": r["step"], **r["metrics"]} for r in records if r["kind"] == "eval"]
+    train_curve = [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
+    val_curve = [(h["step"], h["val_loss"]) for h in history]
+    (run_dir / "report").mkdir(exist_ok=True)
+    plot_losses(run_dir / "report" / "losses.png", train_curve, val_curve)
+    return steps, seen, interrupted, history
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")  # type: ignore[arg-type]
+
+
+def _split_texts(
+    sources: list[str], text_column: str | None, cfg: TrainConfig
+) -> tuple[list[Any], list[Any]]:
+    """Train and validation texts: the sources' own validation splits, else a seeded share
+    of every train split."""
+    parts = D.load_texts(sources, text_column)
+    train = [ds for split, ds in parts if split == "train"]
+    val = [ds for split, ds in parts if split == "validation"]
+    if val:
+        return train, val
+    if sum(len(ds) for ds in train) < 2:
+        raise DataError(f"{', '.join(sources)}: too few texts to pretrain on")
+    splits = [ds.train_test_split(test_size=cfg.val_fraction, seed=cfg.seed) for ds in train]
+    return [s["train"] for s in splits], [s["test"] for s in splits]
+
+
+def _pack(tok: Tokenizer, parts: list[Any], block_size: int, what: str) -> np.ndarray:
+    arrays = [
+        ids
+        for ds in parts
+        for batch in D.iter_text_batches(ds, 10_000)
+        for ids in encode(tok, batch)
+    ]
+    blocks = D.pack_blocks(arrays, block_size)
+    if len(blocks) == 0:
+        n = sum(len(a) for a in arrays)
+        raise DataError(
+            f"the {what} texts give {n} tokens, fewer than one block of {block_size + 1}; "
+            "give more text or a smaller --block-size"
+        )
+    return blocks
+
+
+def mask_tokens(
+    ids: torch.Tensor, probability: float, vocab_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: pick `probability` of the non-special tokens as targets; of those 80 %
+    become [MASK], 10 % a random token, 10 % stay. Returns (inputs, targets with -100)."""
+    chosen = (torch.rand(ids.shape, device=ids.device) < probability) & (ids >= N_SPECIAL)
+    targets = torch.where(chosen, ids, torch.full_like(ids, -100))
+    roll = torch.rand(ids.shape, device=ids.device)
+    random_ids = torch.randint(N_SPECIAL, vocab_size, ids.shape, device=ids.device)
+    inputs = torch.where(chosen & (roll < 0.8), torch.full_like(ids, MASK_ID), ids)
+    inputs = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
+    return inputs, targets
+
+
+def _epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def pretrain(
+    data: list[str],
+    output: Path,
+    tokenizer: Path | None = None,
+    options: dict[str, Any] | None = None,
+    config_file: Path | None = None,
+    text_column: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_event: OnEvent = None,
+) -> TrainResult:
+    """Pretrain a language model (next-token by default, or masked-LM) into run folder `output`."""
+    ckpt.check_run_dir(output, overwrite, resume)
+    if resume:
+        config = ckpt.read_config(output)
+        tok = ckpt.load_run_tokenizer(output, config.model.vocab_size)
+        data = config.data
+    else:
+        if tokenizer is None:
+            raise ConfigError("pretrain needs --tokenizer (build one with sentcli build-tokenizer)")
+        tok = load_tokenizer(tokenizer)
+        model_cfg, train_cfg = _configs(options or {}, config_file, None)
+        model_cfg.vocab_size = tok.get_vocab_size()
+        model_cfg.causal = train_cfg.objective == "clm"
+        config = RunConfig("lm", model_cfg, train_cfg, data=list(data))
+    cfg, mcfg = config.train, config.model
+    device = resolve_device(cfg.device)
+    resolve_precision(cfg.precision, device)
+    train_texts, val_texts = _split_texts(data, text_column, cfg)
+    train_blocks = _pack(tok, train_texts, mcfg.block_size, "training")
+    val_blocks = _pack(tok, val_texts, mcfg.block_size, "validation")
+    val_blocks = val_blocks[: cfg.max_eval_batches * cfg.batch_size]
+    if not resume:
+        ckpt.create_run_dir(output)
+    seed_everything(cfg.seed)
+    model = LanguageModel(mcfg)
+
+    def batch_loss(model: nn.Module, blocks: np.ndarray) -> tuple[torch.Tensor, int]:
+        x = torch.from_numpy(blocks.astype(np.int64)).to(device)  # [B, T+1]
+        if cfg.objective == "clm":
+            _, loss = model(x[:, :-1], x[:, 1:])
+        else:
+            inputs, targets = mask_tokens(x[:, :-1], cfg.mlm_probability, mcfg.vocab_size)
+            _, loss = model(inputs, targets)
+        return loss, x.shape[0] * (x.shape[1] - 1)
+
+    def evaluate() -> dict[str, float]:
+        state = torch.get_rng_state()  # MLM masking draws; keep the training RNG stream intact
+        torch.manual_seed(cfg.seed)
+        dtype = resolve_precision(cfg.precision, device)
+        losses, weights = [], []
+        with torch.no_grad():
+            for i in range(0, len(val_blocks), cfg.batch_size):
+                blocks = val_blocks[i : i + cfg.batch_size]
+                with autocast(device, dtype):
+                    losses.append(batch_loss(model, blocks)[0].item())
+                weights.append(len(blocks))
+        torch.set_rng_state(state)
+        val_loss = float(np.average(losses, weights=weights))
+        return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))}
+
+    loop_args = {
+        "device": device,
+        "epoch_batches": lambda e: _epoch_order(len(train_blocks), cfg.batch_size, cfg.seed, e),
+        "loss_fn": lambda model, idx: batch_loss(model, train_blocks[idx]),
+        "evaluate": evaluate,
+    }
+    steps, seen, interrupted, history = _run_training(
+        output, config, model, tok, loop_args, resume, on_event
+    )
+    _write_summary(output, {"kind": "lm", "steps": steps, "tokens_seen": seen, "history": history})
+    return TrainResult(output, config, steps, seen, interrupted, history)
+
+
+def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    ckpt.write_text(run_dir / "report" / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def transfer_trunk(source: nn.Module, target: MultiTaskModel) -> dict[str, int]:
+    """Copy a trained run's trunk into `target` (strict: every tensor, every shape)."""
+    weights = source.get_submodule("trunk").state_dict()
+    target.trunk.load_state_dict(weights, strict=True)
+    return {"tensors": len(weights), "parameters": sum(v.numel() for v in weights.values())}
+
+
+def train_encoder(
+    task: str,
+    output: Path,
+    init: Path | None = None,
+    tokenizer: Path | None = None,
+    options: dict[str, Any] | None = None,
+    config_file: Path | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_event: OnEvent = None,
+) -> TrainResult:
+    """Train a sentence encoder with a classification head on one task (`NAME=SOURCE`),
+    from a pretrained run (`init`) or from scratch with a tokenizer."""
+    ckpt.check_run_dir(output, overwrite, resume)
+    source_model: nn.Module | None = None
+    label_names = None
+    if resume:
+        config = ckpt.read_config(output)
+        tok = ckpt.load_run_tokenizer(output, config.model.vocab_size)
+        spec = config.tasks[0]
+        name, source, label_names = spec.name, spec.source, spec.label_names
+        text_column, label_column = spec.text_column, spec.label_column
+        model_cfg, train_cfg = config.model, config.train
+    else:
+        name, source = D.parse_task_spec(task)
+        if (init is None) == (tokenizer is None):
+            raise ConfigError("give exactly one of --init RUN (pretrained) or --tokenizer FILE")
+        if init is not None:
+            init_config, source_model, tok, _ = ckpt.load_run(init)
+            model_cfg, train_cfg = _configs(options or {}, config_file, init_config.model)
+        else:
+            tok = load_tokenizer(tokenizer)  # type: ignore[arg-type]
+            file_values = read_config_file(config_file) if config_file else {}
+            model_cfg, train_cfg = _configs(options or {}, config_file, None)
+            model_cfg.vocab_size = tok.get_vocab_size()
+            model_cfg.causal = bool(file_values.get("causal", False))  # encoders see both ways
+    device = resolve_device(train_cfg.device)
+    dtype = resolve_precision(train_cfg.precision, device)
+    cfg = train_cfg
+    td = D.load_task(
+        name, source, text_column, label_column, cfg.val_fraction, cfg.seed, label_names
+    )
+    task_cfg = TaskConfig(name, source, text_column, label_column, td.label_names)
+    config = RunConfig(
+        "encoder", model_cfg, train_cfg, tasks=[task_cfg], init=str(init) if init else None
+    )
+    seqs = {
+        split: _encode_all(tok, ds, model_cfg.block_size)
+        for split, ds in (("train", td.train), ("validation", td.validation), ("test", td.test))
+        if ds is not None
+    }
+    labels = {
+        split: np.asarray(ds.with_format("numpy")["label"], dtype=np.int64)
+        for split, ds in (("train", td.train), ("validation", td.validation), ("test", td.test))
+        if ds is not None
+    }
+    lengths = np.array([len(s) for s in seqs["train"]])
+    if not resume:
+        ckpt.create_run_dir(output)
+    seed_everything(cfg.seed)
+    model = MultiTaskModel(model_cfg, {name: len(td.label_names)})
+    init_info = None
+    if source_model is not None:
+        init_info = {"run": str(init), **transfer_trunk(source_model, model)}
+        if on_event:
+            on_event({"kind": "init", **init_info})
+    model.to(device)
+
+    def loss_fn(model: nn.Module, idx: np.ndarray) -> tuple[torch.Tensor, int]:
+        ids, mask = D.collate([seqs["train"][i] for i in idx])
+        y = torch.from_numpy(labels["train"][idx]).to(device)
+        _, loss = model(ids.to(device), mask.to(device), name, y)
+        return loss, int(lengths[idx].sum())
+
+    def evaluate() -> dict[str, float]:
+        logits = predict_logits(model, name, seqs["validation"], cfg.batch_size * 2, device, dtype)
+        return _scores(logits, labels["validation"], td.label_names, full=False)
+
+    loop_args = {
+        "device": device,
+        "epoch_batches": lambda e: D.length_batches(
+            lengths, cfg.batch_size, np.random.default_rng([cfg.seed, e])
+        ),
+        "loss_fn": loss_fn,
+        "evaluate": evaluate,
+    }
+    steps, seen, interrupted, history = _run_training(
+        output, config, model, tok, loop_args, resume, on_event
+    )
+    split = "test" if "test" in seqs else "validation"
+    logits = predict_logits(model, name, seqs[split], cfg.batch_size * 2, device, dtype)
+    test = _scores(logits, labels[split], td.label_names, full=True)
+    plot_confusion(
+        output / "report" / f"confusion_{name}.png",
+        test["confusion"],
+        td.label_names,
+        f"{name} ({split}, accuracy {test['accuracy']:.3f})",
+    )
+    summary = {"kind": "encoder", "steps": steps, "tokens_seen": seen, "init": init_info}
+    _write_summary(output, {**summary, "history": history, "test_split": split, "test": test})
+    return TrainResult(output, config, steps, seen, interrupted, history, test, split, init_info)
+
+
+def _encode_all(tok: Tokenizer, ds: Any, max_length: int) -> list[np.ndarray]:
+    """Token ids of every row (blank texts included, so rows stay aligned with labels)."""
+    batches = D.iter_text_batches(ds, 10_000, skip_empty=False)
+    return [ids for batch in batches for ids in encode(tok, batch, max_length)]
+
+
+def _scores(
+    logits: np.ndarray, y: np.ndarray, label_names: list[str], full: bool
+) -> dict[str, Any]:
+    """Validation loss plus accuracy and macro-F1 (and, with `full`, the per-class detail)."""
+    t = torch.from_numpy(logits)
+    val_loss = float(torch.nn.functional.cross_entropy(t, torch.from_numpy(y)))
+    metrics = classification_metrics(y, logits.argmax(axis=1), label_names)
+    if not full:
+        metrics = {k: metrics[k] for k in ("accuracy", "macro_f1")}
+    return {"val_loss": val_loss, **metrics}

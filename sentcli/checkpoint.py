@@ -1,0 +1,222 @@
+"""The run folder contract (DESIGN §5): atomic writes, loading, and refusing what does not fit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+
+from sentcli.config import RunConfig
+from sentcli.errors import CheckpointError, ConfigError, TokenizerError
+from sentcli.model import LanguageModel, MultiTaskModel
+from sentcli.tokenizer import check_specials
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+TOKENIZER = "tokenizer.json"
+METRICS = "metrics.jsonl"
+STATE = "train_state.pt"
+REQUIRED = (CONFIG, WEIGHTS, TOKENIZER)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, fsync it, then rename it over
+    `path`: readers see the old file or the new one, never half of one."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual mode
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    atomic_write(path, write)
+
+
+def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
+    """Check, before any heavy work, that `run_dir` may be written (or resumed)."""
+    if not run_dir.parent.is_dir():
+        raise ConfigError(
+            f"output folder's parent {run_dir.parent} does not exist; create it first"
+        )
+    if resume:
+        missing = [n for n in (*REQUIRED, STATE) if not (run_dir / n).is_file()]
+        if missing:
+            raise CheckpointError(
+                f"cannot resume {run_dir}: missing {', '.join(missing)}; start a new run "
+                "without --resume"
+            )
+        return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"output {run_dir} is a file; give a folder path")
+    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"output folder {run_dir} exists and is not empty; pass --overwrite to replace "
+            "it or --resume to continue it"
+        )
+
+
+def create_run_dir(run_dir: Path) -> None:
+    """An empty `run_dir` (an old one is removed: `check_run_dir` allowed it)."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir()
+
+
+def build_model(config: RunConfig) -> nn.Module:
+    if config.kind == "lm":
+        return LanguageModel(config.model)
+    return MultiTaskModel(config.model, {t.name: len(t.label_names) for t in config.tasks})
+
+
+def save_run(
+    run_dir: Path,
+    config: RunConfig,
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    step: int,
+    train_state: dict[str, Any] | None = None,
+) -> None:
+    """Write config, weights, tokenizer (and the train state), each atomically. The weights
+    and the train state both carry `step`, so a torn pair is detected at resume."""
+    write_text(run_dir / CONFIG, json.dumps(config.to_dict(), indent=2) + "\n")
+    write_text(run_dir / TOKENIZER, tokenizer.to_str())
+    if train_state is not None:
+        atomic_write(run_dir / STATE, lambda tmp: torch.save(train_state, tmp))
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {"format": "pt", "kind": config.kind, "step": str(step)}
+    atomic_write(run_dir / WEIGHTS, lambda tmp: save_file(weights, str(tmp), metadata=metadata))
+
+
+def read_config(run_dir: Path) -> RunConfig:
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} is not a run folder (no such folder)")
+    missing = [n for n in REQUIRED if not (run_dir / n).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{run_dir} is not a complete run folder: missing {', '.join(missing)}; "
+            "point to a folder written by a sentcli training command"
+        )
+    try:
+        d = json.loads((run_dir / CONFIG).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{run_dir / CONFIG} is corrupt ({e}); re-create the run") from e
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{run_dir / CONFIG} is not a sentcli run config")
+    return RunConfig.from_dict(d)
+
+
+def load_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], int]:
+    """The state dict and the step it was saved at (safetensors: loading never runs code)."""
+    path = run_dir / WEIGHTS
+    try:
+        weights = load_file(str(path))
+        with open(path, "rb") as f:  # header: 8-byte length, then JSON with __metadata__
+            n = int.from_bytes(f.read(8), "little")
+            meta = json.loads(f.read(n)).get("__metadata__", {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is corrupt or not safetensors ({e}); re-create the run"
+        ) from e
+    return weights, int(meta.get("step", 0))
+
+
+def load_run(run_dir: Path) -> tuple[RunConfig, nn.Module, Tokenizer, int]:
+    """Rebuild the model from config.json, load its weights strictly, check the tokenizer."""
+    config = read_config(run_dir)
+    model = build_model(config)
+    weights, step = load_weights(run_dir)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise CheckpointError(
+            f"{run_dir / WEIGHTS} does not match config.json ({first}); the run is corrupt or "
+            "from another tool"
+        ) from e
+    tokenizer = load_run_tokenizer(run_dir, config.model.vocab_size)
+    return config, model, tokenizer, step
+
+
+def load_run_tokenizer(run_dir: Path, vocab_size: int) -> Tokenizer:
+    path = run_dir / TOKENIZER
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as e:  # the Rust side raises plain Exception
+        raise CheckpointError(f"{path} is corrupt ({str(e)[:120]}); re-create the run") from e
+    try:
+        check_specials(tokenizer, str(path))
+    except TokenizerError as e:
+        raise CheckpointError(str(e)) from e
+    if tokenizer.get_vocab_size() != vocab_size:
+        raise CheckpointError(
+            f"{path} has {tokenizer.get_vocab_size()} tokens but the model was built for "
+            f"{vocab_size}; the run's tokenizer was replaced, restore the original"
+        )
+    return tokenizer
+
+
+def load_train_state(run_dir: Path, step: int) -> dict[str, Any]:
+    """The optimizer/RNG/data position saved with the weights (weights_only: no code runs)."""
+    path = run_dir / STATE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors come in many types
+        raise CheckpointError(
+            f"{path} is corrupt or unsafe to load ({str(e).splitlines()[0][:160]}); "
+            "start a new run without --resume"
+        ) from e
+    if not isinstance(state, dict) or state.get("step") != step:
+        raise CheckpointError(
+            f"{path} does not belong to the saved weights (step {state.get('step')!r} vs "
+            f"{step}); the last save was torn, start a new run without --resume"
+            if isinstance(state, dict)
+            else f"{path} is not a sentcli train state; start a new run without --resume"
+        )
+    return state
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    with open(run_dir / METRICS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / METRICS
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a hard kill: everything before it is good
+            break
+    return records
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop records logged after `step` (the resume point), so a resumed run's log matches an
+    uninterrupted one."""
+    kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]
+    write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in kept))

@@ -1,0 +1,209 @@
+"""What the commands share: option types, error mapping, consoles, progress and tables."""
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import fields
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sentcli.config import ModelConfig, TrainConfig
+from sentcli.errors import SentcliError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Precision(StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+TRAIN = "Training"
+MODEL = "Model size"
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", exists=True, dir_okay=False, help="JSON or TOML file of options; flags win."
+    ),
+]
+DeviceOpt = Annotated[Device | None, typer.Option(help="[default: auto]", rich_help_panel=TRAIN)]
+PrecisionOpt = Annotated[
+    Precision | None,
+    typer.Option(help="Autocast dtype [default: auto: bf16 where native]", rich_help_panel=TRAIN),
+]
+SeedOpt = Annotated[int | None, typer.Option(help="[default: 1337]", rich_help_panel=TRAIN)]
+BatchOpt = Annotated[int | None, typer.Option(help="[default: 32]", rich_help_panel=TRAIN)]
+EpochsOpt = Annotated[int | None, typer.Option(help="[default: 1]", rich_help_panel=TRAIN)]
+MaxStepsOpt = Annotated[
+    int | None, typer.Option(help="Stop after N steps (0: all epochs)", rich_help_panel=TRAIN)
+]
+LrOpt = Annotated[float | None, typer.Option(help="Peak LR [default: 1e-3]", rich_help_panel=TRAIN)]
+WarmupOpt = Annotated[
+    int | None, typer.Option(help="Warmup steps [default: 100]", rich_help_panel=TRAIN)
+]
+WdOpt = Annotated[float | None, typer.Option(help="[default: 0.1]", rich_help_panel=TRAIN)]
+ClipOpt = Annotated[float | None, typer.Option(help="[default: 1.0]", rich_help_panel=TRAIN)]
+EvalEveryOpt = Annotated[
+    int | None, typer.Option(help="Evaluate every N steps (0: per epoch)", rich_help_panel=TRAIN)
+]
+LogEveryOpt = Annotated[
+    int | None,
+    typer.Option(help="Log train loss every N steps [default: 10]", rich_help_panel=TRAIN),
+]
+ValFracOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Held-out share without a validation split [default: 0.1]", rich_help_panel=TRAIN
+    ),
+]
+NLayerOpt = Annotated[int | None, typer.Option(help="[default: 4]", rich_help_panel=MODEL)]
+NHeadOpt = Annotated[int | None, typer.Option(help="[default: 4]", rich_help_panel=MODEL)]
+NEmbdOpt = Annotated[int | None, typer.Option(help="[default: 256]", rich_help_panel=MODEL)]
+BlockOpt = Annotated[
+    int | None, typer.Option(help="Max tokens per text [default: 128]", rich_help_panel=MODEL)
+]
+DropoutOpt = Annotated[float | None, typer.Option(help="[default: 0.1]", rich_help_panel=MODEL)]
+OutputDir = Annotated[
+    Path, typer.Option("--output", "-o", file_okay=False, help="Run folder to write.")
+]
+TextColOpt = Annotated[
+    str | None, typer.Option(help="Text column (default: text/sentence/review/content).")
+]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --output.")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing, non-empty --output.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def config_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The config-dataclass settings among a command's parameters (call with `locals()`):
+    those the user gave (not None), enum members as their values."""
+    keys = {f.name for f in fields(ModelConfig)} | {f.name for f in fields(TrainConfig)}
+    return {
+        k: (v.value if isinstance(v, Enum) else v)
+        for k, v in values.items()
+        if k in keys and v is not None
+    }
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("SENTCLI_DEBUG", "") not in ("", "0")
+
+
+def handle_errors(fn: F) -> F:
+    """SentcliError → one line on stderr, exit 2; anything else → exit 1 (traceback only with
+    --debug or SENTCLI_DEBUG=1); Ctrl-C outside training → exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SentcliError as e:
+            if debug_enabled():
+                raise
+            err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as e:
+            if debug_enabled():
+                raise
+            err.print(
+                f"[bold red]error:[/] unexpected {type(e).__name__}: {e} "
+                "(rerun with --debug for the traceback, and please report it)"
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+        transient=True,
+    )
+
+
+def confusion_table(title: str, confusion: list[list[int]], label_names: list[str]) -> Table:
+    """Rows true, columns predicted; each cell count and row-normalised rate."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("true \\ predicted", style="bold")
+    for name in label_names:
+        table.add_column(name, justify="right")
+    for name, row in zip(label_names, confusion, strict=True):
+        total = max(sum(row), 1)
+        table.add_row(name, *(f"{c} ({c / total:.0%})" for c in row))
+    return table
+
+
+def human(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+class TrainView:
+    """Renders training events: a progress bar on stderr, one result line per evaluation on
+    stdout (through `eval_line`), and the interruption notice."""
+
+    def __init__(self, bar: Progress, eval_line: Callable[[Any, float | None], str]) -> None:
+        self.bar = bar
+        self.eval_line = eval_line
+        self.task: Any = None
+        self.last_loss: float | None = None
+
+    def __call__(self, event: Any) -> None:
+        kind = event["kind"] if isinstance(event, dict) else event.kind
+        if kind == "init":
+            out.print(
+                f"initialised from {event['run']}: loaded {event['tensors']} trunk tensors "
+                f"({human(event['parameters'])} parameters)"
+            )
+        elif kind == "start":
+            resumed = f", resuming at step {event['resumed_at']}" if event["resumed_at"] else ""
+            err.print(
+                f"training {human(event['parameters'])} parameters on {event['device']} "
+                f"({event['precision']}) for {event['total_steps']:,} steps{resumed}"
+            )
+            self.task = self.bar.add_task(
+                "training", total=event["total_steps"], completed=event["resumed_at"], info=""
+            )
+        elif kind == "train":
+            self.last_loss = event.loss
+            info = f"loss {event.loss:.3f} | {human(event.tokens_per_s)} tok/s"
+            self.bar.update(self.task, completed=event.step, info=info)
+        elif kind == "eval":
+            out.print(self.eval_line(event, self.last_loss))
+        elif kind == "interrupted":
+            err.print(
+                f"interrupted at step {event.step}; the state is saved: rerun the same command "
+                "with --resume to continue"
+            )

@@ -1,0 +1,123 @@
+"""`sentcli train-encoder`: a sentence encoder with a classification head on one task."""
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sentcli import api
+from sentcli.cli import app
+from sentcli.cli._util import (
+    BatchOpt,
+    BlockOpt,
+    ClipOpt,
+    ConfigOpt,
+    DeviceOpt,
+    DropoutOpt,
+    EpochsOpt,
+    EvalEveryOpt,
+    LogEveryOpt,
+    LrOpt,
+    MaxStepsOpt,
+    NEmbdOpt,
+    NHeadOpt,
+    NLayerOpt,
+    OutputDir,
+    OverwriteOpt,
+    PrecisionOpt,
+    QuietOpt,
+    ResumeOpt,
+    SeedOpt,
+    TextColOpt,
+    TrainView,
+    ValFracOpt,
+    WarmupOpt,
+    WdOpt,
+    config_options,
+    confusion_table,
+    handle_errors,
+    out,
+    progress,
+)
+
+
+def _eval_line(event: Any, train_loss: float | None) -> str:
+    m = event.metrics
+    train = f"train loss {train_loss:.4f} | " if train_loss is not None else ""
+    return (
+        f"epoch {event.epoch + 1:>2} step {event.step:>6} | {train}val loss {m['val_loss']:.4f} | "
+        f"accuracy {m['accuracy']:.4f} | macro-F1 {m['macro_f1']:.4f}"
+    )
+
+
+@app.command("train-encoder")
+@handle_errors
+def train_encoder_cli(
+    output: OutputDir,
+    task: Annotated[
+        str | None, typer.Option(help="NAME=SOURCE: a file, a folder with train.*, or hf:NAME.")
+    ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="Pretrained run to start from."),
+    ] = None,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="tokenizer.json (training from scratch)."),
+    ] = None,
+    text_column: TextColOpt = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="Label column (default: label/target/class/…).")
+    ] = None,
+    config: ConfigOpt = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = None,
+    epochs: EpochsOpt = None,
+    max_steps: MaxStepsOpt = None,
+    lr: LrOpt = None,
+    warmup: WarmupOpt = None,
+    weight_decay: WdOpt = None,
+    grad_clip: ClipOpt = None,
+    eval_every: EvalEveryOpt = None,
+    log_every: LogEveryOpt = None,
+    val_fraction: ValFracOpt = None,
+    n_layer: NLayerOpt = None,
+    n_head: NHeadOpt = None,
+    n_embd: NEmbdOpt = None,
+    block_size: BlockOpt = None,
+    dropout: DropoutOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a sentence encoder and a classification head on one labelled task.
+
+    Starts from a pretrained run (--init) or from scratch (--tokenizer). Prints validation
+    scores per evaluation, then test accuracy, macro-F1 and the confusion matrix.
+
+    Example: sentcli train-encoder --task topic=data/ag_news --init runs/lm -o runs/topic
+    """
+    if task is None and not resume:
+        raise typer.BadParameter("give --task NAME=SOURCE", param_hint="--task")
+    opts = config_options(locals())
+    with progress(quiet) as bar:
+        result = api.train_encoder(
+            task or "", output, init, tokenizer, opts, config, text_column, label_column,
+            resume, overwrite, on_event=TrainView(bar, _eval_line),
+        )  # fmt: skip
+    if result.interrupted:
+        raise typer.Exit(130)
+    test = result.test or {}
+    name = result.config.tasks[0].name
+    out.print(
+        f"{name} {result.test_split}: accuracy {test['accuracy']:.4f} | "
+        f"macro-F1 {test['macro_f1']:.4f} | {sum(map(sum, test['confusion'])):,} texts"
+    )
+    out.print(
+        confusion_table(
+            f"{name} confusion ({result.test_split})", test["confusion"], test["label_names"]
+        )
+    )
+    out.print(f"wrote {output}")

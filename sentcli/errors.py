@@ -1,0 +1,21 @@
+"""Errors the library raises for bad usage or bad input; the CLI maps them to exit code 2."""
+
+
+class SentcliError(Exception):
+    """A problem the user can fix; the message names the problem and the fix."""
+
+
+class ConfigError(SentcliError):
+    """Invalid options or configuration values."""
+
+
+class DataError(SentcliError):
+    """A data source that cannot be read or holds bad rows."""
+
+
+class TokenizerError(SentcliError):
+    """A tokenizer file that is missing, unreadable or does not fit."""
+
+
+class CheckpointError(SentcliError):
+    """A run folder that is missing files, is corrupt or does not fit."""

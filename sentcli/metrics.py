@@ -1,0 +1,77 @@
+"""Classification metrics, confusion matrices and the plots written to a run's report/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, label_names: list[str]
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix
+    (rows true, columns predicted; its shape never depends on which classes occur)."""
+    labels = list(range(len(label_names)))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0.0)
+    return {
+        "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
+        "macro_f1": float(
+            f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0.0)
+        ),
+        "per_class": {
+            name: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(s[i]),
+            }
+            for i, name in enumerate(label_names)
+        },
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "label_names": list(label_names),
+    }
+
+
+def plot_losses(path: Path, train: list[tuple[int, float]], val: list[tuple[int, float]]) -> None:
+    """Train and validation loss over steps."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), tight_layout=True)
+    ax = fig.add_subplot()
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train")
+    if val:
+        ax.plot(*zip(*val, strict=True), marker="o", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.savefig(path)
+
+
+def plot_confusion(
+    path: Path, confusion: list[list[int]], label_names: list[str], title: str
+) -> None:
+    """Heatmap of row-normalised rates, annotated with counts."""
+    from matplotlib.figure import Figure
+
+    counts = np.asarray(confusion)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = 2 + 0.6 * len(label_names)
+    fig = Figure(figsize=(size + 1, size), tight_layout=True)
+    ax = fig.add_subplot()
+    im = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    ticks = range(len(label_names))
+    ax.set_xticks(ticks, label_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, label_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in ticks:
+        for j in ticks:
+            color = "white" if rates[i, j] > 0.5 else "black"
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", color=color, fontsize=8)
+    fig.colorbar(im, ax=ax)
+    fig.savefig(path)

@@ -1,0 +1,185 @@
+"""The Pre-LN transformer trunk, its tied language-model head, masked mean pooling and the
+multi-task sentence encoder (one shared trunk, one classification head per task)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from sentcli.config import ModelConfig
+
+
+def key_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool (True = real token) → [B, 1, 1, T] mask that SDPA broadcasts over heads
+    and queries: every query may attend to every real key, never to padding."""
+    return attention_mask[:, None, None, :]
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the real tokens' vectors: [B, T, C], [B, T] → [B, C]. Padding never counts."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+    summed = (hidden * mask).sum(dim=1)  # [B, C]
+    count = mask.sum(dim=1).clamp(min=1.0)  # [B, 1]; clamp guards an all-padding row
+    return summed / count
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # fused QKV
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # [B, nh, T, hs]
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # [B, nh, T, hs]
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # [B, nh, T, hs]
+        # Causal attention ignores `mask`: padding is on the right, so a real token never sees
+        # it, and is_causal keeps SDPA on its fastest kernel.
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=None if causal else mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=causal,
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # [B, T, C]
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = SelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask, causal)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class Transformer(nn.Module):
+    """Token + learned position embeddings, `n_layer` Pre-LN blocks, final LayerNorm."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+
+    def forward(
+        self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[B, T] token ids (and [B, T] bool mask, True = real) → hidden states [B, T, C]."""
+        B, T = idx.size()
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens > block_size {self.config.block_size}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # [B, T, C]
+        # All-real batches need no mask; SDPA then takes its fastest path.
+        mask = None
+        if attention_mask is not None and not self.config.causal and not attention_mask.all():
+            mask = key_padding_mask(attention_mask)
+        for block in self.h:
+            x = block(x, mask, self.config.causal)
+        return self.ln_f(x)
+
+
+def init_weights(model: nn.Module, n_layer: int) -> None:
+    """GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2·n_layer)."""
+    for name, p in model.named_parameters():
+        if p.dim() >= 2:
+            std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("c_proj.weight") else 0.02
+            torch.nn.init.normal_(p, mean=0.0, std=std)
+        elif name.endswith("bias"):
+            torch.nn.init.zeros_(p)
+
+
+class LanguageModel(nn.Module):
+    """Trunk + LM head tied to the token embeddings (for next-token or masked-LM training)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.trunk = Transformer(config)
+        init_weights(self, config.n_layer)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and the cross-entropy over targets != -100 ([B, T] ids → [N, vocab])."""
+        h = self.trunk(idx)  # [B, T, C]
+        if targets is None:
+            return F.linear(h, self.trunk.wte.weight), None
+        if self.trunk.config.causal:  # every position has a target
+            h, targets = h.view(-1, h.size(-1)), targets.reshape(-1)  # [B*T, C], [B*T]
+        else:  # masked-LM: only masked positions reach the vocab projection (~85 % saved)
+            keep = targets != -100
+            h, targets = h[keep], targets[keep]  # [N, C], [N]
+        logits = F.linear(h, self.trunk.wte.weight)  # [N, vocab]
+        return logits, F.cross_entropy(logits.float(), targets, ignore_index=-100)
+
+
+def make_head(n_embd: int, n_labels: int, hidden: int, dropout: float) -> nn.Module:
+    if hidden == 0:
+        return nn.Linear(n_embd, n_labels)
+    return nn.Sequential(
+        nn.Linear(n_embd, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_labels)
+    )
+
+
+class MultiTaskModel(nn.Module):
+    """Sentence encoder (trunk + masked mean pooling) with one classification head per task."""
+
+    def __init__(self, config: ModelConfig, tasks: dict[str, int]) -> None:
+        super().__init__()
+        self.config = config
+        self.trunk = Transformer(config)
+        self.heads = nn.ModuleDict(
+            {
+                name: make_head(config.n_embd, n, config.head_hidden, config.dropout)
+                for name, n in tasks.items()
+            }
+        )
+        init_weights(self, config.n_layer)
+
+    def embed(self, idx: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Sentence vectors [B, C] (not normalised) of [B, T] ids and mask."""
+        return mean_pool(self.trunk(idx, attention_mask), attention_mask)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        task: str,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits [B, n_labels] of `task`'s head and, given int labels [B], the mean CE loss."""
+        logits = self.heads[task](self.embed(input_ids, attention_mask))
+        if labels is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.float(), labels)

@@ -1,0 +1,256 @@
+"""The training loop (a generator of step and evaluation logs) and its small pure parts:
+device and precision resolution, seeding, the LR schedule and the optimizer groups."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from sentcli.config import TrainConfig
+from sentcli.errors import ConfigError
+
+
+@dataclass
+class StepLog:
+    step: int
+    epoch: int
+    loss: float
+    lr: float
+    grad_norm: float
+    tokens_per_s: float
+    tokens_seen: int
+    elapsed: float
+    kind: str = "train"
+
+
+@dataclass
+class EvalLog:
+    step: int
+    epoch: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    kind: str = "eval"
+
+
+@dataclass
+class Interrupted:
+    """Training stopped early (Ctrl-C / SIGTERM); a resumable state was saved at `step`."""
+
+    step: int
+    kind: str = "interrupted"
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` → cuda, then mps, then cpu; an explicit device that is missing is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps: MPS is not available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None = plain fp32). `auto` takes bf16 where the hardware has it
+    natively (recent GPUs; CPUs with AVX512-BF16/AMX, where bf16 matmuls are ~4x faster)."""
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on this device")
+        return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def get_lr(step: int, lr: float, warmup: int, total: int, min_lr: float) -> float:
+    """Linear warmup to `lr` over `warmup` steps, then cosine decay to `min_lr` at `total`."""
+    if step < warmup:
+        return lr * (step + 1) / (warmup + 1)
+    if step >= total:
+        return min_lr
+    ratio = (step - warmup) / max(1, total - warmup)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+
+def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    total = steps_per_epoch * cfg.epochs
+    return min(total, cfg.max_steps) if cfg.max_steps else total
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over trainable parameters only; matrices and embeddings decay, biases and
+    LayerNorm gains do not."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[dict[str, bool]]:
+    """Turn Ctrl-C / SIGTERM into a flag checked between steps, so a stop never lands in the
+    middle of an optimizer update."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        flag["stop"] = True
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def train_loop(
+    model: nn.Module,
+    cfg: TrainConfig,
+    epoch_batches: Callable[[int], Sequence[Any]],
+    loss_fn: Callable[[nn.Module, Any], tuple[torch.Tensor, int]],
+    evaluate: Callable[[], dict[str, float]],
+    save: Callable[[dict[str, Any]], None],
+    device: torch.device,
+    state: dict[str, Any] | None = None,
+) -> Iterator[StepLog | EvalLog | Interrupted]:
+    """Train `model`; yield a StepLog every `log_every` steps and an EvalLog per evaluation.
+
+    `epoch_batches(e)` must be deterministic in `e` (resume skips into it by index);
+    `loss_fn` returns the loss and the number of real tokens; `save(train_state)` persists
+    the model and the train state. `state` (from an earlier `save`) resumes a run.
+    """
+    dtype = resolve_precision(cfg.precision, device)
+    total = total_steps(cfg, len(epoch_batches(0)))
+    warmup = min(cfg.warmup, total // 2)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    step, epoch, start, seen = 0, 0, 0, 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step, epoch, start, seen = state["step"], state["epoch"], state["batch"], state["seen"]
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+
+    def train_state(epoch: int, batch: int) -> dict[str, Any]:
+        return {
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "step": step,
+            "epoch": epoch,
+            "batch": batch,
+            "seen": seen,
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+        }
+
+    def run_eval(epoch: int, resume_at: tuple[int, int]) -> EvalLog:
+        """Evaluate during `epoch` (0-based) and save; `resume_at` = (epoch, batch) to
+        continue from."""
+        model.eval()
+        metrics = evaluate()
+        model.train()
+        save(train_state(*resume_at))
+        return EvalLog(step, epoch, metrics)
+
+    if step >= total:
+        return
+    params = [p for p in model.parameters() if p.requires_grad]
+    clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+    model.train()
+    t0 = t_log = time.perf_counter()
+    loss_sum, tokens = torch.zeros((), device=device), 0
+    last_eval = -1
+    with deferred_interrupts() as flag:
+        for epoch in range(epoch, cfg.epochs):
+            batches = epoch_batches(epoch)
+            for i in range(start, len(batches)):
+                if flag["stop"]:
+                    save(train_state(epoch, i))
+                    yield Interrupted(step)
+                    return
+                lr = get_lr(step, cfg.lr, warmup, total, cfg.lr * cfg.min_lr_ratio)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast(device, dtype):
+                    loss, n_tokens = loss_fn(model, batches[i])
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                loss_sum += loss.detach()
+                tokens += n_tokens
+                seen += n_tokens
+                n_logged = (step - 1) % cfg.log_every + 1
+                if n_logged == cfg.log_every or step == total:
+                    now = time.perf_counter()  # .item() below is the loop's only host sync
+                    log = StepLog(
+                        step,
+                        epoch,
+                        loss_sum.item() / n_logged,
+                        lr,
+                        grad_norm.item(),
+                        tokens / max(now - t_log, 1e-9),
+                        seen,
+                        now - t0,
+                    )
+                    try:
+                        yield log
+                    except GeneratorExit:  # the caller stopped listening: keep a resumable state
+                        save(train_state(epoch, i + 1))
+                        return
+                    loss_sum.zero_()
+                    tokens, t_log = 0, now
+                if (cfg.eval_every and step % cfg.eval_every == 0) or step == total:
+                    last_eval = step
+                    try:
+                        yield run_eval(epoch, (epoch, i + 1))  # run_eval has saved already
+                    except GeneratorExit:
+                        return
+                if step >= total:
+                    return
+            start = 0
+            if not cfg.eval_every and last_eval != step:
+                last_eval = step
+                yield run_eval(epoch, (epoch + 1, 0))

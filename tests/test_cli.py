@@ -1,0 +1,254 @@
+"""Every command through Typer's CliRunner: exit codes, key output, files written."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sentcli import __version__
+from sentcli.cli import app
+
+from conftest import DATA, write_csv
+
+runner = CliRunner()
+FAST_FLAGS = [
+    "--device",
+    "cpu",
+    "--precision",
+    "fp32",
+    "--n-layer",
+    "2",
+    "--n-head",
+    "2",
+    "--n-embd",
+    "16",
+    "--block-size",
+    "16",
+    "--batch-size",
+    "8",
+    "--warmup",
+    "2",
+    "--quiet",
+]
+
+
+def run(*args: str) -> object:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_version_and_help_show_examples() -> None:
+    result = run("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+    assert "Example" in run("--help").output
+    for command in ("build-tokenizer", "pretrain", "train-encoder"):
+        result = run(command, "--help")
+        assert result.exit_code == 0 and "Example:" in result.output, command
+
+
+def test_python_dash_m_entry_point() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "sentcli", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.strip() == f"sentcli {__version__}"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """build-tokenizer → pretrain → train-encoder through the CLI, on the shipped data."""
+    root = tmp_path_factory.mktemp("cli")
+    tok = root / "tok.json"
+    result = run(
+        "build-tokenizer", DATA / "imdb_unsup", "--vocab-size", "300", "-o", tok, "--quiet"
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "vocab size" in result.output
+        and "300" in result.output
+        and "texts read          4,000" in result.output
+    )
+    result = run(
+        "pretrain",
+        DATA / "imdb_unsup",
+        "--tokenizer",
+        tok,
+        "-o",
+        root / "lm",
+        "--max-steps",
+        "6",
+        "--eval-every",
+        "3",
+        *FAST_FLAGS,
+    )
+    assert result.exit_code == 0, result.output
+    assert "val ppl" in result.output and "done: 6 steps" in result.output
+    return root
+
+
+def test_pretrain_writes_a_run(pipeline: Path) -> None:
+    assert {p.name for p in (pipeline / "lm").iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "metrics.jsonl",
+        "train_state.pt",
+        "report",
+    }
+
+
+def test_train_encoder_from_init_prints_test_results(pipeline: Path, topic_dir: Path) -> None:
+    out = pipeline / "enc"
+    result = run(
+        "train-encoder",
+        "--task",
+        f"topic={topic_dir}",
+        "--init",
+        pipeline / "lm",
+        "-o",
+        out,
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    assert "loaded 28 trunk tensors" in result.output
+    assert "topic test: accuracy" in result.output and "Sci/Tech" in result.output
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["test"]["label_names"] == ["World", "Sports", "Business", "Sci/Tech"]
+    assert (out / "report" / "confusion_topic.png").is_file()
+
+
+def test_existing_output_needs_overwrite_and_keeps_files(pipeline: Path, topic_dir: Path) -> None:
+    before = (pipeline / "lm" / "model.safetensors").read_bytes()
+    result = run(
+        "pretrain",
+        DATA / "imdb_unsup",
+        "--tokenizer",
+        pipeline / "tok.json",
+        "-o",
+        pipeline / "lm",
+        *FAST_FLAGS,
+    )
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert (pipeline / "lm" / "model.safetensors").read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bad")
+    (root / "empty.txt").write_text("")
+    (root / "latin1.csv").write_bytes("text,label\ncaf\xe9,0\n".encode("latin-1"))
+    write_csv(root / "range.csv", [("a", 0), ("b", 1)])
+    (root / "notarun").mkdir()
+    (root / "foreign.json").write_text('{"version": "1.0", "model": {"type": "WordLevel"}}')
+    return root
+
+
+BAD_CASES = [
+    (["build-tokenizer", "{bad}/missing.txt", "-o", "{tmp}/t.json"], "no such file"),
+    (["build-tokenizer", "{bad}/empty.txt", "-o", "{tmp}/t.json"], "the file is empty"),
+    (["build-tokenizer", "{bad}/latin1.csv", "-o", "{tmp}/t.json"], "not UTF-8"),
+    (
+        ["build-tokenizer", "{data}/ag_news", "--vocab-size", "10", "-o", "{tmp}/t.json"],
+        "too small",
+    ),
+    (["build-tokenizer", "{data}/ag_news", "-o", "{tmp}/no/such/dir/t.json"], "does not exist"),
+    (
+        ["pretrain", "{data}/imdb_unsup", "--tokenizer", "{bad}/foreign.json", "-o", "{tmp}/lm"],
+        "tokenizer",
+    ),
+    (
+        [
+            "pretrain",
+            "{data}/imdb_unsup",
+            "--tokenizer",
+            "{tok}",
+            "-o",
+            "{tmp}/lm",
+            "--batch-size",
+            "0",
+        ],
+        "batch_size must be at least 1",
+    ),
+    (
+        [
+            "pretrain",
+            "{data}/imdb_unsup",
+            "--tokenizer",
+            "{tok}",
+            "-o",
+            "{tmp}/lm",
+            "--n-embd",
+            "30",
+            "--n-head",
+            "4",
+        ],
+        "divisible",
+    ),
+    (
+        [
+            "pretrain",
+            "{data}/imdb_unsup",
+            "--tokenizer",
+            "{tok}",
+            "-o",
+            "{tmp}/lm",
+            "--device",
+            "cuda",
+        ],
+        "CUDA",
+    ),
+    (
+        ["pretrain", "{data}/imdb_unsup", "--tokenizer", "{tok}", "-o", "{tmp}/lm", "--resume"],
+        "cannot resume",
+    ),
+    (["train-encoder", "--task", "topic", "--tokenizer", "{tok}", "-o", "{tmp}/e"], "NAME=SOURCE"),
+    (["train-encoder", "--task", "t={bad}/range.csv", "-o", "{tmp}/e"], "exactly one of --init"),
+    (
+        [
+            "train-encoder",
+            "--task",
+            "t={bad}/range.csv",
+            "--init",
+            "{bad}/notarun",
+            "-o",
+            "{tmp}/e",
+        ],
+        "missing config.json",
+    ),
+    (
+        [
+            "train-encoder",
+            "--task",
+            "t={data}/ag_news",
+            "--tokenizer",
+            "{tok}",
+            "--label-column",
+            "stars",
+            "-o",
+            "{tmp}/e",
+        ],
+        "no label column 'stars'",
+    ),
+    (
+        ["train-encoder", "--task", "t={bad}/latin1.csv", "--tokenizer", "{tok}", "-o", "{tmp}/e"],
+        "not UTF-8",
+    ),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_CASES, ids=[f"{c[0][0]}:{c[1]}" for c in BAD_CASES])
+def test_bad_input_exits_2_with_one_line(
+    args: list[str], message: str, bad: Path, pipeline: Path, tmp_path: Path
+) -> None:
+    values = {"bad": bad, "data": DATA, "tmp": tmp_path, "tok": pipeline / "tok.json"}
+    result = run(*[a.format(**values) for a in args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "lm").exists() and not (tmp_path / "e").exists()  # nothing half-written

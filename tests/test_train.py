@@ -1,0 +1,51 @@
+import math
+
+import pytest
+import torch
+
+from sentcli.config import TrainConfig
+from sentcli.errors import ConfigError
+from sentcli.model import MultiTaskModel
+from sentcli.train import get_lr, make_optimizer, resolve_device, resolve_precision, total_steps
+
+
+def test_get_lr_hits_its_endpoints() -> None:
+    lr, warmup, total, min_lr = 1e-3, 10, 100, 1e-4
+    assert get_lr(0, lr, warmup, total, min_lr) == pytest.approx(lr / 11)
+    assert get_lr(warmup, lr, warmup, total, min_lr) == pytest.approx(lr)
+    assert get_lr(total, lr, warmup, total, min_lr) == pytest.approx(min_lr)
+    mid = get_lr(55, lr, warmup, total, min_lr)
+    assert mid == pytest.approx(min_lr + 0.5 * (lr - min_lr))
+    values = [get_lr(s, lr, warmup, total, min_lr) for s in range(warmup, total + 1)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))  # monotone decay
+    assert not math.isnan(get_lr(5, lr, 0, 0, min_lr))
+
+
+def test_optimizer_sees_only_trainable_params_with_decay_split(tiny_config) -> None:
+    model = MultiTaskModel(tiny_config, {"t": 2})
+    for p in model.trunk.wte.parameters():
+        p.requires_grad = False
+    opt = make_optimizer(model, 1e-3, 0.1)
+    decay, no_decay = opt.param_groups
+    seen = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert id(model.trunk.wte.weight) not in seen
+    assert seen == {id(p) for p in model.parameters() if p.requires_grad}
+    assert all(p.dim() >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.1
+    assert all(p.dim() < 2 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+
+
+def test_total_steps_respects_max_steps() -> None:
+    assert total_steps(TrainConfig(epochs=3), 10) == 30
+    assert total_steps(TrainConfig(epochs=3, max_steps=7), 10) == 7
+
+
+def test_device_and_precision_resolution() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_device("cpu") == cpu
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) == torch.bfloat16
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+        resolve_precision("fp16", cpu)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            resolve_device("cuda")
