@@ -41,7 +41,7 @@ demo: install ## build-tokenizer → pretrain → train-encoder on the shipped d
 	mkdir -p $(DEMO)
 	$(SENTCLI) build-tokenizer data/imdb_unsup data/ag_news --vocab-size 8000 -o $(DEMO)/tokenizer.json
 	$(SENTCLI) pretrain data/imdb_unsup data/ag_news --tokenizer $(DEMO)/tokenizer.json \
-		$(DEMO_MODEL) --max-steps 160 --eval-every 40 --warmup 20 --max-eval-batches 10 \
+		$(DEMO_MODEL) --max-steps 120 --eval-every 40 --warmup 20 --max-eval-batches 10 \
 		--overwrite -o $(DEMO)/lm
 	$(SENTCLI) train-encoder --task topic=data/ag_news --init $(DEMO)/lm --epochs 2 \
 		--overwrite -o $(DEMO)/topic

@@ -1,5 +1,6 @@
 """`sentcli pretrain`: train the transformer by next-token prediction (or masked-LM)."""
 
+import math
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -49,10 +50,10 @@ class Objective(StrEnum):
 
 def _eval_line(event: Any, train_loss: float | None) -> str:
     m = event.metrics
-    train = f"train loss {train_loss:.4f} | " if train_loss is not None else ""
-    return (
-        f"step {event.step:>6} | {train}val loss {m['val_loss']:.4f} | val ppl {m['val_ppl']:.1f}"
-    )
+    train = ""
+    if train_loss is not None:
+        train = f"train loss {train_loss:.4f} ppl {math.exp(min(train_loss, 50.0)):.1f} | "
+    return f"step {event.step:>6} | {train}val loss {m['val_loss']:.4f} ppl {m['val_ppl']:.1f}"
 
 
 @app.command("pretrain")
