@@ -29,13 +29,13 @@ test: install ## run the test suite (offline, CPU, a few minutes)
 	$(PY) -m pytest -q
 
 lint: install ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check sentcli tests scripts
-	$(VENV)/bin/ruff format --check sentcli tests scripts
+	$(VENV)/bin/ruff check sentcli tests scripts bench
+	$(VENV)/bin/ruff format --check sentcli tests scripts bench
 	$(VENV)/bin/mypy
 
 format: install ## apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix sentcli tests scripts
-	$(VENV)/bin/ruff format sentcli tests scripts
+	$(VENV)/bin/ruff check --fix sentcli tests scripts bench
+	$(VENV)/bin/ruff format sentcli tests scripts bench
 
 demo: install ## build-tokenizer → pretrain → train-encoder on the shipped data, into runs/demo
 	mkdir -p $(DEMO)
