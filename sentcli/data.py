@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import os
 import socket
@@ -271,7 +272,11 @@ def _label_ids(
             "strings (pass --label-column to pick another column)"
         )
     table = pa.table({"text": ds.data.column(text_column), "label": pc.cast(ids, pa.int64())})
-    return _datasets().Dataset(table), names
+    # An explicit fingerprint: otherwise `datasets` pickles the whole table to hash it (slow
+    # on big data, and it fails under some dill/pyarrow versions).
+    key = f"{ds._fingerprint}|{text_column}|{column}|{names}"
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return _datasets().Dataset(table, fingerprint=fingerprint), names
 
 
 def load_task(
