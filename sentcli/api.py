@@ -173,8 +173,9 @@ def _run_training(
     steps, seen = (state["step"], state["seen"]) if state else (0, 0)
     interrupted = False
     for event in train_loop(model, config.train, save=save, state=state, **loop_args):
+        steps = event.step
         if isinstance(event, StepLog):
-            steps, seen = event.step, event.tokens_seen
+            seen = event.tokens_seen
         elif isinstance(event, Interrupted):
             interrupted = True
         ckpt.append_metrics(run_dir, asdict(event))

@@ -163,10 +163,15 @@ def train_loop(
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     step, epoch, start, seen = 0, 0, 0, 0
+    # Train loss summed since the last log, and over how many steps (saved for --resume, so
+    # a resumed run logs the same averages as an uninterrupted one).
+    loss_sum, n_acc = torch.zeros((), device=device), 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         step, epoch, start, seen = state["step"], state["epoch"], state["batch"], state["seen"]
+        loss_sum.fill_(state["log_loss"])
+        n_acc = state["log_count"]
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
 
@@ -178,6 +183,8 @@ def train_loop(
             "epoch": epoch,
             "batch": batch,
             "seen": seen,
+            "log_loss": loss_sum.item(),
+            "log_count": n_acc,
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
         }
@@ -197,8 +204,7 @@ def train_loop(
     clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
     model.train()
     t0 = t_log = time.perf_counter()
-    loss_sum, tokens = torch.zeros((), device=device), 0
-    last_eval = -1
+    tokens, last_eval = 0, -1
     with deferred_interrupts() as flag:
         for epoch in range(epoch, cfg.epochs):
             batches = epoch_batches(epoch)
@@ -220,15 +226,15 @@ def train_loop(
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 loss_sum += loss.detach()
+                n_acc += 1
                 tokens += n_tokens
                 seen += n_tokens
-                n_logged = (step - 1) % cfg.log_every + 1
-                if n_logged == cfg.log_every or step == total:
+                if step % cfg.log_every == 0 or step == total:
                     now = time.perf_counter()  # .item() below is the loop's only host sync
                     log = StepLog(
                         step,
                         epoch,
-                        loss_sum.item() / n_logged,
+                        loss_sum.item() / n_acc,
                         lr,
                         grad_norm.item(),
                         tokens / max(now - t_log, 1e-9),
@@ -241,7 +247,7 @@ def train_loop(
                         save(train_state(epoch, i + 1))
                         return
                     loss_sum.zero_()
-                    tokens, t_log = 0, now
+                    n_acc, tokens, t_log = 0, 0, now
                 if (cfg.eval_every and step % cfg.eval_every == 0) or step == total:
                     last_eval = step
                     try:

@@ -65,29 +65,30 @@ def _without_timing(records: list[dict]) -> list[dict]:
 
 
 def test_interrupt_then_resume_equals_uninterrupted(
-    tmp_path: Path, lm_run: Path, corpus_file: Path, tokenizer_path: Path
+    tmp_path: Path, corpus_file: Path, tokenizer_path: Path
 ) -> None:
-    def interrupt_at_step_3(event: object) -> None:
-        if getattr(event, "kind", None) == "train" and event.step == 3:  # type: ignore[attr-defined]
+    def interrupt_after_step_4(event: object) -> None:
+        if getattr(event, "kind", None) == "eval" and event.step == 4:  # type: ignore[attr-defined]
             os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, deferred to the step boundary
 
-    opts = {**PRE, "log_every": 1}
+    # logs every 3 steps, evaluates every 2: the stop at step 4 falls inside a log window
+    opts = {**PRE, "log_every": 3, "eval_every": 2}
     full = tmp_path / "full"
     api.pretrain([str(corpus_file)], full, tokenizer_path, opts)
     cut = tmp_path / "cut"
     first = api.pretrain(
-        [str(corpus_file)], cut, tokenizer_path, opts, on_event=interrupt_at_step_3
+        [str(corpus_file)], cut, tokenizer_path, opts, on_event=interrupt_after_step_4
     )
-    assert first.interrupted and first.steps == 3
-    assert json.loads((cut / "report" / "summary.json").read_text())["steps"] == 3
+    assert first.interrupted
+    assert first.steps == 4
+    assert json.loads((cut / "report" / "summary.json").read_text())["steps"] == 4
     second = api.pretrain([str(corpus_file)], cut, resume=True)
     assert second.steps == 8 and not second.interrupted
     a, b = load_file(str(full / "model.safetensors")), load_file(str(cut / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical on CPU
     metrics = [ckpt.read_metrics(p) for p in (full, cut)]
-    assert _without_timing(metrics[0]) == _without_timing(
-        [r for r in metrics[1] if r["kind"] != "interrupted"]
-    )
+    resumed = [r for r in metrics[1] if r["kind"] != "interrupted"]
+    assert _without_timing(metrics[0]) == _without_timing(resumed)
 
 
 def test_mlm_objective_trains_bidirectional(
