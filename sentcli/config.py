@@ -15,6 +15,8 @@ FORMAT_VERSION = 1
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OBJECTIVES = ("clm", "mlm")
+SCHEDULES = ("round-robin", "proportional", "joint")
+BALANCES = ("none", "downsample")
 KINDS = ("lm", "encoder", "mtl")
 
 
@@ -82,6 +84,21 @@ class TrainConfig:
     objective: str = "clm"
     """Pretraining objective: next-token prediction (clm) or masked language modelling."""
     mlm_probability: float = 0.15
+    freeze: str = "none"
+    """Multi-task freeze modes, comma-separated (checked against the tasks by freeze.py)."""
+    unfreeze_every: int = 0
+    """Give one more frozen block back, from the top, every N epochs; 0 never."""
+    backbone_lr_scale: float = 1.0
+    """The trunk's learning rate as a share of the heads'."""
+    schedule: str = "round-robin"
+    temperature: float = 1.0
+    """Proportional schedule: tasks drawn with probability ∝ size^(1/temperature)."""
+    task_weights: dict[str, float] = field(default_factory=dict)
+    balance: str = "none"
+    max_samples_per_task: int = 0
+    """Cut every task's train split to at most N rows (seeded); 0 keeps all."""
+    explode_threshold: float = 1e3
+    """A gradient-norm warning above this (and for non-finite norms)."""
 
     def __post_init__(self) -> None:
         problems = [
@@ -91,7 +108,15 @@ class TrainConfig:
         ]
         problems += [
             f"{name} must be 0 or more (got {getattr(self, name)})"
-            for name in ("max_steps", "warmup", "weight_decay", "grad_clip", "eval_every")
+            for name in (
+                "max_steps",
+                "warmup",
+                "weight_decay",
+                "grad_clip",
+                "eval_every",
+                "unfreeze_every",
+                "max_samples_per_task",
+            )
             if getattr(self, name) < 0
         ]
         if not self.lr > 0:
@@ -100,12 +125,21 @@ class TrainConfig:
             problems.append(f"min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
         if not 0.0 < self.val_fraction < 1.0:
             problems.append(f"val_fraction must be in (0, 1) (got {self.val_fraction})")
+        if not 0.0 < self.backbone_lr_scale <= 1.0:
+            problems.append(f"backbone_lr_scale must be in (0, 1] (got {self.backbone_lr_scale})")
+        if not self.temperature > 0:
+            problems.append(f"temperature must be positive (got {self.temperature})")
+        problems += [
+            f"task weight {k}={w} must be positive" for k, w in self.task_weights.items() if w <= 0
+        ]
         if not 0.0 < self.mlm_probability < 1.0:
             problems.append(f"mlm_probability must be in (0, 1) (got {self.mlm_probability})")
         for name, value, allowed in (
             ("device", self.device, DEVICES),
             ("precision", self.precision, PRECISIONS),
             ("objective", self.objective, OBJECTIVES),
+            ("schedule", self.schedule, SCHEDULES),
+            ("balance", self.balance, BALANCES),
         ):
             if value not in allowed:
                 problems.append(f"{name} must be one of {', '.join(allowed)} (got {value!r})")

@@ -31,6 +31,8 @@ class StepLog:
     tokens_per_s: float
     tokens_seen: int
     elapsed: float
+    group_norms: dict[str, float] = field(default_factory=dict)
+    """Gradient norm per parameter group (before clipping), when `group_of` is given."""
     kind: str = "train"
 
 
@@ -110,15 +112,35 @@ def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
     return min(total, cfg.max_steps) if cfg.max_steps else total
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def make_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0
+) -> torch.optim.AdamW:
     """AdamW over trainable parameters only; matrices and embeddings decay, biases and
-    LayerNorm gains do not."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+    LayerNorm gains do not. Trunk groups carry `lr_scale` = `backbone_lr_scale`."""
+    groups = []
+    for trunk in (True, False):
+        params = [
+            p
+            for n, p in model.named_parameters()
+            if p.requires_grad and n.startswith("trunk.") == trunk
+        ]
+        scale = backbone_lr_scale if trunk else 1.0
+        groups += [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        groups[-2]["lr_scale"] = groups[-1]["lr_scale"] = scale
+    groups = [g for g in groups if g["params"]]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+
+def group_norms(model: nn.Module, group_of: Callable[[str], str]) -> dict[str, torch.Tensor]:
+    """L2 norm of the gradients of each parameter group (groups without gradients left out)."""
+    squares: dict[str, list[torch.Tensor]] = {}
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            squares.setdefault(group_of(name), []).append(p.grad.detach().float().pow(2).sum())
+    return {g: torch.stack(v).sum().sqrt() for g, v in squares.items()}
 
 
 @contextlib.contextmanager
@@ -150,17 +172,24 @@ def train_loop(
     save: Callable[[dict[str, Any]], None],
     device: torch.device,
     state: dict[str, Any] | None = None,
+    on_epoch: Callable[[int], bool] | None = None,
+    group_of: Callable[[str], str] | None = None,
 ) -> Iterator[StepLog | EvalLog | Interrupted]:
     """Train `model`; yield a StepLog every `log_every` steps and an EvalLog per evaluation.
 
     `epoch_batches(e)` must be deterministic in `e` (resume skips into it by index);
     `loss_fn` returns the loss and the number of real tokens; `save(train_state)` persists
     the model and the train state. `state` (from an earlier `save`) resumes a run.
+    `on_epoch(e)` sets the trainable parameters for epoch e (gradual unfreezing) and says
+    whether they changed; `group_of(name)` names parameter groups for per-group grad norms.
     """
     dtype = resolve_precision(cfg.precision, device)
     total = total_steps(cfg, len(epoch_batches(0)))
     warmup = min(cfg.warmup, total // 2)
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    freeze_epoch = state["freeze_epoch"] if state else 0
+    if on_epoch:
+        on_epoch(freeze_epoch)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.backbone_lr_scale)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     step, epoch, start, seen = 0, 0, 0, 0
     # Train loss summed since the last log, and over how many steps (saved for --resume, so
@@ -185,6 +214,7 @@ def train_loop(
             "seen": seen,
             "log_loss": loss_sum.item(),
             "log_count": n_acc,
+            "freeze_epoch": freeze_epoch,
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
         }
@@ -208,6 +238,15 @@ def train_loop(
     with deferred_interrupts() as flag:
         for epoch in range(epoch, cfg.epochs):
             batches = epoch_batches(epoch)
+            if on_epoch and epoch != freeze_epoch:
+                freeze_epoch = epoch
+                if on_epoch(epoch):  # new trainable set: new optimizer, same moments
+                    old = optimizer
+                    optimizer = make_optimizer(
+                        model, cfg.lr, cfg.weight_decay, cfg.backbone_lr_scale
+                    )
+                    optimizer.state.update({p: old.state[p] for p in old.state})
+                    params = [p for p in model.parameters() if p.requires_grad]
             for i in range(start, len(batches)):
                 if flag["stop"]:
                     save(train_state(epoch, i))
@@ -215,11 +254,13 @@ def train_loop(
                     return
                 lr = get_lr(step, cfg.lr, warmup, total, cfg.lr * cfg.min_lr_ratio)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group["lr_scale"]
                 with autocast(device, dtype):
                     loss, n_tokens = loss_fn(model, batches[i])
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
+                log_now = (step + 1) % cfg.log_every == 0 or step + 1 == total
+                norms = group_norms(model, group_of) if group_of and log_now else {}
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
                 scaler.step(optimizer)
                 scaler.update()
@@ -229,7 +270,7 @@ def train_loop(
                 n_acc += 1
                 tokens += n_tokens
                 seen += n_tokens
-                if step % cfg.log_every == 0 or step == total:
+                if log_now:
                     now = time.perf_counter()  # .item() below is the loop's only host sync
                     log = StepLog(
                         step,
@@ -240,6 +281,7 @@ def train_loop(
                         tokens / max(now - t_log, 1e-9),
                         seen,
                         now - t0,
+                        {g: v.item() for g, v in norms.items()},
                     )
                     try:
                         yield log

@@ -25,13 +25,30 @@ def test_optimizer_sees_only_trainable_params_with_decay_split(tiny_config) -> N
     model = MultiTaskModel(tiny_config, {"t": 2})
     for p in model.trunk.wte.parameters():
         p.requires_grad = False
-    opt = make_optimizer(model, 1e-3, 0.1)
-    decay, no_decay = opt.param_groups
+    opt = make_optimizer(model, 1e-3, 0.1, backbone_lr_scale=0.1)
     seen = {id(p) for g in opt.param_groups for p in g["params"]}
     assert id(model.trunk.wte.weight) not in seen
     assert seen == {id(p) for p in model.parameters() if p.requires_grad}
-    assert all(p.dim() >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.1
-    assert all(p.dim() < 2 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    for g in opt.param_groups:
+        assert all(p.dim() >= 2 for p in g["params"]) == (g["weight_decay"] == 0.1)
+    trunk = {id(p) for p in model.trunk.parameters()}
+    for g in opt.param_groups:
+        in_trunk = {id(p) in trunk for p in g["params"]}
+        assert len(in_trunk) == 1 and g["lr_scale"] == (0.1 if in_trunk.pop() else 1.0)
+
+
+def test_group_norms_match_a_manual_computation(tiny_config) -> None:
+    from sentcli.freeze import group_of
+    from sentcli.train import group_norms
+
+    model = MultiTaskModel(tiny_config, {"t": 2})
+    ids = torch.randint(5, 100, (3, 6))
+    _, loss = model(ids, torch.ones_like(ids, dtype=torch.bool), "t", torch.tensor([0, 1, 0]))
+    loss.backward()
+    norms = group_norms(model, group_of)
+    assert set(norms) == {"embeddings", "block.0", "block.1", "final_norm", "head.t"}
+    head = torch.cat([p.grad.ravel() for p in model.heads["t"].parameters()])
+    assert torch.allclose(norms["head.t"], head.norm())
 
 
 def test_total_steps_respects_max_steps() -> None:
