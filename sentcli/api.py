@@ -27,8 +27,10 @@ from sentcli.config import (
 )
 from sentcli.embed import predict_logits
 from sentcli.errors import ConfigError, DataError
-from sentcli.metrics import classification_metrics, plot_confusion, plot_losses
+from sentcli.freeze import apply_freeze, group_of, parameter_groups, parse_freeze
+from sentcli.metrics import classification_metrics, plot_confusion, plot_grad_norms, plot_losses
 from sentcli.model import LanguageModel, MultiTaskModel
+from sentcli.multitask import grad_summary, grad_warnings, plan_steps
 from sentcli.tokenizer import (
     KINDS,
     MASK_ID,
@@ -65,9 +67,9 @@ class TrainResult:
     interrupted: bool
     history: list[dict[str, Any]] = field(default_factory=list)
     """One dict of validation metrics per evaluation."""
-    test: dict[str, Any] | None = None
-    """Encoder runs: metrics on the test split (or validation when there is none)."""
-    test_split: str = "test"
+    test: dict[str, Any] = field(default_factory=dict)
+    """Classifier runs: per task, metrics on the test split (validation when there is none)."""
+    test_splits: dict[str, str] = field(default_factory=dict)
     init: dict[str, Any] | None = None
     """With --init: {"run", "tensors", "parameters"} actually transferred."""
 
@@ -174,20 +176,36 @@ def _run_training(
     interrupted = False
     for event in train_loop(model, config.train, save=save, state=state, **loop_args):
         steps = event.step
+        events: list[Any] = [event]
         if isinstance(event, StepLog):
             seen = event.tokens_seen
+            warnings = grad_warnings(event.step, event.group_norms, config.train.explode_threshold)
+            events += [{"kind": "warning", "step": event.step, "message": m} for m in warnings]
         elif isinstance(event, Interrupted):
             interrupted = True
-        ckpt.append_metrics(run_dir, asdict(event))
-        if on_event:
-            on_event(event)
+        for e in events:
+            ckpt.append_metrics(run_dir, e if isinstance(e, dict) else asdict(e))
+            if on_event:
+                on_event(e)
     records = ckpt.read_metrics(run_dir)
-    history = [{"step": r["step"], **r["metrics"]} for r in records if r["kind"] == "eval"]
-    train_curve = [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
-    val_curve = [(h["step"], h["val_loss"]) for h in history]
+    history = _history(records)
+    curves = {"train": [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]}
+    for key in sorted({k for h in history for k in h if k.endswith("loss")}):
+        curves[key.replace("/", " ")] = [
+            (h["step"], h[key]) for h in history if h.get(key) is not None
+        ]
     (run_dir / "report").mkdir(exist_ok=True)
-    plot_losses(run_dir / "report" / "losses.png", train_curve, val_curve)
+    plot_losses(run_dir / "report" / "losses.png", curves)
     return steps, seen, interrupted, history
+
+
+def _history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluations of a metrics log, flattened: step, epoch and the metrics."""
+    return [
+        {"step": r["step"], "epoch": r["epoch"], **r["metrics"]}
+        for r in records
+        if r["kind"] == "eval"
+    ]
 
 
 def _dtype_name(dtype: torch.dtype | None) -> str:
@@ -331,6 +349,33 @@ def transfer_trunk(source: nn.Module, target: MultiTaskModel) -> dict[str, int]:
     return {"tensors": len(weights), "parameters": sum(v.numel() for v in weights.values())}
 
 
+def _transfer(source: nn.Module, target: MultiTaskModel, init: Path) -> dict[str, Any]:
+    """The trunk, and the heads of tasks the source has with the same number of labels."""
+    info: dict[str, Any] = {"run": str(init), **transfer_trunk(source, target)}
+    kept = []
+    if isinstance(source, MultiTaskModel):
+        for name, head in target.heads.items():
+            old = source.heads[name] if name in source.heads else None
+            if old is not None and [p.shape for p in old.parameters()] == [
+                p.shape for p in head.parameters()
+            ]:
+                head.load_state_dict(old.state_dict())
+                kept.append(name)
+    info["heads_kept"] = kept
+    info["heads_new"] = [n for n in target.heads if n not in kept]
+    return info
+
+
+@dataclass
+class TaskSpec:
+    """A task as given on the command line: NAME=SOURCE and optional column names."""
+
+    name: str
+    source: str
+    text_column: str | None = None
+    label_column: str | None = None
+
+
 def train_encoder(
     task: str,
     output: Path,
@@ -346,25 +391,67 @@ def train_encoder(
 ) -> TrainResult:
     """Train a sentence encoder with a classification head on one task (`NAME=SOURCE`),
     from a pretrained run (`init`) or from scratch with a tokenizer."""
+    specs = [] if resume else [TaskSpec(*D.parse_task_spec(task), text_column, label_column)]
+    return train_tasks(
+        "encoder", specs, output, init, tokenizer, options, config_file, resume, overwrite, on_event
+    )
+
+
+def train_mtl(
+    tasks: list[TaskSpec],
+    output: Path,
+    init: Path | None = None,
+    tokenizer: Path | None = None,
+    options: dict[str, Any] | None = None,
+    config_file: Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_event: OnEvent = None,
+) -> TrainResult:
+    """Multi-task training: one shared encoder, one head per task, the freeze modes and task
+    schedule of the options (see TrainConfig)."""
+    return train_tasks(
+        "mtl", tasks, output, init, tokenizer, options, config_file, resume, overwrite, on_event
+    )
+
+
+def _cut(td: D.TaskData, n: int, seed: int) -> None:
+    if n and len(td.train) > n:
+        td.train = td.train.shuffle(seed=seed).select(range(n))
+
+
+def train_tasks(
+    kind: str,
+    specs: list[TaskSpec],
+    output: Path,
+    init: Path | None,
+    tokenizer: Path | None,
+    options: dict[str, Any] | None,
+    config_file: Path | None,
+    resume: bool,
+    overwrite: bool,
+    on_event: OnEvent,
+) -> TrainResult:
+    """The classifier training behind train-encoder (one task) and train-mtl (several)."""
     ckpt.check_run_dir(output, overwrite, resume)
     source_model: nn.Module | None = None
-    label_names = None
+    label_names: dict[str, list[str]] = {}
     init_ref = str(init) if init else None
     if resume:
         config = ckpt.read_config(output)
-        init_ref = config.init
         tok = ckpt.load_run_tokenizer(output, config.model.vocab_size)
-        spec = config.tasks[0]
-        name, source, label_names = spec.name, spec.source, spec.label_names
-        text_column, label_column = spec.text_column, spec.label_column
-        model_cfg, train_cfg = config.model, config.train
+        specs = [TaskSpec(t.name, t.source, t.text_column, t.label_column) for t in config.tasks]
+        label_names = {t.name: t.label_names for t in config.tasks}
+        model_cfg, train_cfg, init_ref = config.model, config.train, config.init
     else:
-        name, source = D.parse_task_spec(task)
+        names = [s.name for s in specs]
+        if not names or len(set(names)) != len(names):
+            raise ConfigError(f"give each task once, as --task NAME=SOURCE (got {names})")
         if (init is None) == (tokenizer is None):
             raise ConfigError("give exactly one of --init RUN (pretrained) or --tokenizer FILE")
         if init is not None:
             init_config, source_model, tok, _ = ckpt.load_run(init)
-            base = init_config.model
+            base: ModelConfig | None = init_config.model
         else:
             tok = load_tokenizer(tokenizer)  # type: ignore[arg-type]
             base = None
@@ -374,69 +461,165 @@ def train_encoder(
         # above keeping the LM's causal mask (README, measured figures).
         if "causal" not in given:
             model_cfg.causal = False
+        unknown = sorted(set(train_cfg.task_weights) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"--task-weight names unknown task(s) {', '.join(unknown)}; "
+                f"tasks: {', '.join(names)}"
+            )
+    names = [s.name for s in specs]
+    freeze = parse_freeze(train_cfg.freeze, names, model_cfg.n_layer)
     device = resolve_device(train_cfg.device)
     dtype = resolve_precision(train_cfg.precision, device)
     cfg = train_cfg
-    td = D.load_task(
-        name, source, text_column, label_column, cfg.val_fraction, cfg.seed, label_names
+    tds = {
+        s.name: D.load_task(
+            s.name, s.source, s.text_column, s.label_column, cfg.val_fraction, cfg.seed,
+            label_names.get(s.name),
+        )
+        for s in specs
+    }  # fmt: skip
+    for td in tds.values():
+        _cut(td, cfg.max_samples_per_task, cfg.seed)
+    if cfg.balance == "downsample":
+        smallest = min(len(td.train) for td in tds.values())
+        for td in tds.values():
+            _cut(td, smallest, cfg.seed)
+    config = RunConfig(
+        kind,
+        model_cfg,
+        train_cfg,
+        tasks=[
+            TaskConfig(s.name, s.source, s.text_column, s.label_column, tds[s.name].label_names)
+            for s in specs
+        ],
+        init=init_ref,
     )
-    task_cfg = TaskConfig(name, source, text_column, label_column, td.label_names)
-    config = RunConfig("encoder", model_cfg, train_cfg, tasks=[task_cfg], init=init_ref)
-    seqs = {
-        split: _encode_all(tok, ds, model_cfg.block_size)
+    splits = {
+        (t, split): ds
+        for t, td in tds.items()
         for split, ds in (("train", td.train), ("validation", td.validation), ("test", td.test))
         if ds is not None
     }
+    seqs = {key: _encode_all(tok, ds, model_cfg.block_size) for key, ds in splits.items()}
     labels = {
-        split: np.asarray(ds.with_format("numpy")["label"], dtype=np.int64)
-        for split, ds in (("train", td.train), ("validation", td.validation), ("test", td.test))
-        if ds is not None
+        key: np.asarray(ds.with_format("numpy")["label"], dtype=np.int64)
+        for key, ds in splits.items()
     }
-    lengths = np.array([len(s) for s in seqs["train"]])
+    lengths = {t: np.array([len(x) for x in seqs[(t, "train")]]) for t in names}
     if not resume:
         ckpt.create_run_dir(output)
     seed_everything(cfg.seed)
-    model = MultiTaskModel(model_cfg, {name: len(td.label_names)})
+    model = MultiTaskModel(model_cfg, {t: len(tds[t].label_names) for t in names})
     init_info = None
     if source_model is not None:
-        init_info = {"run": str(init), **transfer_trunk(source_model, model)}
+        init_info = _transfer(source_model, model, init)  # type: ignore[arg-type]
         if on_event:
             on_event({"kind": "init", **init_info})
     model.to(device)
+    weights = {t: cfg.task_weights.get(t, 1.0) for t in names}
+    sums = {t: torch.zeros((), device=device) for t in names}
+    counts = {t: [0, 0] for t in names}  # batches, examples since the last evaluation
 
-    def loss_fn(model: nn.Module, idx: np.ndarray) -> tuple[torch.Tensor, int]:
-        ids, mask = D.collate([seqs["train"][i] for i in idx])
-        y = torch.from_numpy(labels["train"][idx]).to(device)
-        _, loss = model(ids.to(device), mask.to(device), name, y)
-        return loss, int(lengths[idx].sum())
+    def on_epoch(epoch: int) -> bool:
+        before = [p.requires_grad for p in model.parameters()]
+        unfrozen = epoch // cfg.unfreeze_every if cfg.unfreeze_every else 0
+        apply_freeze(model, freeze, model_cfg.n_layer, unfrozen)
+        return before != [p.requires_grad for p in model.parameters()]
 
-    def evaluate() -> dict[str, float]:
-        logits = predict_logits(model, name, seqs["validation"], cfg.batch_size * 2, device, dtype)
-        return _scores(logits, labels["validation"], td.label_names, full=False)
+    def loss_fn(model: nn.Module, step: list[tuple[str, np.ndarray]]) -> tuple[torch.Tensor, int]:
+        total, n_tokens = torch.zeros((), device=device), 0
+        for t, idx in step:
+            ids, mask = D.collate([seqs[(t, "train")][i] for i in idx])
+            y = torch.from_numpy(labels[(t, "train")][idx]).to(device)
+            _, loss = model(ids.to(device), mask.to(device), t, y)
+            total = total + weights[t] * loss
+            sums[t] += loss.detach()
+            counts[t][0] += 1
+            counts[t][1] += len(idx)
+            n_tokens += int(lengths[t][idx].sum())
+        return total, n_tokens
 
-    loop_args = {
-        "device": device,
-        "epoch_batches": lambda e: D.length_batches(
-            lengths, cfg.batch_size, np.random.default_rng([cfg.seed, e])
-        ),
-        "loss_fn": loss_fn,
-        "evaluate": evaluate,
+    def evaluate() -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        for t in names:
+            logits = predict_logits(
+                model, t, seqs[(t, "validation")], cfg.batch_size * 2, device, dtype
+            )
+            scores = _scores(logits, labels[(t, "validation")], tds[t].label_names, full=False)
+            batches, examples = counts[t]
+            train_loss = sums[t].item() / batches if batches else None
+            metrics |= {f"{t}/{k}": v for k, v in scores.items()}
+            metrics |= {
+                f"{t}/train_loss": train_loss,
+                f"{t}/batches": batches,
+                f"{t}/examples": examples,
+            }
+            sums[t].zero_()
+            counts[t] = [0, 0]
+        return metrics
+
+    def epoch_batches(epoch: int) -> list[Any]:
+        rng = np.random.default_rng([cfg.seed, epoch])
+        per_task = {t: D.length_batches(lengths[t], cfg.batch_size, rng) for t in names}
+        return plan_steps(per_task, cfg.schedule, rng, cfg.temperature)
+
+    on_epoch(0)
+    if on_event:
+        on_event({"kind": "groups", "groups": parameter_groups(model), "freeze": cfg.freeze})
+    if not resume:  # the epoch-0 row: every task before any training
+        model.eval()
+        before = EvalLog(0, -1, evaluate())
+        model.train()
+        ckpt.append_metrics(output, asdict(before))
+        if on_event:
+            on_event(before)
+    if freeze.all:  # nothing trains: the run is an evaluation of the model as it is
+        ckpt.save_run(output, config, model, tok, 0)
+        steps, seen, interrupted = 0, 0, False
+        history = _history(ckpt.read_metrics(output))
+        if on_event:
+            on_event({"kind": "eval_only"})
+    else:
+        loop_args = {
+            "device": device,
+            "epoch_batches": epoch_batches,
+            "loss_fn": loss_fn,
+            "evaluate": evaluate,
+            "on_epoch": on_epoch,
+            "group_of": group_of,
+        }
+        steps, seen, interrupted, history = _run_training(
+            output, config, model, tok, loop_args, resume, on_event
+        )
+    report = output / "report"
+    report.mkdir(exist_ok=True)
+    test: dict[str, Any] = {}
+    test_splits = {}
+    for t in names:
+        split = "test" if (t, "test") in seqs else "validation"
+        logits = predict_logits(model, t, seqs[(t, split)], cfg.batch_size * 2, device, dtype)
+        test[t] = _scores(logits, labels[(t, split)], tds[t].label_names, full=True)
+        test_splits[t] = split
+        title = f"{t} ({split}, accuracy {test[t]['accuracy']:.3f})"
+        plot_confusion(
+            report / f"confusion_{t}.png", test[t]["confusion"], tds[t].label_names, title
+        )
+    records = ckpt.read_metrics(output)
+    plot_grad_norms(report / "grad_norms.png", records)
+    summary = {
+        "kind": kind,
+        "steps": steps,
+        "tokens_seen": seen,
+        "init": init_info,
+        "freeze": cfg.freeze,
     }
-    steps, seen, interrupted, history = _run_training(
-        output, config, model, tok, loop_args, resume, on_event
+    summary |= {"history": history, "test_splits": test_splits, "test": test}
+    summary["grad_norms"] = grad_summary(records)
+    _write_summary(output, summary)
+    return TrainResult(
+        output, config, steps, seen, interrupted, history, test, test_splits, init_info
     )
-    split = "test" if "test" in seqs else "validation"
-    logits = predict_logits(model, name, seqs[split], cfg.batch_size * 2, device, dtype)
-    test = _scores(logits, labels[split], td.label_names, full=True)
-    plot_confusion(
-        output / "report" / f"confusion_{name}.png",
-        test["confusion"],
-        td.label_names,
-        f"{name} ({split}, accuracy {test['accuracy']:.3f})",
-    )
-    summary = {"kind": "encoder", "steps": steps, "tokens_seen": seen, "init": init_info}
-    _write_summary(output, {**summary, "history": history, "test_split": split, "test": test})
-    return TrainResult(output, config, steps, seen, interrupted, history, test, split, init_info)
 
 
 def _encode_all(tok: Tokenizer, ds: Any, max_length: int) -> list[np.ndarray]:

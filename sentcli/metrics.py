@@ -35,19 +35,38 @@ def classification_metrics(
     }
 
 
-def plot_losses(path: Path, train: list[tuple[int, float]], val: list[tuple[int, float]]) -> None:
-    """Train and validation loss over steps."""
+def plot_losses(path: Path, curves: dict[str, list[tuple[int, float]]]) -> None:
+    """Loss curves over steps, one line per named curve (train, each validation loss…)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 4), tight_layout=True)
+    fig = Figure(figsize=(7, 4), tight_layout=True)
     ax = fig.add_subplot()
-    if train:
-        ax.plot(*zip(*train, strict=True), label="train")
-    if val:
-        ax.plot(*zip(*val, strict=True), marker="o", label="validation")
+    for name, points in curves.items():
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o" if name != "train" else None, label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.legend()
+    ax.legend(fontsize=8)
+    fig.savefig(path)
+
+
+def plot_grad_norms(path: Path, records: list[dict[str, Any]]) -> None:
+    """Gradient norm per parameter group over the logged steps (log scale)."""
+    from matplotlib.figure import Figure
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in records:
+        for group, norm in r.get("group_norms", {}).items():
+            series.setdefault(group, []).append((r["step"], norm))
+    fig = Figure(figsize=(7, 4), tight_layout=True)
+    ax = fig.add_subplot()
+    for group, points in series.items():
+        ax.plot(*zip(*points, strict=True), label=group)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("gradient norm")
+    if series:
+        ax.legend(fontsize=7)
     fig.savefig(path)
 
 

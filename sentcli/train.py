@@ -40,7 +40,7 @@ class StepLog:
 class EvalLog:
     step: int
     epoch: int
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
     kind: str = "eval"
 
 
@@ -168,7 +168,7 @@ def train_loop(
     cfg: TrainConfig,
     epoch_batches: Callable[[int], Sequence[Any]],
     loss_fn: Callable[[nn.Module, Any], tuple[torch.Tensor, int]],
-    evaluate: Callable[[], dict[str, float]],
+    evaluate: Callable[[], dict[str, Any]],
     save: Callable[[dict[str, Any]], None],
     device: torch.device,
     state: dict[str, Any] | None = None,

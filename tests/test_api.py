@@ -117,8 +117,8 @@ def test_init_transfers_the_pretrained_trunk(tmp_path: Path, lm_run: Path, topic
     assert len(trunk) == result.init["tensors"]
     # with a vanishing learning rate the trunk is still (numerically) the pretrained one
     assert all(torch.allclose(lm[k], enc[k], atol=1e-6) for k in trunk)
-    assert result.test is not None and result.test_split == "test"
-    assert np.array(result.test["confusion"]).shape == (4, 4)
+    assert result.test_splits == {"topic": "test"}
+    assert np.array(result.test["topic"]["confusion"]).shape == (4, 4)
 
 
 def test_init_refuses_architecture_overrides(tmp_path: Path, lm_run: Path, topic_dir: Path) -> None:
@@ -142,8 +142,7 @@ def test_encoder_accuracy_matches_recomputation(
     with torch.no_grad():
         preds = [model(*collate([s]), "topic")[0].argmax(-1).item() for s in seqs]
     accuracy = np.mean([p == int(y) for p, (_, y) in zip(preds, rows, strict=True)])
-    assert result.test is not None
-    assert result.test["accuracy"] == pytest.approx(accuracy)
+    assert result.test["topic"]["accuracy"] == pytest.approx(accuracy)
 
 
 def read_rows_csv(path: Path) -> list[tuple[str, str]]:

@@ -120,7 +120,7 @@ def test_train_encoder_from_init_prints_test_results(pipeline: Path, topic_dir: 
     assert "loaded 28 trunk tensors" in result.output
     assert "topic test: accuracy" in result.output and "Sci/Tech" in result.output
     summary = json.loads((out / "report" / "summary.json").read_text())
-    assert summary["test"]["label_names"] == ["World", "Sports", "Business", "Sci/Tech"]
+    assert summary["test"]["topic"]["label_names"] == ["World", "Sports", "Business", "Sci/Tech"]
     assert (out / "report" / "confusion_topic.png").is_file()
 
 

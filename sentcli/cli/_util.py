@@ -202,8 +202,79 @@ class TrainView:
             self.bar.update(self.task, completed=event.step, info=info)
         elif kind == "eval":
             out.print(self.eval_line(event, self.last_loss))
+        elif kind == "groups":
+            out.print(groups_table(event["groups"], event["freeze"]))
+        elif kind == "warning":
+            err.print(f"[yellow]warning:[/] {event['message']}")
+        elif kind == "eval_only":
+            out.print("--freeze all: nothing trains; evaluated the model as it is")
         elif kind == "interrupted":
             err.print(
                 f"interrupted at step {event.step}; the state is saved: rerun the same command "
                 "with --resume to continue"
             )
+
+
+def task_names(metrics: dict[str, Any]) -> list[str]:
+    return [k[: -len("/accuracy")] for k in metrics if k.endswith("/accuracy")]
+
+
+def classifier_eval_line(event: Any, train_loss: float | None) -> str:
+    """One line per evaluation of a classifier run; epoch 0 is before any training."""
+    parts = [f"epoch {event.epoch + 1:>2} step {event.step:>6}"]
+    for t in task_names(event.metrics):
+        m = {k.split("/", 1)[1]: v for k, v in event.metrics.items() if k.startswith(t + "/")}
+        train = f"train loss {m['train_loss']:.4f} | " if m.get("train_loss") is not None else ""
+        parts.append(
+            f"{t}: {train}val loss {m['val_loss']:.4f} | accuracy {m['accuracy']:.4f} | "
+            f"macro-F1 {m['macro_f1']:.4f}"
+        )
+    return " | ".join(parts)
+
+
+def groups_table(groups: list[tuple[str, int, bool]], freeze: str) -> Table:
+    table = Table(title=f"parameter groups (--freeze {freeze})", title_justify="left")
+    table.add_column("group")
+    table.add_column("parameters", justify="right")
+    table.add_column("state")
+    for name, n, trainable in groups:
+        table.add_row(name, f"{n:,}", "trainable" if trainable else "[dim]frozen[/]")
+    return table
+
+
+def loss_table(history: list[dict[str, Any]], tasks: list[str]) -> Table:
+    """The per-task loss table: a row per evaluation (epoch 0 = before training)."""
+    table = Table(title="per-task losses and scores (validation)", title_justify="left")
+    table.add_column("epoch", justify="right")
+    for t in tasks:
+        for col in ("train loss", "val loss", "acc", "F1"):
+            table.add_column(f"{t} {col}", justify="right")
+    for h in history:
+        cells = [str(h["epoch"] + 1)]
+        for t in tasks:
+            for key in ("train_loss", "val_loss", "accuracy", "macro_f1"):
+                v = h.get(f"{t}/{key}")
+                cells.append("-" if v is None else f"{v:.4f}")
+        table.add_row(*cells)
+    return table
+
+
+def grad_table(rows: list[Any]) -> Table:
+    table = Table(title="gradient norms per group (logged steps)", title_justify="left")
+    for col in ("group", "first", "last", "min", "max"):
+        table.add_column(col, justify="right" if col != "group" else "left")
+    for group, *values in rows:
+        table.add_row(group, *(f"{v:.3g}" for v in values))
+    return table
+
+
+def print_test_results(result: Any) -> None:
+    """Per task: accuracy, macro-F1 and the confusion matrix on its test (or validation) split."""
+    for t, m in result.test.items():
+        split = result.test_splits[t]
+        n = sum(map(sum, m["confusion"]))
+        out.print(
+            f"{t} {split}: accuracy {m['accuracy']:.4f} | macro-F1 {m['macro_f1']:.4f} | "
+            f"{n:,} texts"
+        )
+        out.print(confusion_table(f"{t} confusion ({split})", m["confusion"], m["label_names"]))

@@ -1,7 +1,7 @@
 """`sentcli train-encoder`: a sentence encoder with a classification head on one task."""
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -33,21 +33,13 @@ from sentcli.cli._util import (
     ValFracOpt,
     WarmupOpt,
     WdOpt,
+    classifier_eval_line,
     config_options,
-    confusion_table,
     handle_errors,
     out,
+    print_test_results,
     progress,
 )
-
-
-def _eval_line(event: Any, train_loss: float | None) -> str:
-    m = event.metrics
-    train = f"train loss {train_loss:.4f} | " if train_loss is not None else ""
-    return (
-        f"epoch {event.epoch + 1:>2} step {event.step:>6} | {train}val loss {m['val_loss']:.4f} | "
-        f"accuracy {m['accuracy']:.4f} | macro-F1 {m['macro_f1']:.4f}"
-    )
 
 
 @app.command("train-encoder")
@@ -105,19 +97,9 @@ def train_encoder_cli(
     with progress(quiet) as bar:
         result = api.train_encoder(
             task or "", output, init, tokenizer, opts, config, text_column, label_column,
-            resume, overwrite, on_event=TrainView(bar, _eval_line),
+            resume, overwrite, on_event=TrainView(bar, classifier_eval_line),
         )  # fmt: skip
     if result.interrupted:
         raise typer.Exit(130)
-    test = result.test or {}
-    name = result.config.tasks[0].name
-    out.print(
-        f"{name} {result.test_split}: accuracy {test['accuracy']:.4f} | "
-        f"macro-F1 {test['macro_f1']:.4f} | {sum(map(sum, test['confusion'])):,} texts"
-    )
-    out.print(
-        confusion_table(
-            f"{name} confusion ({result.test_split})", test["confusion"], test["label_names"]
-        )
-    )
+    print_test_results(result)
     out.print(f"wrote {output}")
