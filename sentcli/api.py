@@ -30,7 +30,7 @@ from sentcli.errors import ConfigError, DataError
 from sentcli.freeze import apply_freeze, group_of, parameter_groups, parse_freeze
 from sentcli.metrics import classification_metrics, plot_confusion, plot_grad_norms, plot_losses
 from sentcli.model import LanguageModel, MultiTaskModel
-from sentcli.multitask import grad_summary, grad_warnings, plan_steps
+from sentcli.multitask import grad_summary, grad_warnings, plan_steps, weighted_loss
 from sentcli.tokenizer import (
     KINDS,
     MASK_ID,
@@ -338,6 +338,11 @@ def pretrain(
     return TrainResult(output, config, steps, seen, interrupted, history)
 
 
+def run_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """Every record of a run's metrics.jsonl (up to a line cut by a hard kill)."""
+    return ckpt.read_metrics(run_dir)
+
+
 def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     ckpt.write_text(run_dir / "report" / "summary.json", json.dumps(summary, indent=2) + "\n")
 
@@ -528,17 +533,17 @@ def train_tasks(
         return before != [p.requires_grad for p in model.parameters()]
 
     def loss_fn(model: nn.Module, step: list[tuple[str, np.ndarray]]) -> tuple[torch.Tensor, int]:
-        total, n_tokens = torch.zeros((), device=device), 0
+        batches = []
         for t, idx in step:
             ids, mask = D.collate([seqs[(t, "train")][i] for i in idx])
-            y = torch.from_numpy(labels[(t, "train")][idx]).to(device)
-            _, loss = model(ids.to(device), mask.to(device), t, y)
-            total = total + weights[t] * loss
-            sums[t] += loss.detach()
+            y = torch.from_numpy(labels[(t, "train")][idx])
+            batches.append((t, ids.to(device), mask.to(device), y.to(device)))
             counts[t][0] += 1
             counts[t][1] += len(idx)
-            n_tokens += int(lengths[t][idx].sum())
-        return total, n_tokens
+        total, losses = weighted_loss(model, batches, weights)  # type: ignore[arg-type]
+        for t, loss in losses.items():
+            sums[t] += loss.detach()
+        return total, sum(int(lengths[t][idx].sum()) for t, idx in step)
 
     def evaluate() -> dict[str, Any]:
         metrics: dict[str, Any] = {}

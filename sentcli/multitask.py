@@ -7,6 +7,9 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
+
+from sentcli.model import MultiTaskModel
 
 Step = list[tuple[str, np.ndarray]]
 """One optimizer step: (task, row indices) for each batch it takes."""
@@ -48,6 +51,20 @@ def plan_steps(
     else:
         raise ValueError(f"unknown schedule {schedule!r}")
     return steps
+
+
+def weighted_loss(
+    model: MultiTaskModel,
+    batches: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]],
+    weights: dict[str, float],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Σ weight[task] · loss(task) over a step's (task, ids, mask, labels) batches, and each
+    task's unweighted loss."""
+    losses = {}
+    for task, ids, mask, y in batches:
+        losses[task] = model(ids, mask, task, y)[1]
+    total = torch.stack([weights.get(t, 1.0) * loss for t, loss in losses.items()]).sum()
+    return total, losses
 
 
 def grad_warnings(

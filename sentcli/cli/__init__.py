@@ -47,7 +47,7 @@ def root(
 
 
 # Importing the command modules registers their commands on `app`.
-from sentcli.cli import build_tokenizer, pretrain, train_encoder  # noqa: E402,F401
+from sentcli.cli import build_tokenizer, pretrain, train_encoder, train_mtl  # noqa: E402,F401
 
 
 def main() -> None:

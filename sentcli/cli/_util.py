@@ -43,43 +43,45 @@ ConfigOpt = Annotated[
         "--config", exists=True, dir_okay=False, help="JSON or TOML file of options; flags win."
     ),
 ]
-DeviceOpt = Annotated[Device | None, typer.Option(help="[default: auto]", rich_help_panel=TRAIN)]
+DeviceOpt = Annotated[Device | None, typer.Option(help="\\[default: auto]", rich_help_panel=TRAIN)]
 PrecisionOpt = Annotated[
     Precision | None,
-    typer.Option(help="Autocast dtype [default: auto: bf16 where native]", rich_help_panel=TRAIN),
+    typer.Option(help="Autocast dtype \\[default: auto: bf16 where native]", rich_help_panel=TRAIN),
 ]
-SeedOpt = Annotated[int | None, typer.Option(help="[default: 1337]", rich_help_panel=TRAIN)]
-BatchOpt = Annotated[int | None, typer.Option(help="[default: 32]", rich_help_panel=TRAIN)]
-EpochsOpt = Annotated[int | None, typer.Option(help="[default: 1]", rich_help_panel=TRAIN)]
+SeedOpt = Annotated[int | None, typer.Option(help="\\[default: 1337]", rich_help_panel=TRAIN)]
+BatchOpt = Annotated[int | None, typer.Option(help="\\[default: 32]", rich_help_panel=TRAIN)]
+EpochsOpt = Annotated[int | None, typer.Option(help="\\[default: 1]", rich_help_panel=TRAIN)]
 MaxStepsOpt = Annotated[
     int | None, typer.Option(help="Stop after N steps (0: all epochs)", rich_help_panel=TRAIN)
 ]
-LrOpt = Annotated[float | None, typer.Option(help="Peak LR [default: 1e-3]", rich_help_panel=TRAIN)]
-WarmupOpt = Annotated[
-    int | None, typer.Option(help="Warmup steps [default: 100]", rich_help_panel=TRAIN)
+LrOpt = Annotated[
+    float | None, typer.Option(help="Peak LR \\[default: 1e-3]", rich_help_panel=TRAIN)
 ]
-WdOpt = Annotated[float | None, typer.Option(help="[default: 0.1]", rich_help_panel=TRAIN)]
-ClipOpt = Annotated[float | None, typer.Option(help="[default: 1.0]", rich_help_panel=TRAIN)]
+WarmupOpt = Annotated[
+    int | None, typer.Option(help="Warmup steps \\[default: 100]", rich_help_panel=TRAIN)
+]
+WdOpt = Annotated[float | None, typer.Option(help="\\[default: 0.1]", rich_help_panel=TRAIN)]
+ClipOpt = Annotated[float | None, typer.Option(help="\\[default: 1.0]", rich_help_panel=TRAIN)]
 EvalEveryOpt = Annotated[
     int | None, typer.Option(help="Evaluate every N steps (0: per epoch)", rich_help_panel=TRAIN)
 ]
 LogEveryOpt = Annotated[
     int | None,
-    typer.Option(help="Log train loss every N steps [default: 10]", rich_help_panel=TRAIN),
+    typer.Option(help="Log train loss every N steps \\[default: 10]", rich_help_panel=TRAIN),
 ]
 ValFracOpt = Annotated[
     float | None,
     typer.Option(
-        help="Held-out share without a validation split [default: 0.1]", rich_help_panel=TRAIN
+        help="Held-out share without a validation split \\[default: 0.1]", rich_help_panel=TRAIN
     ),
 ]
-NLayerOpt = Annotated[int | None, typer.Option(help="[default: 4]", rich_help_panel=MODEL)]
-NHeadOpt = Annotated[int | None, typer.Option(help="[default: 4]", rich_help_panel=MODEL)]
-NEmbdOpt = Annotated[int | None, typer.Option(help="[default: 256]", rich_help_panel=MODEL)]
+NLayerOpt = Annotated[int | None, typer.Option(help="\\[default: 4]", rich_help_panel=MODEL)]
+NHeadOpt = Annotated[int | None, typer.Option(help="\\[default: 4]", rich_help_panel=MODEL)]
+NEmbdOpt = Annotated[int | None, typer.Option(help="\\[default: 256]", rich_help_panel=MODEL)]
 BlockOpt = Annotated[
-    int | None, typer.Option(help="Max tokens per text [default: 128]", rich_help_panel=MODEL)
+    int | None, typer.Option(help="Max tokens per text \\[default: 128]", rich_help_panel=MODEL)
 ]
-DropoutOpt = Annotated[float | None, typer.Option(help="[default: 0.1]", rich_help_panel=MODEL)]
+DropoutOpt = Annotated[float | None, typer.Option(help="\\[default: 0.1]", rich_help_panel=MODEL)]
 OutputDir = Annotated[
     Path, typer.Option("--output", "-o", file_okay=False, help="Run folder to write.")
 ]

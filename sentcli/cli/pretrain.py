@@ -64,9 +64,9 @@ def pretrain_cli(
     tokenizer: Annotated[
         Path | None, typer.Option(exists=True, dir_okay=False, help="tokenizer.json to use.")
     ] = None,
-    objective: Annotated[Objective | None, typer.Option(help="[default: clm]")] = None,
+    objective: Annotated[Objective | None, typer.Option(help="\\[default: clm]")] = None,
     max_eval_batches: Annotated[
-        int | None, typer.Option(help="Validation batches per evaluation [default: 50]")
+        int | None, typer.Option(help="Validation batches per evaluation \\[default: 50]")
     ] = None,
     text_column: TextColOpt = None,
     config: ConfigOpt = None,

@@ -1,0 +1,201 @@
+"""`sentcli train-mtl`: one shared encoder, one head per task, freeze modes and schedules."""
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sentcli import api
+from sentcli.cli import app
+from sentcli.cli._util import (
+    BatchOpt,
+    BlockOpt,
+    ClipOpt,
+    ConfigOpt,
+    DeviceOpt,
+    DropoutOpt,
+    EpochsOpt,
+    EvalEveryOpt,
+    LogEveryOpt,
+    LrOpt,
+    MaxStepsOpt,
+    NEmbdOpt,
+    NHeadOpt,
+    NLayerOpt,
+    OutputDir,
+    OverwriteOpt,
+    PrecisionOpt,
+    QuietOpt,
+    ResumeOpt,
+    SeedOpt,
+    TrainView,
+    ValFracOpt,
+    WarmupOpt,
+    WdOpt,
+    classifier_eval_line,
+    config_options,
+    grad_table,
+    handle_errors,
+    loss_table,
+    out,
+    print_test_results,
+    progress,
+)
+from sentcli.data import parse_task_spec
+from sentcli.errors import ConfigError
+from sentcli.multitask import grad_summary
+
+MTL = "Multi-task"
+
+
+class Schedule(StrEnum):
+    round_robin = "round-robin"
+    proportional = "proportional"
+    joint = "joint"
+
+
+class Balance(StrEnum):
+    none = "none"
+    downsample = "downsample"
+
+
+def _per_task(values: list[str], tasks: list[str], what: str) -> dict[str, str]:
+    """`COL` (every task) or `NAME=COL` (one task) → {task: column}."""
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, col = value.partition("=")
+        if not sep:
+            out |= dict.fromkeys(tasks, value)
+        elif name in tasks:
+            out[name] = col
+        else:
+            raise ConfigError(f"--{what} {value}: no task {name!r}; tasks: {', '.join(tasks)}")
+    return out
+
+
+def _weights(values: list[str]) -> dict[str, float] | None:
+    weights = {}
+    for value in values:
+        name, _, w = value.partition("=")
+        try:
+            weights[name] = float(w)
+        except ValueError:
+            raise ConfigError(
+                f"--task-weight {value!r} is not NAME=W (e.g. sentiment=0.5)"
+            ) from None
+    return weights or None
+
+
+@app.command("train-mtl")
+@handle_errors
+def train_mtl_cli(
+    output: OutputDir,
+    task: Annotated[
+        list[str] | None, typer.Option(help="NAME=SOURCE, once per task (file, folder, hf:NAME).")
+    ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, file_okay=False, help="LM, encoder or multi-task run to start from."
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="tokenizer.json (training from scratch)."),
+    ] = None,
+    freeze: Annotated[
+        str | None,
+        typer.Option(
+            help="none, backbone, embeddings, layers:K, head:NAME, all; comma-separated "
+            "\\[default: none]",
+            rich_help_panel=MTL,
+        ),
+    ] = None,
+    unfreeze_every: Annotated[
+        int | None,
+        typer.Option(help="Unfreeze one more block every N epochs.", rich_help_panel=MTL),
+    ] = None,
+    backbone_lr_scale: Annotated[
+        float | None, typer.Option(help="Encoder LR as a share of the heads'.", rich_help_panel=MTL)
+    ] = None,
+    schedule: Annotated[
+        Schedule | None, typer.Option(help="\\[default: round-robin]", rich_help_panel=MTL)
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help="Proportional: p ∝ size^(1/T) \\[default: 1]", rich_help_panel=MTL),
+    ] = None,
+    task_weight: Annotated[
+        list[str] | None, typer.Option(help="NAME=W: weight of a task's loss.", rich_help_panel=MTL)
+    ] = None,
+    balance: Annotated[
+        Balance | None,
+        typer.Option(help="downsample: cut tasks to the smallest.", rich_help_panel=MTL),
+    ] = None,
+    max_samples_per_task: Annotated[
+        int | None, typer.Option(help="Cut each task's train split to N rows.", rich_help_panel=MTL)
+    ] = None,
+    head_hidden: Annotated[
+        int | None, typer.Option(help="MLP heads of this width (0: linear).", rich_help_panel=MTL)
+    ] = None,
+    explode_threshold: Annotated[
+        float | None,
+        typer.Option(help="Warn above this gradient norm \\[default: 1000].", rich_help_panel=MTL),
+    ] = None,
+    text_column: Annotated[list[str] | None, typer.Option(help="COL or NAME=COL.")] = None,
+    label_column: Annotated[list[str] | None, typer.Option(help="COL or NAME=COL.")] = None,
+    config: ConfigOpt = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = None,
+    epochs: EpochsOpt = None,
+    max_steps: MaxStepsOpt = None,
+    lr: LrOpt = None,
+    warmup: WarmupOpt = None,
+    weight_decay: WdOpt = None,
+    grad_clip: ClipOpt = None,
+    eval_every: EvalEveryOpt = None,
+    log_every: LogEveryOpt = None,
+    val_fraction: ValFracOpt = None,
+    n_layer: NLayerOpt = None,
+    n_head: NHeadOpt = None,
+    n_embd: NEmbdOpt = None,
+    block_size: BlockOpt = None,
+    dropout: DropoutOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train one shared encoder with one head per task, with a freeze mode and task schedule.
+
+    Prints the parameter groups (trainable or frozen), a line per evaluation (epoch 0 is
+    before training), then the per-task loss table, one confusion matrix per task and the
+    gradient norms per group.
+
+    Example: sentcli train-mtl --task topic=data/ag_news --task sentiment=data/imdb
+    --init runs/lm --freeze backbone -o runs/mtl
+    """
+    opts = config_options(locals())
+    opts["task_weights"] = _weights(task_weight or [])
+    pairs = [parse_task_spec(t) for t in task or []]
+    if not pairs and not resume:
+        raise typer.BadParameter("give --task NAME=SOURCE once per task", param_hint="--task")
+    names = [n for n, _ in pairs]
+    texts = _per_task(text_column or [], names, "text-column")
+    labels = _per_task(label_column or [], names, "label-column")
+    specs = [api.TaskSpec(n, s, texts.get(n), labels.get(n)) for n, s in pairs]
+    with progress(quiet) as bar:
+        result = api.train_mtl(
+            specs, output, init, tokenizer, opts, config, resume, overwrite,
+            on_event=TrainView(bar, classifier_eval_line),
+        )  # fmt: skip
+    if result.interrupted:
+        raise typer.Exit(130)
+    out.print(loss_table(result.history, [t.name for t in result.config.tasks]))
+    print_test_results(result)
+    rows = grad_summary(api.run_metrics(output))
+    if rows:
+        out.print(grad_table(rows))
+    out.print(f"wrote {output}")
