@@ -71,3 +71,13 @@ def corpus_file(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> P
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
     path.write_text("\n".join(texts) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def sentiment_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real sentiment folder: 120 IMDB train rows, 40 test rows, labels.txt."""
+    folder = tmp_path_factory.mktemp("sentiment")
+    write_csv(folder / "train.csv", read_rows(DATA / "imdb" / "train.csv.gz", 120))
+    write_csv(folder / "test.csv", read_rows(DATA / "imdb" / "test.csv.gz", 40))
+    (folder / "labels.txt").write_text((DATA / "imdb" / "labels.txt").read_text())
+    return folder

@@ -1,0 +1,257 @@
+"""Multi-task training: schedules, weighted losses, freeze modes end to end, the CLI."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from sentcli import api
+from sentcli.cli import app
+from sentcli.config import ModelConfig
+from sentcli.data import collate
+from sentcli.metrics import classification_metrics
+from sentcli.model import MultiTaskModel
+from sentcli.multitask import grad_warnings, plan_steps, weighted_loss
+
+from conftest import FAST
+
+MTL = {**FAST, "epochs": 2, "batch_size": 16}
+
+
+def batches(n: int, tag: int) -> list[np.ndarray]:
+    return [np.array([tag, i]) for i in range(n)]
+
+
+def test_round_robin_takes_turns_and_uses_every_batch_once() -> None:
+    steps = plan_steps(
+        {"a": batches(3, 0), "b": batches(1, 1)}, "round-robin", np.random.default_rng(0)
+    )
+    assert [[t for t, _ in s] for s in steps] == [["a"], ["b"], ["a"], ["a"]]
+
+
+def test_joint_takes_one_batch_of_every_task_left() -> None:
+    steps = plan_steps({"a": batches(2, 0), "b": batches(1, 1)}, "joint", np.random.default_rng(0))
+    assert [[t for t, _ in s] for s in steps] == [["a", "b"], ["a"]]
+
+
+@pytest.mark.parametrize("temperature,expected", [(1.0, 3.0), (1e9, 1.0)])
+def test_proportional_draws_match_the_expected_ratio(temperature: float, expected: float) -> None:
+    plan = {"a": batches(3000, 0), "b": batches(1000, 1)}
+    steps = plan_steps(plan, "proportional", np.random.default_rng(1), temperature)
+    assert len(steps) == 4000
+    first = [s[0][0] for s in steps[:1000]]  # before either task can run out
+    ratio = first.count("a") / first.count("b")
+    assert ratio == pytest.approx(expected, rel=0.15)
+
+
+def test_joint_loss_is_the_weighted_sum(tiny_config: ModelConfig) -> None:
+    model = MultiTaskModel(tiny_config, {"topic": 4, "sentiment": 2})
+    ids, mask = collate([np.arange(5, 12), np.arange(5, 9)])
+    step = [
+        ("topic", ids, mask, torch.tensor([0, 3])),
+        ("sentiment", ids, mask, torch.tensor([1, 0])),
+    ]
+    total, losses = weighted_loss(model, step, {"topic": 0.3, "sentiment": 2.0})
+    manual = (
+        0.3 * model(ids, mask, "topic", torch.tensor([0, 3]))[1]
+        + 2.0 * model(ids, mask, "sentiment", torch.tensor([1, 0]))[1]
+    )
+    assert torch.allclose(total, manual)
+    assert set(losses) == {"topic", "sentiment"}
+
+
+def test_grad_warnings() -> None:
+    warnings = grad_warnings(
+        7, {"block.0": 1e-9, "head.t": float("nan"), "block.1": 5e3, "x": 1.0}, 1e3
+    )
+    assert any("block.0" in w and "vanishing" in w for w in warnings)
+    assert any("head.t" in w and "non-finite" in w for w in warnings)
+    assert any("block.1" in w and "exploding" in w for w in warnings)
+    assert len(warnings) == 3
+
+
+def test_confusion_keeps_its_shape_when_a_class_is_never_predicted() -> None:
+    m = classification_metrics(np.array([0, 1, 2]), np.array([0, 0, 0]), ["a", "b", "c"])
+    assert np.array(m["confusion"]).shape == (3, 3)
+    assert m["per_class"]["c"]["recall"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory: pytest.TempPathFactory, corpus_file: Path, tokenizer_path: Path) -> Path:
+    run = tmp_path_factory.mktemp("mtl") / "lm"
+    api.pretrain(
+        [str(corpus_file)], run, tokenizer_path, {**FAST, "max_steps": 4, "max_eval_batches": 1}
+    )
+    return run
+
+
+def specs(topic_dir: Path, sentiment_dir: Path) -> list[api.TaskSpec]:
+    return [api.TaskSpec("topic", str(topic_dir)), api.TaskSpec("sentiment", str(sentiment_dir))]
+
+
+def test_backbone_freeze_trains_only_heads(
+    tmp_path: Path, lm: Path, topic_dir: Path, sentiment_dir: Path
+) -> None:
+    result = api.train_mtl(
+        specs(topic_dir, sentiment_dir),
+        tmp_path / "m",
+        init=lm,
+        options={**MTL, "freeze": "backbone"},
+    )
+    before, after = (
+        load_file(str(lm / "model.safetensors")),
+        load_file(str(tmp_path / "m" / "model.safetensors")),
+    )
+    trunk = [k for k in before if k.startswith("trunk.")]
+    assert all(torch.equal(before[k], after[k]) for k in trunk)  # bit-identical backbone
+    assert result.init is not None and result.init["heads_new"] == ["topic", "sentiment"]
+    # epoch-0 row, then one row per epoch, with every task's metrics
+    assert [h["epoch"] for h in result.history] == [-1, 0, 1]
+    assert result.history[0]["topic/train_loss"] is None
+    assert all(h["sentiment/accuracy"] is not None for h in result.history)
+    # round-robin: every training example once per epoch
+    n_topic = 240 - round(240 * 0.1)
+    assert [h["topic/examples"] for h in result.history[1:]] == [n_topic, n_topic]
+    records = api.run_metrics(tmp_path / "m")
+    groups = {g for r in records if r["kind"] == "train" for g in r["group_norms"]}
+    assert groups == {"head.topic", "head.sentiment"}
+    assert set(result.test) == {"topic", "sentiment"}
+    for name in (
+        "losses.png",
+        "confusion_topic.png",
+        "confusion_sentiment.png",
+        "grad_norms.png",
+        "summary.json",
+    ):
+        assert (tmp_path / "m" / "report" / name).is_file(), name
+
+
+def test_gradual_unfreezing_adds_a_block_per_epoch(
+    tmp_path: Path, lm: Path, topic_dir: Path, sentiment_dir: Path
+) -> None:
+    opts = {**MTL, "epochs": 3, "freeze": "backbone", "unfreeze_every": 1, "log_every": 1}
+    api.train_mtl(specs(topic_dir, sentiment_dir), tmp_path / "m", init=lm, options=opts)
+    by_epoch: dict[int, set[str]] = {}
+    for r in api.run_metrics(tmp_path / "m"):
+        if r["kind"] == "train":
+            by_epoch.setdefault(r["epoch"], set()).update(r["group_norms"])
+    heads = {"head.topic", "head.sentiment"}
+    assert by_epoch[0] == heads
+    assert by_epoch[1] == heads | {"final_norm", "block.1"}
+    assert by_epoch[2] == heads | {"final_norm", "block.1", "block.0"}
+
+
+def test_freeze_all_evaluates_only(
+    tmp_path: Path, lm: Path, topic_dir: Path, sentiment_dir: Path
+) -> None:
+    result = api.train_mtl(
+        specs(topic_dir, sentiment_dir), tmp_path / "m", init=lm, options={**MTL, "freeze": "all"}
+    )
+    assert result.steps == 0 and len(result.history) == 1
+    assert result.test["topic"]["accuracy"] >= 0.0
+
+
+def test_init_from_a_multitask_run_keeps_matching_heads(
+    tmp_path: Path, lm: Path, topic_dir: Path, sentiment_dir: Path
+) -> None:
+    first = tmp_path / "first"
+    api.train_mtl(
+        [api.TaskSpec("topic", str(topic_dir))], first, init=lm, options={**MTL, "epochs": 1}
+    )
+    result = api.train_mtl(
+        specs(topic_dir, sentiment_dir),
+        tmp_path / "second",
+        init=first,
+        options={**MTL, "freeze": "all"},
+    )
+    assert result.init is not None
+    assert result.init["heads_kept"] == ["topic"] and result.init["heads_new"] == ["sentiment"]
+    a, b = (
+        load_file(str(first / "model.safetensors")),
+        load_file(str(tmp_path / "second" / "model.safetensors")),
+    )
+    assert torch.equal(a["heads.topic.weight"], b["heads.topic.weight"])
+
+
+runner = CliRunner()
+
+
+def test_cli_train_mtl_prints_tables(
+    tmp_path: Path, lm: Path, topic_dir: Path, sentiment_dir: Path
+) -> None:
+    args = [
+        "train-mtl",
+        "--task",
+        f"topic={topic_dir}",
+        "--task",
+        f"sentiment={sentiment_dir}",
+        "--init",
+        str(lm),
+    ]
+    args += [
+        "--freeze",
+        "layers:1",
+        "--schedule",
+        "joint",
+        "--task-weight",
+        "sentiment=2",
+        "--epochs",
+        "1",
+    ]
+    args += [
+        "--device",
+        "cpu",
+        "--explode-threshold",
+        "1e-12",
+        "--quiet",
+        "-o",
+        str(tmp_path / "m"),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for text in (
+        "parameter groups (--freeze layers:1)",
+        "frozen",
+        "per-task losses",
+        "topic test: accuracy",
+        "sentiment test: accuracy",
+        "gradient norms per group",
+        "exploding",
+    ):
+        assert text in result.output, text
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["kind"] == "mtl" and config["train"]["task_weights"] == {"sentiment": 2.0}
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--freeze", "backbone,head:topic"], "nothing to train"),
+        (["--freeze", "head:nope"], "valid: none, backbone"),
+        (["--task-weight", "nope=2"], "unknown task"),
+        (["--text-column", "nope=text"], "no task 'nope'"),
+    ],
+)
+def test_cli_train_mtl_refuses_bad_options(
+    tmp_path: Path, lm: Path, topic_dir: Path, sentiment_dir: Path, extra: list[str], message: str
+) -> None:
+    args = [
+        "train-mtl",
+        "--task",
+        f"topic={topic_dir}",
+        "--task",
+        f"sentiment={sentiment_dir}",
+        "--init",
+        str(lm),
+        "-o",
+        str(tmp_path / "m"),
+        *extra,
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
