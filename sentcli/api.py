@@ -26,7 +26,7 @@ from sentcli.config import (
     read_config_file,
 )
 from sentcli.embed import predict_logits
-from sentcli.errors import ConfigError, DataError
+from sentcli.errors import CheckpointError, ConfigError, DataError
 from sentcli.freeze import apply_freeze, group_of, parameter_groups, parse_freeze
 from sentcli.metrics import classification_metrics, plot_confusion, plot_grad_norms, plot_losses
 from sentcli.model import LanguageModel, MultiTaskModel
@@ -188,6 +188,12 @@ def _run_training(
             if on_event:
                 on_event(e)
     records = ckpt.read_metrics(run_dir)
+    _plot_curves(run_dir, records)
+    return steps, seen, interrupted, _history(records)
+
+
+def _plot_curves(run_dir: Path, records: list[dict[str, Any]]) -> None:
+    """report/losses.png and report/grad_norms.png from a run's metrics records."""
     history = _history(records)
     curves = {"train": [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]}
     for key in sorted({k for h in history for k in h if k.endswith("loss")}):
@@ -196,7 +202,8 @@ def _run_training(
         ]
     (run_dir / "report").mkdir(exist_ok=True)
     plot_losses(run_dir / "report" / "losses.png", curves)
-    return steps, seen, interrupted, history
+    if any(r.get("group_norms") for r in records):
+        plot_grad_norms(run_dir / "report" / "grad_norms.png", records)
 
 
 def _history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -611,7 +618,6 @@ def train_tasks(
             report / f"confusion_{t}.png", test[t]["confusion"], tds[t].label_names, title
         )
     records = ckpt.read_metrics(output)
-    plot_grad_norms(report / "grad_norms.png", records)
     summary = {
         "kind": kind,
         "steps": steps,
@@ -643,3 +649,72 @@ def _scores(
     if not full:
         metrics = {k: metrics[k] for k in ("accuracy", "macro_f1")}
     return {"val_loss": val_loss, **metrics}
+
+
+def evaluate(
+    model_dir: Path,
+    tasks: list[TaskSpec] | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix of each
+    task of a trained run, on the given sources or the test splits the run recorded."""
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
+    config, model, tok, _ = ckpt.load_run(model_dir)
+    if config.kind == "lm":
+        raise ConfigError(
+            f"{model_dir} is a language-model run (no task heads); evaluate a run of "
+            "train-encoder or train-mtl"
+        )
+    assert isinstance(model, MultiTaskModel)
+    known = {t.name: t for t in config.tasks}
+    recorded = [TaskSpec(t.name, t.source, t.text_column, t.label_column) for t in config.tasks]
+    specs = tasks or recorded
+    unknown = [s.name for s in specs if s.name not in known]
+    if unknown:
+        raise ConfigError(
+            f"{model_dir} has no task {', '.join(unknown)}; its tasks: {', '.join(known)}"
+        )
+    dev = resolve_device(device)
+    dtype = resolve_precision(config.train.precision, dev)
+    model.to(dev)
+    results: dict[str, Any] = {}
+    for s in specs:
+        names = known[s.name].label_names
+        split, ds = D.load_eval_split(s.name, s.source, s.text_column, s.label_column, names)
+        y = np.asarray(ds.with_format("numpy")["label"], dtype=np.int64)
+        seqs = _encode_all(tok, ds, config.model.block_size)
+        logits = predict_logits(model, s.name, seqs, batch_size, dev, dtype)
+        scores = _scores(logits, y, names, full=True)
+        results[s.name] = {"source": s.source, "split": split, **scores}
+    return {"model": str(model_dir), "tasks": results}
+
+
+def report(run_dir: Path) -> dict[str, Any]:
+    """Re-read a finished or interrupted run: its evaluations, test results and gradient
+    norms; rewrites the plots in report/."""
+    config = ckpt.read_config(run_dir)
+    records = ckpt.read_metrics(run_dir)
+    if not records:
+        raise CheckpointError(f"{run_dir} has no metrics.jsonl records yet; nothing to report")
+    summary_path = run_dir / "report" / "summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
+    _plot_curves(run_dir, records)
+    test = summary.get("test", {})
+    for t, m in test.items():
+        title = f"{t} ({summary['test_splits'][t]}, accuracy {m['accuracy']:.3f})"
+        path = run_dir / "report" / f"confusion_{t}.png"
+        plot_confusion(path, m["confusion"], m["label_names"], title)
+    return {
+        "run": str(run_dir),
+        "kind": config.kind,
+        "tasks": [t.name for t in config.tasks],
+        "steps": max(r["step"] for r in records),
+        "interrupted": records[-1]["kind"] == "interrupted",
+        "history": _history(records),
+        "test": test,
+        "test_splits": summary.get("test_splits", {}),
+        "grad_norms": grad_summary(records),
+        "warnings": [r["message"] for r in records if r["kind"] == "warning"],
+    }

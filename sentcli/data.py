@@ -312,6 +312,29 @@ def load_task(
     return TaskData(name, source, train, validation, out.get("test"), names, tcol, lcol)
 
 
+def load_eval_split(
+    name: str,
+    source: str,
+    text_column: str | None,
+    label_column: str | None,
+    label_names: list[str],
+) -> tuple[str, Any]:
+    """The rows to evaluate a trained task on: the test split, else validation, else all of
+    train (a plain file), with labels mapped to the model's label names."""
+    splits, names = read_splits(source)
+    if names is not None and names != label_names:
+        raise DataError(
+            f"{source}: labels.txt ({', '.join(names)}) differs from the model's labels for "
+            f"task {name} ({', '.join(label_names)}); evaluate with data of the same labels"
+        )
+    split = next(s for s in ("test", "validation", "train") if s in splits)
+    ds, where = splits[split], f"{source} ({split})"
+    tcol = _pick_column(ds, text_column, TEXT_NAMES, "text", where)
+    lcol = _pick_column(ds, label_column, LABEL_NAMES, "label", where)
+    _check_texts(ds, tcol, where)
+    return split, _label_ids(ds, tcol, lcol, label_names, where)[0]
+
+
 def load_texts(sources: list[str], text_column: str | None = None) -> list[tuple[str, Any]]:
     """Unlabelled texts for tokenizers and pretraining: (split, Dataset with column `text`).
 

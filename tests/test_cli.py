@@ -42,7 +42,14 @@ def test_version_and_help_show_examples() -> None:
     result = run("--version")
     assert result.exit_code == 0 and __version__ in result.output
     assert "Example" in run("--help").output
-    for command in ("build-tokenizer", "pretrain", "train-encoder"):
+    for command in (
+        "build-tokenizer",
+        "pretrain",
+        "train-encoder",
+        "train-mtl",
+        "evaluate",
+        "report",
+    ):
         result = run(command, "--help")
         assert result.exit_code == 0 and "Example:" in result.output, command
 

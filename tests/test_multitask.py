@@ -255,3 +255,108 @@ def test_cli_train_mtl_refuses_bad_options(
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "m").exists()
+
+
+@pytest.fixture(scope="module")
+def mtl_run(
+    tmp_path_factory: pytest.TempPathFactory, lm: Path, topic_dir: Path, sentiment_dir: Path
+) -> tuple[Path, str]:
+    run = tmp_path_factory.mktemp("mtlrun") / "m"
+    args = [
+        "train-mtl",
+        "--task",
+        f"topic={topic_dir}",
+        "--task",
+        f"sentiment={sentiment_dir}",
+        "--init",
+        str(lm),
+    ]
+    result = runner.invoke(
+        app,
+        [
+            *args,
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--quiet",
+            "-o",
+            str(run),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return run, result.output
+
+
+def table_lines(output: str, title: str) -> list[str]:
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("└"))
+    return lines[start : end + 1]
+
+
+def test_evaluate_json_matches_the_printed_table_and_the_run(mtl_run: tuple[Path, str]) -> None:
+    run, train_output = mtl_run
+    printed = runner.invoke(app, ["evaluate", "--model", str(run), "--device", "cpu"])
+    as_json = runner.invoke(app, ["evaluate", "--model", str(run), "--device", "cpu", "--json"])
+    assert printed.exit_code == 0 and as_json.exit_code == 0, printed.output + as_json.output
+    result = json.loads(as_json.output)
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    for task in ("topic", "sentiment"):
+        m = result["tasks"][task]
+        assert m["split"] == "test"
+        assert f"{task} (" in printed.output and f"accuracy {m['accuracy']:.4f}" in printed.output
+        assert m["accuracy"] == pytest.approx(summary["test"][task]["accuracy"])
+        assert m["confusion"] == summary["test"][task]["confusion"]
+    # the same confusion table as train-mtl printed
+    assert (
+        table_lines(printed.output, "topic confusion")[1:]
+        == table_lines(train_output, "topic confusion")[1:]
+    )
+
+
+def test_report_reproduces_the_tables(mtl_run: tuple[Path, str]) -> None:
+    run, train_output = mtl_run
+    (run / "report" / "losses.png").unlink()
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    for title in (
+        "per-task losses",
+        "topic confusion",
+        "sentiment confusion",
+        "gradient norms per group",
+    ):
+        assert table_lines(result.output, title) == table_lines(train_output, title), title
+    assert (run / "report" / "losses.png").is_file()
+    as_json = json.loads(runner.invoke(app, ["report", str(run), "--json"]).output)
+    assert as_json["kind"] == "mtl" and [h["epoch"] for h in as_json["history"]] == [-1, 0]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["evaluate", "--model", "{lm}"], "language-model run"),
+        (["evaluate", "--model", "{run}", "--task", "nope={topic}"], "has no task nope"),
+        (["evaluate", "--model", "{topic}"], "not a complete run folder"),
+        (
+            ["evaluate", "--model", "{run}", "--task", "sentiment={topic}"],
+            "differs from the model's labels",
+        ),
+        (["report", "{topic}"], "not a complete run folder"),
+    ],
+)
+def test_evaluate_and_report_refuse_bad_input(
+    args: list[str], message: str, mtl_run: tuple[Path, str], lm: Path, topic_dir: Path
+) -> None:
+    values = {"lm": lm, "run": mtl_run[0], "topic": topic_dir}
+    result = runner.invoke(app, [a.format(**values) for a in args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_report_of_a_language_model_run(lm: Path) -> None:
+    result = runner.invoke(app, ["report", str(lm)])
+    assert result.exit_code == 0, result.output
+    assert "evaluations" in result.output and "val ppl" in result.output

@@ -47,7 +47,14 @@ def root(
 
 
 # Importing the command modules registers their commands on `app`.
-from sentcli.cli import build_tokenizer, pretrain, train_encoder, train_mtl  # noqa: E402,F401
+from sentcli.cli import (  # noqa: E402,F401
+    build_tokenizer,
+    evaluate,
+    pretrain,
+    report,
+    train_encoder,
+    train_mtl,
+)
 
 
 def main() -> None:

@@ -270,10 +270,10 @@ def grad_table(rows: list[Any]) -> Table:
     return table
 
 
-def print_test_results(result: Any) -> None:
+def print_test_results(test: dict[str, Any], splits: dict[str, str]) -> None:
     """Per task: accuracy, macro-F1 and the confusion matrix on its test (or validation) split."""
-    for t, m in result.test.items():
-        split = result.test_splits[t]
+    for t, m in test.items():
+        split = splits[t]
         n = sum(map(sum, m["confusion"]))
         out.print(
             f"{t} {split}: accuracy {m['accuracy']:.4f} | macro-F1 {m['macro_f1']:.4f} | "

@@ -101,5 +101,5 @@ def train_encoder_cli(
         )  # fmt: skip
     if result.interrupted:
         raise typer.Exit(130)
-    print_test_results(result)
+    print_test_results(result.test, result.test_splits)
     out.print(f"wrote {output}")

@@ -194,7 +194,7 @@ def train_mtl_cli(
     if result.interrupted:
         raise typer.Exit(130)
     out.print(loss_table(result.history, [t.name for t in result.config.tasks]))
-    print_test_results(result)
+    print_test_results(result.test, result.test_splits)
     rows = grad_summary(api.run_metrics(output))
     if rows:
         out.print(grad_table(rows))

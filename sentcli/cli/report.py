@@ -1,0 +1,51 @@
+"""`sentcli report`: re-render a run's tables from its files and rewrite its plots."""
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sentcli import api
+from sentcli.cli import app
+from sentcli.cli._util import err, grad_table, handle_errors, loss_table, out, print_test_results
+
+
+def lm_table(history: list[dict]) -> Table:
+    table = Table(title="evaluations", title_justify="left")
+    for col in ("step", "val loss", "val ppl"):
+        table.add_column(col, justify="right")
+    for h in history:
+        table.add_row(str(h["step"]), f"{h['val_loss']:.4f}", f"{h['val_ppl']:.1f}")
+    return table
+
+
+@app.command("report")
+@handle_errors
+def report_cli(
+    run: Annotated[Path, typer.Argument(file_okay=False, help="Run folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Re-render a finished or interrupted run's tables and rewrite its plots.
+
+    Shows the per-task loss table, the confusion matrices and the gradient-norm summary
+    (a language-model run: its evaluations), from metrics.jsonl and report/summary.json.
+
+    Example: sentcli report runs/mtl
+    """
+    result = api.report(run)
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    if result["interrupted"]:
+        err.print(f"{run} was interrupted at step {result['steps']}; resume it with --resume")
+    if result["kind"] == "lm":
+        out.print(lm_table(result["history"]))
+    else:
+        out.print(loss_table(result["history"], result["tasks"]))
+        print_test_results(result["test"], result["test_splits"])
+    rows = result["grad_norms"]
+    if rows:
+        out.print(grad_table(rows))
+    out.print(f"plots rewritten in {run / 'report'}")
