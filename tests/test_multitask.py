@@ -360,3 +360,97 @@ def test_report_of_a_language_model_run(lm: Path) -> None:
     result = runner.invoke(app, ["report", str(lm)])
     assert result.exit_code == 0, result.output
     assert "evaluations" in result.output and "val ppl" in result.output
+
+
+def test_balance_and_max_samples_cut_the_train_splits(
+    tmp_path: Path, lm: Path, topic_dir: Path, sentiment_dir: Path
+) -> None:
+    opts = {**MTL, "epochs": 1, "freeze": "backbone"}
+    balanced = api.train_mtl(
+        specs(topic_dir, sentiment_dir),
+        tmp_path / "b",
+        init=lm,
+        options={**opts, "balance": "downsample"},
+    )
+    n_sentiment = 120 - round(120 * 0.1)
+    assert (
+        balanced.history[1]["topic/examples"]
+        == balanced.history[1]["sentiment/examples"]
+        == n_sentiment
+    )
+    capped = api.train_mtl(
+        specs(topic_dir, sentiment_dir),
+        tmp_path / "c",
+        init=lm,
+        options={**opts, "max_samples_per_task": 50},
+    )
+    assert capped.history[1]["topic/examples"] == capped.history[1]["sentiment/examples"] == 50
+
+
+def test_zero_head_weights_trigger_vanishing_gradient_warnings(
+    tmp_path: Path, lm: Path, topic_dir: Path
+) -> None:
+    from safetensors.torch import save_file
+
+    from sentcli import checkpoint as ckpt
+
+    first = tmp_path / "first"
+    api.train_mtl(
+        [api.TaskSpec("topic", str(topic_dir))],
+        first,
+        init=lm,
+        options={**MTL, "epochs": 1, "freeze": "all"},
+    )
+    weights = load_file(str(first / "model.safetensors"))
+    weights["heads.topic.weight"].zero_()  # no gradient can reach the trunk through a zero head
+    save_file(weights, str(first / "model.safetensors"), metadata={"step": "0"})
+    api.train_mtl(
+        [api.TaskSpec("topic", str(topic_dir))],
+        tmp_path / "m",
+        init=first,
+        options={**MTL, "max_steps": 1, "log_every": 1},
+    )
+    warnings = [r["message"] for r in ckpt.read_metrics(tmp_path / "m") if r["kind"] == "warning"]
+    assert any("embeddings" in w and "vanishing" in w for w in warnings)
+    assert any("block.0" in w and "vanishing" in w for w in warnings)
+    assert not any("head.topic" in w for w in warnings)
+
+
+def test_loss_table_accuracy_equals_a_recomputation(
+    mtl_run: tuple[Path, str], topic_dir: Path
+) -> None:
+    from sentcli import checkpoint as ckpt
+    from sentcli.data import load_task
+    from sentcli.tokenizer import encode
+
+    run, _ = mtl_run
+    config, model, tok, _ = ckpt.load_run(run)
+    last = api.report(run)["history"][-1]
+    td = load_task(
+        "topic", str(topic_dir), val_fraction=config.train.val_fraction, seed=config.train.seed
+    )
+    model.eval()
+    seqs = encode(tok, list(td.validation["text"]), config.model.block_size)
+    with torch.no_grad():
+        preds = [model(*collate([s]), "topic")[0].argmax(-1).item() for s in seqs]
+    accuracy = np.mean(np.array(preds) == np.array(list(td.validation["label"])))
+    assert last["topic/accuracy"] == pytest.approx(accuracy, abs=1e-9)
+
+
+def test_cli_freeze_all_says_so_and_exits_0(
+    tmp_path: Path, lm: Path, topic_dir: Path, sentiment_dir: Path
+) -> None:
+    args = [
+        "train-mtl",
+        "--task",
+        f"topic={topic_dir}",
+        "--task",
+        f"sentiment={sentiment_dir}",
+        "--init",
+        str(lm),
+    ]
+    result = runner.invoke(
+        app, [*args, "--freeze", "all", "--device", "cpu", "--quiet", "-o", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "nothing trains" in result.output and "topic test: accuracy" in result.output

@@ -185,9 +185,14 @@ class TrainView:
     def __call__(self, event: Any) -> None:
         kind = event["kind"] if isinstance(event, dict) else event.kind
         if kind == "init":
+            heads = ""
+            if event["heads_kept"]:
+                heads += f"; kept the heads of {', '.join(event['heads_kept'])}"
+            if event["heads_new"]:
+                heads += f"; new heads for {', '.join(event['heads_new'])}"
             out.print(
                 f"initialised from {event['run']}: loaded {event['tensors']} trunk tensors "
-                f"({human(event['parameters'])} parameters)"
+                f"({human(event['parameters'])} parameters){heads}"
             )
         elif kind == "start":
             resumed = f", resuming at step {event['resumed_at']}" if event["resumed_at"] else ""
