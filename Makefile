@@ -37,14 +37,15 @@ format: install ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix sentcli tests scripts bench
 	$(VENV)/bin/ruff format sentcli tests scripts bench
 
-demo: install ## build-tokenizer → pretrain → train-encoder on the shipped data, into runs/demo
+demo: install ## build-tokenizer → pretrain → train-mtl (topic + sentiment) → evaluate, on data/
 	mkdir -p $(DEMO)
 	$(SENTCLI) build-tokenizer data/imdb_unsup data/ag_news --vocab-size 8000 -o $(DEMO)/tokenizer.json
 	$(SENTCLI) pretrain data/imdb_unsup data/ag_news --tokenizer $(DEMO)/tokenizer.json \
-		$(DEMO_MODEL) --max-steps 120 --eval-every 40 --warmup 20 --max-eval-batches 10 \
+		$(DEMO_MODEL) --max-steps 100 --eval-every 50 --warmup 20 --max-eval-batches 10 \
 		--overwrite -o $(DEMO)/lm
-	$(SENTCLI) train-encoder --task topic=data/ag_news --init $(DEMO)/lm --epochs 2 \
-		--overwrite -o $(DEMO)/topic
+	$(SENTCLI) train-mtl --task topic=data/ag_news --task sentiment=data/imdb --init $(DEMO)/lm \
+		--freeze none --epochs 1 --overwrite -o $(DEMO)/mtl
+	$(SENTCLI) evaluate --model $(DEMO)/mtl
 
 data: ## re-make data/ from ../shared/data (seeded, byte-identical)
 	$(PY) scripts/make_sample_data.py

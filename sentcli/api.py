@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from tokenizers import Tokenizer
 
 from sentcli import checkpoint as ckpt
 from sentcli import data as D
@@ -28,12 +27,12 @@ from sentcli.config import (
 from sentcli.embed import predict_logits
 from sentcli.errors import CheckpointError, ConfigError, DataError
 from sentcli.freeze import apply_freeze, group_of, parameter_groups, parse_freeze
-from sentcli.metrics import classification_metrics, plot_confusion, plot_grad_norms, plot_losses
+from sentcli.metrics import classification_metrics, plot_confusion
 from sentcli.model import LanguageModel, MultiTaskModel
-from sentcli.multitask import grad_summary, grad_warnings, plan_steps, weighted_loss
+from sentcli.multitask import grad_summary, plan_steps, weighted_loss
+from sentcli.runner import history_of, plot_curves, run_training, write_summary
 from sentcli.tokenizer import (
     KINDS,
-    MASK_ID,
     UNK_ID,
     TokenizerSummary,
     encode,
@@ -48,14 +47,11 @@ from sentcli.train import (
     resolve_device,
     resolve_precision,
     seed_everything,
-    total_steps,
-    train_loop,
 )
 
 Event = StepLog | EvalLog | Interrupted | dict[str, Any]
 OnEvent = Callable[[Event], None] | None
 STRUCTURAL = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
-N_SPECIAL = 5
 
 
 @dataclass
@@ -135,142 +131,6 @@ def _configs(
     return (*build_configs(file_values, options, base), set(given))
 
 
-def _run_training(
-    run_dir: Path,
-    config: RunConfig,
-    model: nn.Module,
-    tokenizer: Tokenizer,
-    loop_args: dict[str, Any],
-    resume: bool,
-    on_event: OnEvent,
-) -> tuple[int, int, bool, list[dict[str, Any]]]:
-    """Drive train_loop, writing metrics.jsonl and checkpoints.
-
-    `loop_args` holds device, epoch_batches, loss_fn and evaluate. Returns the steps done,
-    the tokens seen, whether the run was interrupted and the evaluation history.
-    """
-    state = None
-    if resume:
-        weights, step = ckpt.load_weights(run_dir)
-        model.load_state_dict(weights, strict=True)
-        state = ckpt.load_train_state(run_dir, step)
-        ckpt.truncate_metrics(run_dir, step)
-    device = loop_args["device"]
-    model.to(device)
-    if on_event:
-        on_event(
-            {
-                "kind": "start",
-                "total_steps": total_steps(config.train, len(loop_args["epoch_batches"](0))),
-                "parameters": sum(p.numel() for p in model.parameters()),
-                "device": str(device),
-                "precision": _dtype_name(resolve_precision(config.train.precision, device)),
-                "resumed_at": state["step"] if state else 0,
-            }
-        )
-
-    def save(train_state: dict[str, Any]) -> None:
-        ckpt.save_run(run_dir, config, model, tokenizer, train_state["step"], train_state)
-
-    steps, seen = (state["step"], state["seen"]) if state else (0, 0)
-    interrupted = False
-    for event in train_loop(model, config.train, save=save, state=state, **loop_args):
-        steps = event.step
-        events: list[Any] = [event]
-        if isinstance(event, StepLog):
-            seen = event.tokens_seen
-            warnings = grad_warnings(event.step, event.group_norms, config.train.explode_threshold)
-            events += [{"kind": "warning", "step": event.step, "message": m} for m in warnings]
-        elif isinstance(event, Interrupted):
-            interrupted = True
-        for e in events:
-            ckpt.append_metrics(run_dir, e if isinstance(e, dict) else asdict(e))
-            if on_event:
-                on_event(e)
-    records = ckpt.read_metrics(run_dir)
-    _plot_curves(run_dir, records)
-    return steps, seen, interrupted, _history(records)
-
-
-def _plot_curves(run_dir: Path, records: list[dict[str, Any]]) -> None:
-    """report/losses.png and report/grad_norms.png from a run's metrics records."""
-    history = _history(records)
-    curves = {"train": [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]}
-    for key in sorted({k for h in history for k in h if k.endswith("loss")}):
-        curves[key.replace("/", " ")] = [
-            (h["step"], h[key]) for h in history if h.get(key) is not None
-        ]
-    (run_dir / "report").mkdir(exist_ok=True)
-    plot_losses(run_dir / "report" / "losses.png", curves)
-    if any(r.get("group_norms") for r in records):
-        plot_grad_norms(run_dir / "report" / "grad_norms.png", records)
-
-
-def _history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The evaluations of a metrics log, flattened: step, epoch and the metrics."""
-    return [
-        {"step": r["step"], "epoch": r["epoch"], **r["metrics"]}
-        for r in records
-        if r["kind"] == "eval"
-    ]
-
-
-def _dtype_name(dtype: torch.dtype | None) -> str:
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")  # type: ignore[arg-type]
-
-
-def _split_texts(
-    sources: list[str], text_column: str | None, cfg: TrainConfig
-) -> tuple[list[Any], list[Any]]:
-    """Train and validation texts: the sources' own validation splits, else a seeded share
-    of every train split."""
-    parts = D.load_texts(sources, text_column)
-    train = [ds for split, ds in parts if split == "train"]
-    val = [ds for split, ds in parts if split == "validation"]
-    if val:
-        return train, val
-    if sum(len(ds) for ds in train) < 2:
-        raise DataError(f"{', '.join(sources)}: too few texts to pretrain on")
-    splits = [ds.train_test_split(test_size=cfg.val_fraction, seed=cfg.seed) for ds in train]
-    return [s["train"] for s in splits], [s["test"] for s in splits]
-
-
-def _pack(tok: Tokenizer, parts: list[Any], block_size: int, what: str) -> np.ndarray:
-    arrays = [
-        ids
-        for ds in parts
-        for batch in D.iter_text_batches(ds, 10_000)
-        for ids in encode(tok, batch)
-    ]
-    blocks = D.pack_blocks(arrays, block_size)
-    if len(blocks) == 0:
-        n = sum(len(a) for a in arrays)
-        raise DataError(
-            f"the {what} texts give {n} tokens, fewer than one block of {block_size + 1}; "
-            "give more text or a smaller --block-size"
-        )
-    return blocks
-
-
-def mask_tokens(
-    ids: torch.Tensor, probability: float, vocab_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking: pick `probability` of the non-special tokens as targets; of those 80 %
-    become [MASK], 10 % a random token, 10 % stay. Returns (inputs, targets with -100)."""
-    chosen = (torch.rand(ids.shape, device=ids.device) < probability) & (ids >= N_SPECIAL)
-    targets = torch.where(chosen, ids, torch.full_like(ids, -100))
-    roll = torch.rand(ids.shape, device=ids.device)
-    random_ids = torch.randint(N_SPECIAL, vocab_size, ids.shape, device=ids.device)
-    inputs = torch.where(chosen & (roll < 0.8), torch.full_like(ids, MASK_ID), ids)
-    inputs = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
-    return inputs, targets
-
-
-def _epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
 def pretrain(
     data: list[str],
     output: Path,
@@ -299,9 +159,9 @@ def pretrain(
     cfg, mcfg = config.train, config.model
     device = resolve_device(cfg.device)
     resolve_precision(cfg.precision, device)
-    train_texts, val_texts = _split_texts(data, text_column, cfg)
-    train_blocks = _pack(tok, train_texts, mcfg.block_size, "training")
-    val_blocks = _pack(tok, val_texts, mcfg.block_size, "validation")
+    train_texts, val_texts = D.split_texts(data, text_column, cfg.val_fraction, cfg.seed)
+    train_blocks = D.pack_texts(tok, train_texts, mcfg.block_size, "training")
+    val_blocks = D.pack_texts(tok, val_texts, mcfg.block_size, "validation")
     val_blocks = val_blocks[: cfg.max_eval_batches * cfg.batch_size]
     if not resume:
         ckpt.create_run_dir(output)
@@ -313,7 +173,7 @@ def pretrain(
         if cfg.objective == "clm":
             _, loss = model(x[:, :-1], x[:, 1:])
         else:
-            inputs, targets = mask_tokens(x[:, :-1], cfg.mlm_probability, mcfg.vocab_size)
+            inputs, targets = D.mask_tokens(x[:, :-1], cfg.mlm_probability, mcfg.vocab_size)
             _, loss = model(inputs, targets)
         return loss, x.shape[0] * (x.shape[1] - 1)
 
@@ -334,24 +194,22 @@ def pretrain(
 
     loop_args = {
         "device": device,
-        "epoch_batches": lambda e: _epoch_order(len(train_blocks), cfg.batch_size, cfg.seed, e),
+        "epoch_batches": lambda e: D.shuffled_batches(
+            len(train_blocks), cfg.batch_size, cfg.seed, e
+        ),
         "loss_fn": lambda model, idx: batch_loss(model, train_blocks[idx]),
         "evaluate": evaluate,
     }
-    steps, seen, interrupted, history = _run_training(
+    steps, seen, interrupted, history = run_training(
         output, config, model, tok, loop_args, resume, on_event
     )
-    _write_summary(output, {"kind": "lm", "steps": steps, "tokens_seen": seen, "history": history})
+    write_summary(output, {"kind": "lm", "steps": steps, "tokens_seen": seen, "history": history})
     return TrainResult(output, config, steps, seen, interrupted, history)
 
 
 def run_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """Every record of a run's metrics.jsonl (up to a line cut by a hard kill)."""
     return ckpt.read_metrics(run_dir)
-
-
-def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    ckpt.write_text(run_dir / "report" / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
 def transfer_trunk(source: nn.Module, target: MultiTaskModel) -> dict[str, int]:
@@ -427,11 +285,6 @@ def train_mtl(
     )
 
 
-def _cut(td: D.TaskData, n: int, seed: int) -> None:
-    if n and len(td.train) > n:
-        td.train = td.train.shuffle(seed=seed).select(range(n))
-
-
 def train_tasks(
     kind: str,
     specs: list[TaskSpec],
@@ -492,11 +345,11 @@ def train_tasks(
         for s in specs
     }  # fmt: skip
     for td in tds.values():
-        _cut(td, cfg.max_samples_per_task, cfg.seed)
+        D.cut_train(td, cfg.max_samples_per_task, cfg.seed)
     if cfg.balance == "downsample":
         smallest = min(len(td.train) for td in tds.values())
         for td in tds.values():
-            _cut(td, smallest, cfg.seed)
+            D.cut_train(td, smallest, cfg.seed)
     config = RunConfig(
         kind,
         model_cfg,
@@ -513,7 +366,7 @@ def train_tasks(
         for split, ds in (("train", td.train), ("validation", td.validation), ("test", td.test))
         if ds is not None
     }
-    seqs = {key: _encode_all(tok, ds, model_cfg.block_size) for key, ds in splits.items()}
+    seqs = {key: D.encode_rows(tok, ds, model_cfg.block_size) for key, ds in splits.items()}
     labels = {
         key: np.asarray(ds.with_format("numpy")["label"], dtype=np.int64)
         for key, ds in splits.items()
@@ -589,7 +442,7 @@ def train_tasks(
     if freeze.all:  # nothing trains: the run is an evaluation of the model as it is
         ckpt.save_run(output, config, model, tok, 0)
         steps, seen, interrupted = 0, 0, False
-        history = _history(ckpt.read_metrics(output))
+        history = history_of(ckpt.read_metrics(output))
         if on_event:
             on_event({"kind": "eval_only"})
     else:
@@ -601,7 +454,7 @@ def train_tasks(
             "on_epoch": on_epoch,
             "group_of": group_of,
         }
-        steps, seen, interrupted, history = _run_training(
+        steps, seen, interrupted, history = run_training(
             output, config, model, tok, loop_args, resume, on_event
         )
     report = output / "report"
@@ -627,16 +480,10 @@ def train_tasks(
     }
     summary |= {"history": history, "test_splits": test_splits, "test": test}
     summary["grad_norms"] = grad_summary(records)
-    _write_summary(output, summary)
+    write_summary(output, summary)
     return TrainResult(
         output, config, steps, seen, interrupted, history, test, test_splits, init_info
     )
-
-
-def _encode_all(tok: Tokenizer, ds: Any, max_length: int) -> list[np.ndarray]:
-    """Token ids of every row (blank texts included, so rows stay aligned with labels)."""
-    batches = D.iter_text_batches(ds, 10_000, skip_empty=False)
-    return [ids for batch in batches for ids in encode(tok, batch, max_length)]
 
 
 def _scores(
@@ -684,7 +531,7 @@ def evaluate(
         names = known[s.name].label_names
         split, ds = D.load_eval_split(s.name, s.source, s.text_column, s.label_column, names)
         y = np.asarray(ds.with_format("numpy")["label"], dtype=np.int64)
-        seqs = _encode_all(tok, ds, config.model.block_size)
+        seqs = D.encode_rows(tok, ds, config.model.block_size)
         logits = predict_logits(model, s.name, seqs, batch_size, dev, dtype)
         scores = _scores(logits, y, names, full=True)
         results[s.name] = {"source": s.source, "split": split, **scores}
@@ -700,7 +547,7 @@ def report(run_dir: Path) -> dict[str, Any]:
         raise CheckpointError(f"{run_dir} has no metrics.jsonl records yet; nothing to report")
     summary_path = run_dir / "report" / "summary.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
-    _plot_curves(run_dir, records)
+    plot_curves(run_dir, records)
     test = summary.get("test", {})
     for t, m in test.items():
         title = f"{t} ({summary['test_splits'][t]}, accuracy {m['accuracy']:.3f})"
@@ -712,7 +559,7 @@ def report(run_dir: Path) -> dict[str, Any]:
         "tasks": [t.name for t in config.tasks],
         "steps": max(r["step"] for r in records),
         "interrupted": records[-1]["kind"] == "interrupted",
-        "history": _history(records),
+        "history": history_of(records),
         "test": test,
         "test_splits": summary.get("test_splits", {}),
         "grad_norms": grad_summary(records),

@@ -17,9 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from tokenizers import Tokenizer
 
 from sentcli.errors import DataError
-from sentcli.tokenizer import PAD_ID
+from sentcli.tokenizer import MASK_ID, PAD_ID, SPECIAL_TOKENS, encode
 
 TEXT_NAMES = ("text", "sentence", "review", "content")
 LABEL_NAMES = ("label", "target", "class", "sentiment", "category")
@@ -424,3 +425,64 @@ def pack_blocks(token_arrays: list[np.ndarray], block_size: int) -> np.ndarray:
         return np.zeros((0, block_size + 1), dtype=np.int32)
     windows = np.lib.stride_tricks.sliding_window_view(stream, block_size + 1)
     return np.ascontiguousarray(windows[: n * block_size : block_size])
+
+
+def split_texts(
+    sources: list[str], text_column: str | None, val_fraction: float, seed: int
+) -> tuple[list[Any], list[Any]]:
+    """Train and validation texts: the sources' own validation splits, else a seeded share
+    of every train split."""
+    parts = load_texts(sources, text_column)
+    train = [ds for split, ds in parts if split == "train"]
+    val = [ds for split, ds in parts if split == "validation"]
+    if val:
+        return train, val
+    if sum(len(ds) for ds in train) < 2:
+        raise DataError(f"{', '.join(sources)}: too few texts to pretrain on")
+    splits = [ds.train_test_split(test_size=val_fraction, seed=seed) for ds in train]
+    return [s["train"] for s in splits], [s["test"] for s in splits]
+
+
+def pack_texts(tok: Tokenizer, parts: list[Any], block_size: int, what: str) -> np.ndarray:
+    arrays = [
+        ids for ds in parts for batch in iter_text_batches(ds, 10_000) for ids in encode(tok, batch)
+    ]
+    blocks = pack_blocks(arrays, block_size)
+    if len(blocks) == 0:
+        n = sum(len(a) for a in arrays)
+        raise DataError(
+            f"the {what} texts give {n} tokens, fewer than one block of {block_size + 1}; "
+            "give more text or a smaller --block-size"
+        )
+    return blocks
+
+
+def mask_tokens(
+    ids: torch.Tensor, probability: float, vocab_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: pick `probability` of the non-special tokens as targets; of those 80 %
+    become [MASK], 10 % a random token, 10 % stay. Returns (inputs, targets with -100)."""
+    n_special = len(SPECIAL_TOKENS)  # never masked, never drawn as random replacements
+    chosen = (torch.rand(ids.shape, device=ids.device) < probability) & (ids >= n_special)
+    targets = torch.where(chosen, ids, torch.full_like(ids, -100))
+    roll = torch.rand(ids.shape, device=ids.device)
+    random_ids = torch.randint(n_special, vocab_size, ids.shape, device=ids.device)
+    inputs = torch.where(chosen & (roll < 0.8), torch.full_like(ids, MASK_ID), ids)
+    inputs = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, inputs)
+    return inputs, targets
+
+
+def shuffled_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def encode_rows(tok: Tokenizer, ds: Any, max_length: int) -> list[np.ndarray]:
+    """Token ids of every row (blank texts included, so rows stay aligned with labels)."""
+    batches = iter_text_batches(ds, 10_000, skip_empty=False)
+    return [ids for batch in batches for ids in encode(tok, batch, max_length)]
+
+
+def cut_train(td: TaskData, n: int, seed: int) -> None:
+    if n and len(td.train) > n:
+        td.train = td.train.shuffle(seed=seed).select(range(n))

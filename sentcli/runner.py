@@ -1,0 +1,116 @@
+"""The run-folder side of training: drive the training loop, write checkpoints, metrics,
+warnings, plots and the summary."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tokenizers import Tokenizer
+
+from sentcli import checkpoint as ckpt
+from sentcli.config import RunConfig
+from sentcli.metrics import plot_grad_norms, plot_losses
+from sentcli.multitask import grad_warnings
+from sentcli.train import (
+    Interrupted,
+    StepLog,
+    resolve_precision,
+    total_steps,
+    train_loop,
+)
+
+OnEvent = Callable[[Any], None] | None
+
+
+def run_training(
+    run_dir: Path,
+    config: RunConfig,
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    loop_args: dict[str, Any],
+    resume: bool,
+    on_event: OnEvent,
+) -> tuple[int, int, bool, list[dict[str, Any]]]:
+    """Drive train_loop, writing metrics.jsonl and checkpoints.
+
+    `loop_args` holds device, epoch_batches, loss_fn and evaluate. Returns the steps done,
+    the tokens seen, whether the run was interrupted and the evaluation history.
+    """
+    state = None
+    if resume:
+        weights, step = ckpt.load_weights(run_dir)
+        model.load_state_dict(weights, strict=True)
+        state = ckpt.load_train_state(run_dir, step)
+        ckpt.truncate_metrics(run_dir, step)
+    device = loop_args["device"]
+    model.to(device)
+    if on_event:
+        on_event(
+            {
+                "kind": "start",
+                "total_steps": total_steps(config.train, len(loop_args["epoch_batches"](0))),
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "device": str(device),
+                "precision": dtype_name(resolve_precision(config.train.precision, device)),
+                "resumed_at": state["step"] if state else 0,
+            }
+        )
+
+    def save(train_state: dict[str, Any]) -> None:
+        ckpt.save_run(run_dir, config, model, tokenizer, train_state["step"], train_state)
+
+    steps, seen = (state["step"], state["seen"]) if state else (0, 0)
+    interrupted = False
+    for event in train_loop(model, config.train, save=save, state=state, **loop_args):
+        steps = event.step
+        events: list[Any] = [event]
+        if isinstance(event, StepLog):
+            seen = event.tokens_seen
+            warnings = grad_warnings(event.step, event.group_norms, config.train.explode_threshold)
+            events += [{"kind": "warning", "step": event.step, "message": m} for m in warnings]
+        elif isinstance(event, Interrupted):
+            interrupted = True
+        for e in events:
+            ckpt.append_metrics(run_dir, e if isinstance(e, dict) else asdict(e))
+            if on_event:
+                on_event(e)
+    records = ckpt.read_metrics(run_dir)
+    plot_curves(run_dir, records)
+    return steps, seen, interrupted, history_of(records)
+
+
+def plot_curves(run_dir: Path, records: list[dict[str, Any]]) -> None:
+    """report/losses.png and report/grad_norms.png from a run's metrics records."""
+    history = history_of(records)
+    curves = {"train": [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]}
+    for key in sorted({k for h in history for k in h if k.endswith("loss")}):
+        curves[key.replace("/", " ")] = [
+            (h["step"], h[key]) for h in history if h.get(key) is not None
+        ]
+    (run_dir / "report").mkdir(exist_ok=True)
+    plot_losses(run_dir / "report" / "losses.png", curves)
+    if any(r.get("group_norms") for r in records):
+        plot_grad_norms(run_dir / "report" / "grad_norms.png", records)
+
+
+def history_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluations of a metrics log, flattened: step, epoch and the metrics."""
+    return [
+        {"step": r["step"], "epoch": r["epoch"], **r["metrics"]}
+        for r in records
+        if r["kind"] == "eval"
+    ]
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")  # type: ignore[arg-type]
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    ckpt.write_text(run_dir / "report" / "summary.json", json.dumps(summary, indent=2) + "\n")
