@@ -461,7 +461,7 @@ def train_tasks(
     report.mkdir(exist_ok=True)
     test: dict[str, Any] = {}
     test_splits = {}
-    for t in names:
+    for t in [] if interrupted else names:  # after Ctrl-C, exit promptly: no test pass
         split = "test" if (t, "test") in seqs else "validation"
         logits = predict_logits(model, t, seqs[(t, split)], cfg.batch_size * 2, device, dtype)
         test[t] = _scores(logits, labels[(t, split)], tds[t].label_names, full=True)

@@ -454,3 +454,30 @@ def test_cli_freeze_all_says_so_and_exits_0(
     )
     assert result.exit_code == 0, result.output
     assert "nothing trains" in result.output and "topic test: accuracy" in result.output
+
+
+def test_interrupted_multitask_run_resumes_to_the_same_weights(
+    tmp_path: Path, lm: Path, topic_dir: Path, sentiment_dir: Path
+) -> None:
+    import os
+    import signal
+
+    def interrupt_after_first_step(event: object) -> None:
+        if getattr(event, "kind", None) == "train" and event.step == 1:  # type: ignore[attr-defined]
+            os.kill(os.getpid(), signal.SIGINT)
+
+    opts = {**MTL, "log_every": 1, "schedule": "joint", "freeze": "layers:1"}
+    api.train_mtl(specs(topic_dir, sentiment_dir), tmp_path / "full", init=lm, options=opts)
+    first = api.train_mtl(
+        specs(topic_dir, sentiment_dir),
+        tmp_path / "cut",
+        init=lm,
+        options=opts,
+        on_event=interrupt_after_first_step,
+    )
+    assert first.interrupted and first.steps == 1 and first.test == {}
+    second = api.train_mtl([], tmp_path / "cut", resume=True)
+    assert not second.interrupted and second.steps > 1
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
