@@ -250,19 +250,17 @@ def groups_table(groups: list[tuple[str, int, bool]], freeze: str) -> Table:
 
 
 def loss_table(history: list[dict[str, Any]], tasks: list[str]) -> Table:
-    """The per-task loss table: a row per evaluation (epoch 0 = before training)."""
+    """The per-task loss table: per evaluation (epoch 0 = before training), a row per task."""
     table = Table(title="per-task losses and scores (validation)", title_justify="left")
-    table.add_column("epoch", justify="right")
-    for t in tasks:
-        for col in ("train loss", "val loss", "acc", "F1"):
-            table.add_column(f"{t} {col}", justify="right")
+    for col in ("epoch", "task", "train loss", "val loss", "accuracy", "macro-F1"):
+        table.add_column(col, justify="left" if col == "task" else "right")
     for h in history:
-        cells = [str(h["epoch"] + 1)]
-        for t in tasks:
+        for i, t in enumerate(tasks):
+            cells = [str(h["epoch"] + 1) if i == 0 else "", t]
             for key in ("train_loss", "val_loss", "accuracy", "macro_f1"):
                 v = h.get(f"{t}/{key}")
                 cells.append("-" if v is None else f"{v:.4f}")
-        table.add_row(*cells)
+            table.add_row(*cells, end_section=i == len(tasks) - 1)
     return table
 
 
