@@ -56,14 +56,18 @@ def write_csv(
     return path
 
 
+def task_dir(root: Path, dataset: str, n_train: int, n_test: int) -> Path:
+    """A small real task folder: the first rows of a shipped dataset, and its labels.txt."""
+    write_csv(root / "train.csv", read_rows(DATA / dataset / "train.csv.gz", n_train))
+    write_csv(root / "test.csv", read_rows(DATA / dataset / "test.csv.gz", n_test))
+    (root / "labels.txt").write_text((DATA / dataset / "labels.txt").read_text())
+    return root
+
+
 @pytest.fixture(scope="session")
 def topic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small real task folder: 240 AG News train rows, 80 test rows, labels.txt."""
-    folder = tmp_path_factory.mktemp("topic")
-    write_csv(folder / "train.csv", read_rows(DATA / "ag_news" / "train.csv.gz", 240))
-    write_csv(folder / "test.csv", read_rows(DATA / "ag_news" / "test.csv.gz", 80))
-    (folder / "labels.txt").write_text((DATA / "ag_news" / "labels.txt").read_text())
-    return folder
+    """240 AG News train rows, 80 test rows."""
+    return task_dir(tmp_path_factory.mktemp("topic"), "ag_news", 240, 80)
 
 
 @pytest.fixture(scope="session")
@@ -75,9 +79,5 @@ def corpus_file(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> P
 
 @pytest.fixture(scope="session")
 def sentiment_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small real sentiment folder: 120 IMDB train rows, 40 test rows, labels.txt."""
-    folder = tmp_path_factory.mktemp("sentiment")
-    write_csv(folder / "train.csv", read_rows(DATA / "imdb" / "train.csv.gz", 120))
-    write_csv(folder / "test.csv", read_rows(DATA / "imdb" / "test.csv.gz", 40))
-    (folder / "labels.txt").write_text((DATA / "imdb" / "labels.txt").read_text())
-    return folder
+    """120 IMDB train rows, 40 test rows."""
+    return task_dir(tmp_path_factory.mktemp("sentiment"), "imdb", 120, 40)
