@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from sentcli.freeze import apply_freeze, group_of, parameter_groups, parse_freez
 from sentcli.metrics import classification_metrics, plot_confusion
 from sentcli.model import LanguageModel, MultiTaskModel
 from sentcli.multitask import grad_summary, plan_steps, weighted_loss
-from sentcli.runner import history_of, plot_curves, run_training, write_summary
+from sentcli.runner import OnEvent, history_of, plot_curves, run_training, write_summary
 from sentcli.tokenizer import (
     KINDS,
     UNK_ID,
@@ -41,16 +40,12 @@ from sentcli.tokenizer import (
 )
 from sentcli.train import (
     EvalLog,
-    Interrupted,
-    StepLog,
     autocast,
     resolve_device,
     resolve_precision,
     seed_everything,
 )
 
-Event = StepLog | EvalLog | Interrupted | dict[str, Any]
-OnEvent = Callable[[Event], None] | None
 STRUCTURAL = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
 
 

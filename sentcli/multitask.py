@@ -1,5 +1,5 @@
-"""Multi-task training parts that need no model: task schedules, gradient-norm warnings and
-the per-task loss table."""
+"""Multi-task training parts: task schedules, the weighted step loss, gradient-norm
+warnings and their summary."""
 
 from __future__ import annotations
 
@@ -93,16 +93,3 @@ def grad_summary(records: list[dict[str, Any]]) -> list[tuple[str, float, float,
         for group, norm in r.get("group_norms", {}).items():
             series.setdefault(group, []).append(norm)
     return [(g, v[0], v[-1], min(v), max(v)) for g, v in series.items()]
-
-
-def loss_table(history: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, Any]]:
-    """One row per evaluation (epoch 0 = before training): per task train loss, validation
-    loss, accuracy and macro-F1 (metric keys are `TASK/NAME`)."""
-    rows = []
-    for h in history:
-        row: dict[str, Any] = {"epoch": h["epoch"] + 1, "step": h["step"]}
-        for t in tasks:
-            for key in ("train_loss", "val_loss", "accuracy", "macro_f1"):
-                row[f"{t}/{key}"] = h.get(f"{t}/{key}")
-        rows.append(row)
-    return rows

@@ -18,6 +18,7 @@ from sentcli.config import RunConfig
 from sentcli.metrics import plot_grad_norms, plot_losses
 from sentcli.multitask import grad_warnings
 from sentcli.train import (
+    EvalLog,
     Interrupted,
     StepLog,
     resolve_precision,
@@ -25,7 +26,10 @@ from sentcli.train import (
     train_loop,
 )
 
-OnEvent = Callable[[Any], None] | None
+Event = StepLog | EvalLog | Interrupted | dict[str, Any]
+"""What `on_event` callbacks receive: the loop's logs, and dicts with a "kind" (start,
+init, groups, warning, eval_only, progress)."""
+OnEvent = Callable[[Event], None] | None
 
 
 def run_training(
