@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -121,7 +122,7 @@ def handle_errors(fn: F) -> F:
         except SentcliError as e:
             if debug_enabled():
                 raise
-            err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(e))}")
             raise typer.Exit(2) from None
         except (typer.Exit, typer.Abort):
             raise
@@ -132,7 +133,7 @@ def handle_errors(fn: F) -> F:
             if debug_enabled():
                 raise
             err.print(
-                f"[bold red]error:[/] unexpected {type(e).__name__}: {e} "
+                f"[bold red]error:[/] unexpected {type(e).__name__}: {escape(str(e))} "
                 "(rerun with --debug for the traceback, and please report it)"
             )
             raise typer.Exit(1) from None
@@ -212,7 +213,7 @@ class TrainView:
         elif kind == "groups":
             out.print(groups_table(event["groups"], event["freeze"]))
         elif kind == "warning":
-            err.print(f"[yellow]warning:[/] {event['message']}")
+            err.print(f"[yellow]warning:[/] {escape(event['message'])}")
         elif kind == "eval_only":
             out.print("--freeze all: nothing trains; evaluated the model as it is")
         elif kind == "interrupted":
