@@ -154,6 +154,10 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_csv(root / "range.csv", [("a", 0), ("b", 1)])
     (root / "notarun").mkdir()
     (root / "foreign.json").write_text('{"version": "1.0", "model": {"type": "WordLevel"}}')
+    from tokenizers import Tokenizer, models
+
+    word_level = models.WordLevel({"hello": 0, "[UNK]": 1}, unk_token="[UNK]")
+    Tokenizer(word_level).save(str(root / "wordlevel.json"))
     return root
 
 
@@ -168,7 +172,11 @@ BAD_CASES = [
     (["build-tokenizer", "{data}/ag_news", "-o", "{tmp}/no/such/dir/t.json"], "does not exist"),
     (
         ["pretrain", "{data}/imdb_unsup", "--tokenizer", "{bad}/foreign.json", "-o", "{tmp}/lm"],
-        "tokenizer",
+        "not a valid tokenizer.json",
+    ),
+    (
+        ["pretrain", "{data}/imdb_unsup", "--tokenizer", "{bad}/wordlevel.json", "-o", "{tmp}/lm"],
+        "[PAD] is not id 0",
     ),
     (
         [
