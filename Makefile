@@ -9,7 +9,7 @@ SENTCLI := $(VENV)/bin/sentcli
 TORCH_SPEC ?= torch==2.13.0
 DEMO ?= runs/demo
 # Model and budget for the demo: about 4 minutes on 2 CPU cores.
-DEMO_MODEL := --n-layer 4 --n-head 4 --n-embd 192 --block-size 128
+DEMO_MODEL := --n-layer 4 --n-head 4 --n-embd 128 --block-size 128
 
 .PHONY: help install test lint format demo data clean
 
@@ -37,12 +37,14 @@ format: install ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix sentcli tests scripts bench
 	$(VENV)/bin/ruff format sentcli tests scripts bench
 
-demo: install ## build-tokenizer → pretrain → train-mtl (topic + sentiment) → evaluate, on data/
+demo: install ## build-tokenizer → pretrain → train-encoder → train-mtl → evaluate, on data/
 	mkdir -p $(DEMO)
 	$(SENTCLI) build-tokenizer data/imdb_unsup data/ag_news --vocab-size 8000 -o $(DEMO)/tokenizer.json
 	$(SENTCLI) pretrain data/imdb_unsup data/ag_news --tokenizer $(DEMO)/tokenizer.json \
 		$(DEMO_MODEL) --max-steps 100 --eval-every 50 --warmup 20 --max-eval-batches 10 \
 		--overwrite -o $(DEMO)/lm
+	$(SENTCLI) train-encoder --task topic=data/ag_news --init $(DEMO)/lm --epochs 1 --quiet \
+		--overwrite -o $(DEMO)/topic
 	$(SENTCLI) train-mtl --task topic=data/ag_news --task sentiment=data/imdb --init $(DEMO)/lm \
 		--freeze none --epochs 1 --overwrite -o $(DEMO)/mtl
 	$(SENTCLI) evaluate --model $(DEMO)/mtl
