@@ -231,16 +231,6 @@ def _transfer(source: nn.Module, target: MultiTaskModel, init: Path) -> dict[str
     return info
 
 
-@dataclass
-class TaskSpec:
-    """A task as given on the command line: NAME=SOURCE and optional column names."""
-
-    name: str
-    source: str
-    text_column: str | None = None
-    label_column: str | None = None
-
-
 def train_encoder(
     task: str,
     output: Path,
@@ -256,14 +246,14 @@ def train_encoder(
 ) -> TrainResult:
     """Train a sentence encoder with a classification head on one task (`NAME=SOURCE`),
     from a pretrained run (`init`) or from scratch with a tokenizer."""
-    specs = [] if resume else [TaskSpec(*D.parse_task_spec(task), text_column, label_column)]
+    specs = [] if resume else [TaskConfig(*D.parse_task_spec(task), text_column, label_column)]
     return train_tasks(
         "encoder", specs, output, init, tokenizer, options, config_file, resume, overwrite, on_event
     )
 
 
 def train_mtl(
-    tasks: list[TaskSpec],
+    tasks: list[TaskConfig],
     output: Path,
     init: Path | None = None,
     tokenizer: Path | None = None,
@@ -282,7 +272,7 @@ def train_mtl(
 
 def train_tasks(
     kind: str,
-    specs: list[TaskSpec],
+    specs: list[TaskConfig],
     output: Path,
     init: Path | None,
     tokenizer: Path | None,
@@ -300,7 +290,7 @@ def train_tasks(
     if resume:
         config = ckpt.read_config(output)
         tok = ckpt.load_run_tokenizer(output, config.model.vocab_size)
-        specs = [TaskSpec(t.name, t.source, t.text_column, t.label_column) for t in config.tasks]
+        specs = config.tasks
         label_names = {t.name: t.label_names for t in config.tasks}
         model_cfg, train_cfg, init_ref = config.model, config.train, config.init
     else:
@@ -495,7 +485,7 @@ def _scores(
 
 def evaluate(
     model_dir: Path,
-    tasks: list[TaskSpec] | None = None,
+    tasks: list[TaskConfig] | None = None,
     batch_size: int = 64,
     device: str = "auto",
 ) -> dict[str, Any]:
@@ -511,8 +501,7 @@ def evaluate(
         )
     assert isinstance(model, MultiTaskModel)
     known = {t.name: t for t in config.tasks}
-    recorded = [TaskSpec(t.name, t.source, t.text_column, t.label_column) for t in config.tasks]
-    specs = tasks or recorded
+    specs = tasks or config.tasks
     unknown = [s.name for s in specs if s.name not in known]
     if unknown:
         raise ConfigError(

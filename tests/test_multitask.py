@@ -89,8 +89,11 @@ def lm(tmp_path_factory: pytest.TempPathFactory, corpus_file: Path, tokenizer_pa
     return run
 
 
-def specs(topic_dir: Path, sentiment_dir: Path) -> list[api.TaskSpec]:
-    return [api.TaskSpec("topic", str(topic_dir)), api.TaskSpec("sentiment", str(sentiment_dir))]
+def specs(topic_dir: Path, sentiment_dir: Path) -> list[api.TaskConfig]:
+    return [
+        api.TaskConfig("topic", str(topic_dir)),
+        api.TaskConfig("sentiment", str(sentiment_dir)),
+    ]
 
 
 def test_backbone_freeze_trains_only_heads(
@@ -160,7 +163,7 @@ def test_init_from_a_multitask_run_keeps_matching_heads(
 ) -> None:
     first = tmp_path / "first"
     api.train_mtl(
-        [api.TaskSpec("topic", str(topic_dir))], first, init=lm, options={**MTL, "epochs": 1}
+        [api.TaskConfig("topic", str(topic_dir))], first, init=lm, options={**MTL, "epochs": 1}
     )
     result = api.train_mtl(
         specs(topic_dir, sentiment_dir),
@@ -396,7 +399,7 @@ def test_zero_head_weights_trigger_vanishing_gradient_warnings(
 
     first = tmp_path / "first"
     api.train_mtl(
-        [api.TaskSpec("topic", str(topic_dir))],
+        [api.TaskConfig("topic", str(topic_dir))],
         first,
         init=lm,
         options={**MTL, "epochs": 1, "freeze": "all"},
@@ -405,7 +408,7 @@ def test_zero_head_weights_trigger_vanishing_gradient_warnings(
     weights["heads.topic.weight"].zero_()  # no gradient can reach the trunk through a zero head
     save_file(weights, str(first / "model.safetensors"), metadata={"step": "0"})
     api.train_mtl(
-        [api.TaskSpec("topic", str(topic_dir))],
+        [api.TaskConfig("topic", str(topic_dir))],
         tmp_path / "m",
         init=first,
         options={**MTL, "max_steps": 1, "log_every": 1},

@@ -50,7 +50,7 @@ def evaluate_cli(
 
     Example: sentcli evaluate --model runs/mtl --task sentiment=data/imdb --json
     """
-    specs = [api.TaskSpec(*parse_task_spec(t)) for t in task or []]
+    specs = [api.TaskConfig(*parse_task_spec(t)) for t in task or []]
     result = api.evaluate(model, specs or None, batch_size, device.value if device else "auto")
     if as_json:
         out.print_json(json.dumps(result))

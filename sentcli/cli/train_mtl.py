@@ -185,7 +185,7 @@ def train_mtl_cli(
     names = [n for n, _ in pairs]
     texts = _per_task(text_column or [], names, "text-column")
     labels = _per_task(label_column or [], names, "label-column")
-    specs = [api.TaskSpec(n, s, texts.get(n), labels.get(n)) for n, s in pairs]
+    specs = [api.TaskConfig(n, s, texts.get(n), labels.get(n)) for n, s in pairs]
     with progress(quiet) as bar:
         result = api.train_mtl(
             specs, output, init, tokenizer, opts, config, resume, overwrite,
