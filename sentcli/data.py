@@ -157,7 +157,13 @@ def _hub(name: str) -> dict[str, Any]:
         dd = _datasets().load_dataset(repo, config or None)
     except Exception as e:
         msg = str(_root_cause(e)).splitlines()[0][:200]
-        raise DataError(f"hf:{name}: cannot be loaded ({msg}); check the name") from e
+        fix = "check the name"
+        if offline:
+            fix = (
+                "HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set and it is not in your cache: "
+                "unset them to download it, or pass a local file"
+            )
+        raise DataError(f"hf:{name}: cannot be loaded ({msg}); {fix}") from e
     return dict(dd)
 
 

@@ -128,6 +128,12 @@ def test_hub_source_fails_fast_offline(monkeypatch: pytest.MonkeyPatch) -> None:
         D.load_task("t", "hf:ag_news")
 
 
+def test_hub_source_offline_and_uncached(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match="not in your cache.*pass a local file"):
+        D.load_task("t", "hf:sentcli-test/no-such-dataset")
+
+
 def test_task_spec_parsing() -> None:
     assert D.parse_task_spec("topic=data/ag_news") == ("topic", "data/ag_news")
     with pytest.raises(DataError, match="NAME=SOURCE"):
