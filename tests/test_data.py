@@ -129,7 +129,13 @@ def test_hub_source_fails_fast_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_hub_source_offline_and_uncached(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets.config
+    import huggingface_hub.constants
+
+    # `datasets` reads the variable at import (already done here): set what it read, too
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(DataError, match="not in your cache.*pass a local file"):
         D.load_task("t", "hf:sentcli-test/no-such-dataset")
 
