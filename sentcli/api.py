@@ -55,7 +55,8 @@ class TrainResult:
     config: RunConfig
     steps: int
     tokens_seen: int
-    interrupted: bool
+    interrupted: int
+    """The signal that stopped the run early (2 Ctrl-C, 15 SIGTERM; state saved), 0 if none."""
     history: list[dict[str, Any]] = field(default_factory=list)
     """One dict of validation metrics per evaluation."""
     test: dict[str, Any] = field(default_factory=dict)
@@ -426,7 +427,7 @@ def train_tasks(
             on_event(before)
     if freeze.all:  # nothing trains: the run is an evaluation of the model as it is
         ckpt.save_run(output, config, model, tok, 0)
-        steps, seen, interrupted = 0, 0, False
+        steps, seen, interrupted = 0, 0, 0
         history = history_of(ckpt.read_metrics(output))
         if on_event:
             on_event({"kind": "eval_only"})

@@ -40,11 +40,11 @@ def run_training(
     loop_args: dict[str, Any],
     resume: bool,
     on_event: OnEvent,
-) -> tuple[int, int, bool, list[dict[str, Any]]]:
+) -> tuple[int, int, int, list[dict[str, Any]]]:
     """Drive train_loop, writing metrics.jsonl and checkpoints.
 
     `loop_args` holds device, epoch_batches, loss_fn and evaluate. Returns the steps done,
-    the tokens seen, whether the run was interrupted and the evaluation history.
+    the tokens seen, the signal that interrupted the run (0: none) and the evaluation history.
     """
     state = None
     if resume:
@@ -70,7 +70,7 @@ def run_training(
         ckpt.save_run(run_dir, config, model, tokenizer, train_state["step"], train_state)
 
     steps, seen = (state["step"], state["seen"]) if state else (0, 0)
-    interrupted = False
+    interrupted = 0
     for event in train_loop(model, config.train, save=save, state=state, **loop_args):
         steps = event.step
         events: list[Any] = [event]
@@ -79,7 +79,7 @@ def run_training(
             warnings = grad_warnings(event.step, event.group_norms, config.train.explode_threshold)
             events += [{"kind": "warning", "step": event.step, "message": m} for m in warnings]
         elif isinstance(event, Interrupted):
-            interrupted = True
+            interrupted = event.signal
         for e in events:
             ckpt.append_metrics(run_dir, e if isinstance(e, dict) else asdict(e))
             if on_event:

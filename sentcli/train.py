@@ -49,6 +49,8 @@ class Interrupted:
     """Training stopped early (Ctrl-C / SIGTERM); a resumable state was saved at `step`."""
 
     step: int
+    signal: int = int(signal.SIGINT)
+    """The signal that stopped it (SIGINT 2, SIGTERM 15): the CLI exits with 128 + it."""
     kind: str = "interrupted"
 
 
@@ -144,16 +146,16 @@ def group_norms(model: nn.Module, group_of: Callable[[str], str]) -> dict[str, t
 
 
 @contextlib.contextmanager
-def deferred_interrupts() -> Iterator[dict[str, bool]]:
+def deferred_interrupts() -> Iterator[dict[str, int]]:
     """Turn Ctrl-C / SIGTERM into a flag checked between steps, so a stop never lands in the
     middle of an optimizer update."""
-    flag = {"stop": False}
+    flag = {"stop": 0}  # the signal number once one arrived
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
     def handler(signum: int, frame: Any) -> None:
-        flag["stop"] = True
+        flag["stop"] = signum
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -250,7 +252,7 @@ def train_loop(
             for i in range(start, len(batches)):
                 if flag["stop"]:
                     save(train_state(epoch, i))
-                    yield Interrupted(step)
+                    yield Interrupted(step, flag["stop"])
                     return
                 lr = get_lr(step, cfg.lr, warmup, total, cfg.lr * cfg.min_lr_ratio)
                 for group in optimizer.param_groups:

@@ -270,3 +270,41 @@ def test_bad_input_exits_2_with_one_line(
     assert message in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "lm").exists() and not (tmp_path / "e").exists()  # nothing half-written
+
+
+def test_sigterm_saves_a_resumable_state_and_exits_143(
+    tmp_path: Path, corpus_file: Path, tokenizer_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sentcli import checkpoint as ckpt
+
+    run_dir = tmp_path / "lm"
+    cmd = [
+        sys.executable,
+        "-m",
+        "sentcli",
+        "pretrain",
+        str(corpus_file),
+        "--tokenizer",
+        str(tokenizer_path),
+    ]
+    cmd += [*FAST_FLAGS, "--max-steps", "100000", "--log-every", "1", "-o", str(run_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(
+            r["kind"] == "train" for r in ckpt.read_metrics(run_dir)
+        ):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "--resume" in err and "Traceback" not in err
+    weights, step = ckpt.load_weights(run_dir)
+    assert step >= 1 and ckpt.load_train_state(run_dir, step)["step"] == step

@@ -106,7 +106,7 @@ def pretrain_cli(
             on_event=TrainView(bar, _eval_line),
         )  # fmt: skip
     if result.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(128 + result.interrupted)  # 130 Ctrl-C, 143 SIGTERM
     last = result.history[-1] if result.history else {}
     out.print(
         f"done: {result.steps:,} steps, {human(result.tokens_seen)} tokens seen, "

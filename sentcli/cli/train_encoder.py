@@ -100,6 +100,6 @@ def train_encoder_cli(
             resume, overwrite, on_event=TrainView(bar, classifier_eval_line),
         )  # fmt: skip
     if result.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(128 + result.interrupted)  # 130 Ctrl-C, 143 SIGTERM
     print_test_results(result.test, result.test_splits)
     out.print(f"wrote {output}")

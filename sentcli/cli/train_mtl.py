@@ -192,7 +192,7 @@ def train_mtl_cli(
             on_event=TrainView(bar, classifier_eval_line),
         )  # fmt: skip
     if result.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(128 + result.interrupted)  # 130 Ctrl-C, 143 SIGTERM
     out.print(loss_table(result.history, [t.name for t in result.config.tasks]))
     print_test_results(result.test, result.test_splits)
     rows = grad_summary(api.run_metrics(output))
