@@ -78,6 +78,8 @@ class TrainConfig:
     eval_every: int = 0
     """Evaluate every N steps; 0 means once per epoch (and always at the end)."""
     log_every: int = 10
+    save_every: int = 0
+    """Also save a resumable checkpoint every N steps; 0: only at evaluations and at the end."""
     val_fraction: float = 0.1
     """Share of train held out for validation when a source has no validation split."""
     max_eval_batches: int = 50
@@ -114,6 +116,7 @@ class TrainConfig:
                 "weight_decay",
                 "grad_clip",
                 "eval_every",
+                "save_every",
                 "unfreeze_every",
                 "max_samples_per_task",
             )

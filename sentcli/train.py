@@ -292,7 +292,10 @@ def train_loop(
                         return
                     loss_sum.zero_()
                     n_acc, tokens, t_log = 0, 0, now
-                if (cfg.eval_every and step % cfg.eval_every == 0) or step == total:
+                evaluating = (cfg.eval_every and step % cfg.eval_every == 0) or step == total
+                if cfg.save_every and step % cfg.save_every == 0 and not evaluating:
+                    save(train_state(epoch, i + 1))  # evaluations save anyway
+                if evaluating:
                     last_eval = step
                     try:
                         yield run_eval(epoch, (epoch, i + 1))  # run_eval has saved already

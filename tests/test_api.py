@@ -184,3 +184,18 @@ def test_pickled_code_in_train_state_never_runs(tmp_path: Path, lm_run: Path) ->
     with pytest.raises(CheckpointError, match="unsafe to load"):
         ckpt.load_train_state(run, 8)
     assert not marker.exists()
+
+
+def test_save_every_checkpoints_between_evaluations(
+    tmp_path: Path, corpus_file: Path, tokenizer_path: Path
+) -> None:
+    saved_steps = []
+
+    def watch(event: object) -> None:
+        if getattr(event, "kind", None) == "train":  # logged before that step's save
+            weights = tmp_path / "lm" / "model.safetensors"
+            saved_steps.append(ckpt.load_weights(tmp_path / "lm")[1] if weights.exists() else 0)
+
+    opts = {**PRE, "eval_every": 0, "save_every": 3, "log_every": 1, "max_steps": 7}
+    api.pretrain([str(corpus_file)], tmp_path / "lm", tokenizer_path, opts, on_event=watch)
+    assert saved_steps == [0, 0, 0, 3, 3, 3, 6]

@@ -70,6 +70,10 @@ LogEveryOpt = Annotated[
     int | None,
     typer.Option(help="Log train loss every N steps \\[default: 10]", rich_help_panel=TRAIN),
 ]
+SaveEveryOpt = Annotated[
+    int | None,
+    typer.Option(help="Also checkpoint every N steps (0: at evaluations)", rich_help_panel=TRAIN),
+]
 ValFracOpt = Annotated[
     float | None,
     typer.Option(
