@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One prepared GPU check of the CUDA path (bf16 autocast): the test suite, then
-# build-tokenizer → pretrain → train-encoder on the shipped data. Run from the repo root on a
-# CUDA machine; results (metrics, summaries, a throughput line) go to $OUT.
+# One prepared GPU check of the CUDA path (bf16 autocast): the test suite, then build-tokenizer
+# → pretrain → train-encoder → train-mtl → evaluate on the shipped data. Run from the repo root
+# on a CUDA machine; results (metrics, summaries, a throughput line) go to $OUT.
 set -euo pipefail
 OUT=${OUT:-/tmp/gpu_smoke}
 mkdir -p "$OUT"
@@ -19,7 +19,11 @@ time $S pretrain data/imdb_unsup data/ag_news --tokenizer "$R/tok.json" -o "$R/l
     --eval-every 200 --warmup 40 --quiet
 time $S train-encoder --task topic=data/ag_news --init "$R/lm" -o "$R/topic" --device cuda \
     --precision bf16 --epochs 2 --quiet
-for run in lm topic; do
+time $S train-mtl --task topic=data/ag_news --task sentiment=data/imdb --init "$R/lm" -o "$R/mtl" \
+    --device cuda --precision bf16 --freeze layers:2 --schedule joint --epochs 2 --quiet
+$S evaluate --model "$R/mtl" --device cuda --json | python3 -c \
+    "import json,sys; r=json.load(sys.stdin); print({t: round(m['accuracy'], 4) for t, m in r['tasks'].items()})"
+for run in lm topic mtl; do
     cp "$R/$run/metrics.jsonl" "$OUT/${run}_metrics.jsonl"
     cp "$R/$run/report/summary.json" "$OUT/${run}_summary.json"
     python3 - "$R/$run/metrics.jsonl" <<'PY'
