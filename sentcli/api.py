@@ -64,6 +64,8 @@ class TrainResult:
     test_splits: dict[str, str] = field(default_factory=dict)
     init: dict[str, Any] | None = None
     """With --init: {"run", "tensors", "parameters"} actually transferred."""
+    grad_norms: list[tuple[str, float, float, float, float]] = field(default_factory=list)
+    """Classifier runs: (group, first, last, min, max) gradient norm over the logged steps."""
 
 
 def build_tokenizer(
@@ -196,16 +198,12 @@ def pretrain(
         "loss_fn": lambda model, idx: batch_loss(model, train_blocks[idx]),
         "evaluate": evaluate,
     }
-    steps, seen, interrupted, history = run_training(
+    steps, seen, interrupted, records = run_training(
         output, config, model, tok, loop_args, resume, on_event
     )
+    history = history_of(records)
     write_summary(output, {"kind": "lm", "steps": steps, "tokens_seen": seen, "history": history})
     return TrainResult(output, config, steps, seen, interrupted, history)
-
-
-def run_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """Every record of a run's metrics.jsonl (up to a line cut by a hard kill)."""
-    return ckpt.read_metrics(run_dir)
 
 
 def transfer_trunk(source: nn.Module, target: MultiTaskModel) -> dict[str, int]:
@@ -428,7 +426,7 @@ def train_tasks(
     if freeze.all:  # nothing trains: the run is an evaluation of the model as it is
         ckpt.save_run(output, config, model, tok, 0)
         steps, seen, interrupted = 0, 0, 0
-        history = history_of(ckpt.read_metrics(output))
+        records = ckpt.read_metrics(output)
         if on_event:
             on_event({"kind": "eval_only"})
     else:
@@ -440,9 +438,10 @@ def train_tasks(
             "on_epoch": on_epoch,
             "group_of": group_of,
         }
-        steps, seen, interrupted, history = run_training(
+        steps, seen, interrupted, records = run_training(
             output, config, model, tok, loop_args, resume, on_event
         )
+    history, grad_norms = history_of(records), grad_summary(records)
     report = output / "report"
     report.mkdir(exist_ok=True)
     test: dict[str, Any] = {}
@@ -456,7 +455,6 @@ def train_tasks(
         plot_confusion(
             report / f"confusion_{t}.png", test[t]["confusion"], tds[t].label_names, title
         )
-    records = ckpt.read_metrics(output)
     summary = {
         "kind": kind,
         "steps": steps,
@@ -465,10 +463,10 @@ def train_tasks(
         "freeze": cfg.freeze,
     }
     summary |= {"history": history, "test_splits": test_splits, "test": test}
-    summary["grad_norms"] = grad_summary(records)
+    summary["grad_norms"] = grad_norms
     write_summary(output, summary)
     return TrainResult(
-        output, config, steps, seen, interrupted, history, test, test_splits, init_info
+        output, config, steps, seen, interrupted, history, test, test_splits, init_info, grad_norms
     )
 
 

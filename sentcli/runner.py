@@ -44,7 +44,8 @@ def run_training(
     """Drive train_loop, writing metrics.jsonl and checkpoints.
 
     `loop_args` holds device, epoch_batches, loss_fn and evaluate. Returns the steps done,
-    the tokens seen, the signal that interrupted the run (0: none) and the evaluation history.
+    the tokens seen, the signal that interrupted the run (0: none) and every metrics record
+    of the run (the whole metrics.jsonl, earlier sessions of a resumed run included).
     """
     state = None
     if resume:
@@ -86,7 +87,7 @@ def run_training(
                 on_event(e)
     records = ckpt.read_metrics(run_dir)
     plot_curves(run_dir, records)
-    return steps, seen, interrupted, history_of(records)
+    return steps, seen, interrupted, records
 
 
 def plot_curves(run_dir: Path, records: list[dict[str, Any]]) -> None:

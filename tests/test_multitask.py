@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from sentcli import api
+from sentcli import checkpoint as ckpt
 from sentcli.cli import app
 from sentcli.config import ModelConfig
 from sentcli.data import collate
@@ -119,7 +120,7 @@ def test_backbone_freeze_trains_only_heads(
     # round-robin: every training example once per epoch
     n_topic = 240 - round(240 * 0.1)
     assert [h["topic/examples"] for h in result.history[1:]] == [n_topic, n_topic]
-    records = api.run_metrics(tmp_path / "m")
+    records = ckpt.read_metrics(tmp_path / "m")
     groups = {g for r in records if r["kind"] == "train" for g in r["group_norms"]}
     assert groups == {"head.topic", "head.sentiment"}
     assert set(result.test) == {"topic", "sentiment"}
@@ -139,7 +140,7 @@ def test_gradual_unfreezing_adds_a_block_per_epoch(
     opts = {**MTL, "epochs": 3, "freeze": "backbone", "unfreeze_every": 1, "log_every": 1}
     api.train_mtl(specs(topic_dir, sentiment_dir), tmp_path / "m", init=lm, options=opts)
     by_epoch: dict[int, set[str]] = {}
-    for r in api.run_metrics(tmp_path / "m"):
+    for r in ckpt.read_metrics(tmp_path / "m"):
         if r["kind"] == "train":
             by_epoch.setdefault(r["epoch"], set()).update(r["group_norms"])
     heads = {"head.topic", "head.sentiment"}

@@ -45,7 +45,6 @@ from sentcli.cli._util import (
 )
 from sentcli.data import parse_task_spec
 from sentcli.errors import ConfigError
-from sentcli.multitask import grad_summary
 
 MTL = "Multi-task"
 
@@ -197,7 +196,6 @@ def train_mtl_cli(
         raise typer.Exit(128 + result.interrupted)  # 130 Ctrl-C, 143 SIGTERM
     out.print(loss_table(result.history, [t.name for t in result.config.tasks]))
     print_test_results(result.test, result.test_splits)
-    rows = grad_summary(api.run_metrics(output))
-    if rows:
-        out.print(grad_table(rows))
+    if result.grad_norms:
+        out.print(grad_table(result.grad_norms))
     out.print(f"wrote {output}")
