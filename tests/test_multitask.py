@@ -184,10 +184,9 @@ def test_init_from_a_multitask_run_keeps_matching_heads(
 runner = CliRunner()
 
 
-def test_cli_train_mtl_prints_tables(
-    tmp_path: Path, lm: Path, topic_dir: Path, sentiment_dir: Path
-) -> None:
-    args = [
+def mtl_args(lm: Path, topic_dir: Path, sentiment_dir: Path) -> list[str]:
+    """train-mtl on the two small task folders, starting from the tiny LM."""
+    return [
         "train-mtl",
         "--task",
         f"topic={topic_dir}",
@@ -195,6 +194,14 @@ def test_cli_train_mtl_prints_tables(
         f"sentiment={sentiment_dir}",
         "--init",
         str(lm),
+    ]
+
+
+def test_cli_train_mtl_prints_tables(
+    tmp_path: Path, lm: Path, topic_dir: Path, sentiment_dir: Path
+) -> None:
+    args = [
+        *mtl_args(lm, topic_dir, sentiment_dir),
     ]
     args += [
         "--freeze",
@@ -244,13 +251,7 @@ def test_cli_train_mtl_refuses_bad_options(
     tmp_path: Path, lm: Path, topic_dir: Path, sentiment_dir: Path, extra: list[str], message: str
 ) -> None:
     args = [
-        "train-mtl",
-        "--task",
-        f"topic={topic_dir}",
-        "--task",
-        f"sentiment={sentiment_dir}",
-        "--init",
-        str(lm),
+        *mtl_args(lm, topic_dir, sentiment_dir),
         "-o",
         str(tmp_path / "m"),
         *extra,
@@ -267,13 +268,7 @@ def mtl_run(
 ) -> tuple[Path, str]:
     run = tmp_path_factory.mktemp("mtlrun") / "m"
     args = [
-        "train-mtl",
-        "--task",
-        f"topic={topic_dir}",
-        "--task",
-        f"sentiment={sentiment_dir}",
-        "--init",
-        str(lm),
+        *mtl_args(lm, topic_dir, sentiment_dir),
     ]
     result = runner.invoke(
         app,
@@ -445,13 +440,7 @@ def test_cli_freeze_all_says_so_and_exits_0(
     tmp_path: Path, lm: Path, topic_dir: Path, sentiment_dir: Path
 ) -> None:
     args = [
-        "train-mtl",
-        "--task",
-        f"topic={topic_dir}",
-        "--task",
-        f"sentiment={sentiment_dir}",
-        "--init",
-        str(lm),
+        *mtl_args(lm, topic_dir, sentiment_dir),
     ]
     result = runner.invoke(
         app, [*args, "--freeze", "all", "--device", "cpu", "--quiet", "-o", str(tmp_path / "m")]
