@@ -41,8 +41,6 @@ class TaskData:
     validation: Any
     test: Any | None
     label_names: list[str]
-    text_column: str
-    label_column: str
 
 
 def _datasets() -> Any:
@@ -286,6 +284,16 @@ def _label_ids(
     return _datasets().Dataset(table, fingerprint=fingerprint), names
 
 
+def _labelled(
+    ds: Any, text_column: str | None, label_column: str | None, names: list[str] | None, where: str
+) -> tuple[Any, list[str]]:
+    """Find and check the text and label columns of one split; map its labels to ids."""
+    tcol = _pick_column(ds, text_column, TEXT_NAMES, "text", where)
+    lcol = _pick_column(ds, label_column, LABEL_NAMES, "label", where)
+    _check_texts(ds, tcol, where)
+    return _label_ids(ds, tcol, lcol, names, where)
+
+
 def load_task(
     name: str,
     source: str,
@@ -299,13 +307,8 @@ def load_task(
     splits, names = read_splits(source)
     names = label_names or names
     out: dict[str, Any] = {}
-    tcol = lcol = ""
     for split, ds in splits.items():
-        where = f"{source} ({split})"
-        tcol = _pick_column(ds, text_column, TEXT_NAMES, "text", where)
-        lcol = _pick_column(ds, label_column, LABEL_NAMES, "label", where)
-        _check_texts(ds, tcol, where)
-        out[split], names = _label_ids(ds, tcol, lcol, names, where)
+        out[split], names = _labelled(ds, text_column, label_column, names, f"{source} ({split})")
     assert names is not None
     if len(names) < 2:
         raise DataError(f"{source}: only one label ({names[0]}); a task needs at least two")
@@ -316,7 +319,7 @@ def load_task(
             raise DataError(f"{source}: too few rows ({len(train)}) to hold out a validation split")
         parts = train.train_test_split(test_size=val_fraction, seed=seed)
         train, validation = parts["train"], parts["test"]
-    return TaskData(name, source, train, validation, out.get("test"), names, tcol, lcol)
+    return TaskData(name, source, train, validation, out.get("test"), names)
 
 
 def load_eval_split(
@@ -335,11 +338,8 @@ def load_eval_split(
             f"task {name} ({', '.join(label_names)}); evaluate with data of the same labels"
         )
     split = next(s for s in ("test", "validation", "train") if s in splits)
-    ds, where = splits[split], f"{source} ({split})"
-    tcol = _pick_column(ds, text_column, TEXT_NAMES, "text", where)
-    lcol = _pick_column(ds, label_column, LABEL_NAMES, "label", where)
-    _check_texts(ds, tcol, where)
-    return split, _label_ids(ds, tcol, lcol, label_names, where)[0]
+    where = f"{source} ({split})"
+    return split, _labelled(splits[split], text_column, label_column, label_names, where)[0]
 
 
 def load_texts(sources: list[str], text_column: str | None = None) -> list[tuple[str, Any]]:
