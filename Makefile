@@ -11,7 +11,12 @@ DEMO ?= runs/demo
 # Model and budget for the demo: about 4 minutes on 2 CPU cores.
 DEMO_MODEL := --n-layer 4 --n-head 4 --n-embd 128 --block-size 128
 
-.PHONY: help install test lint format demo data clean
+# The default model: trained on the full offline data sets (not shipped with the repo).
+SHARED ?= ../shared/data
+DEFAULT_RUN ?= runs/default
+BENCH_ARGS ?= --quick
+
+.PHONY: help install test lint format demo data clean default-model bench bench-full
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,6 +29,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install sentcli (with the dev tools) into it
+
+$(VENV)/.bench: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
 
 test: install ## run the test suite (offline, CPU, a few minutes)
 	$(PY) -m pytest -q
@@ -48,6 +57,22 @@ demo: install ## build-tokenizer → pretrain → train-encoder → train-mtl �
 	$(SENTCLI) train-mtl --task topic=data/ag_news --task sentiment=data/imdb --init $(DEMO)/lm \
 		--freeze none --epochs 1 --overwrite -o $(DEMO)/mtl
 	$(SENTCLI) evaluate --model $(DEMO)/mtl
+
+default-model: install ## retrain the default model shipped in sentcli/default_model (~30 min, 2 CPU cores)
+	mkdir -p $(DEFAULT_RUN)
+	$(SENTCLI) build-tokenizer $(SHARED)/imdb $(SHARED)/imdb/unsup.txt.gz $(SHARED)/ag_news \
+		--vocab-size 8000 -o $(DEFAULT_RUN)/tokenizer.json
+	$(SENTCLI) train-mtl --task topic=$(SHARED)/ag_news --task sentiment=$(SHARED)/imdb \
+		--tokenizer $(DEFAULT_RUN)/tokenizer.json --config scripts/default_model.toml \
+		--overwrite -o $(DEFAULT_RUN)/mtl
+	$(PY) scripts/ship_default_model.py $(DEFAULT_RUN)/mtl
+	$(SENTCLI) evaluate --model sentcli/default_model
+
+bench: $(VENV)/.bench ## benchmarks against their peers (quick: minutes; make bench-full for all)
+	$(PY) bench/embed.py $(BENCH_ARGS)
+
+bench-full: $(VENV)/.bench ## the benchmarks on the full text sets and a 1,000,000-line file
+	$(MAKE) bench BENCH_ARGS=
 
 data: ## re-make data/ from ../shared/data (seeded, byte-identical)
 	$(PY) scripts/make_sample_data.py

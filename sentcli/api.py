@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -23,13 +24,29 @@ from sentcli.config import (
     build_configs,
     read_config_file,
 )
-from sentcli.embed import predict_logits
+from sentcli.embed import (
+    PRECISIONS,
+    InferenceStats,
+    predict_logits,
+    prepare,
+    proba_fn,
+    stream,
+    vector_fn,
+)
 from sentcli.errors import CheckpointError, ConfigError, DataError
 from sentcli.freeze import apply_freeze, group_of, parameter_groups, parse_freeze
 from sentcli.metrics import classification_metrics, plot_confusion
 from sentcli.model import LanguageModel, MultiTaskModel
 from sentcli.multitask import grad_summary, plan_steps, weighted_loss
-from sentcli.runner import OnEvent, history_of, plot_curves, run_training, write_summary
+from sentcli.runner import OnEvent, dtype_name, history_of, plot_curves, run_training, write_summary
+from sentcli.streams import (
+    VECTOR_FORMATS,
+    LabelWriter,
+    Sink,
+    TextInput,
+    check_output,
+    vector_sink,
+)
 from sentcli.tokenizer import (
     KINDS,
     UNK_ID,
@@ -46,7 +63,10 @@ from sentcli.train import (
     seed_everything,
 )
 
-STRUCTURAL = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
+MODEL_ENV = "SENTCLI_MODEL"
+DEFAULT_MODEL = Path(__file__).parent / "default_model"
+"""The multi-task model (topic + sentiment) shipped in the package; `make default-model`."""
+STRUCTURAL = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias", "activation")
 
 
 @dataclass
@@ -144,7 +164,7 @@ def pretrain(
     ckpt.check_run_dir(output, overwrite, resume)
     if resume:
         config = ckpt.read_config(output)
-        tok = ckpt.load_run_tokenizer(output, config.model.vocab_size)
+        tok = ckpt.load_run_tokenizer(output, config)
         data = config.data
     else:
         if tokenizer is None:
@@ -288,24 +308,28 @@ def train_tasks(
     init_ref = str(init) if init else None
     if resume:
         config = ckpt.read_config(output)
-        tok = ckpt.load_run_tokenizer(output, config.model.vocab_size)
+        tok = ckpt.load_run_tokenizer(output, config)
         specs = config.tasks
         label_names = {t.name: t.label_names for t in config.tasks}
         model_cfg, train_cfg, init_ref = config.model, config.train, config.init
+        imported = config.imported
     else:
         names = [s.name for s in specs]
         if not names or len(set(names)) != len(names):
             raise ConfigError(f"give each task once, as --task NAME=SOURCE (got {names})")
         if (init is None) == (tokenizer is None):
             raise ConfigError("give exactly one of --init RUN (pretrained) or --tokenizer FILE")
+        imported = None
         if init is not None:
             init_config, source_model, tok, _ = ckpt.load_run(init)
             base: ModelConfig | None = init_config.model
+            imported = init_config.imported  # its tokenizer's special tokens are not ours
         else:
             tok = load_tokenizer(tokenizer)  # type: ignore[arg-type]
             base = None
         model_cfg, train_cfg, given = _configs(options or {}, config_file, base)
-        model_cfg.vocab_size = tok.get_vocab_size()
+        if init is None:
+            model_cfg.vocab_size = tok.get_vocab_size()
         # Encoders attend both ways, also from a causal LM: on AG News that scored 1.1 points
         # above keeping the LM's causal mask (README, measured figures).
         if "causal" not in given:
@@ -343,6 +367,7 @@ def train_tasks(
             for s in specs
         ],
         init=init_ref,
+        imported=imported,
     )
     splits = {
         (t, split): ds
@@ -548,3 +573,208 @@ def report(run_dir: Path) -> dict[str, Any]:
         "grad_norms": grad_summary(records),
         "warnings": [r["message"] for r in records if r["kind"] == "warning"],
     }
+
+
+@dataclass
+class InferenceResult:
+    model: Path
+    device: str
+    precision: str
+    max_length: int
+    stats: InferenceStats
+    output: Path | None
+
+
+def resolve_model(model: Path | None) -> tuple[Path, str]:
+    """The run to use and where it came from: --model, else $SENTCLI_MODEL, else the default
+    model shipped in the package."""
+    if model is not None:
+        return model, "--model"
+    env = os.environ.get(MODEL_ENV, "").strip()
+    if env:
+        return Path(env), f"${MODEL_ENV}"
+    if (DEFAULT_MODEL / ckpt.CONFIG).is_file():
+        return DEFAULT_MODEL, "the default model"
+    raise ConfigError(
+        f"no model: pass --model RUN (a train-encoder or train-mtl run), set {MODEL_ENV}=RUN, "
+        "or build the default model with `make default-model`"
+    )
+
+
+def _infer(
+    input: str,
+    output: Path | None,
+    model: Path | None,
+    formats: tuple[str, ...],
+    options: dict[str, Any],
+    make: Any,
+    on_event: OnEvent,
+) -> InferenceResult:
+    """The pipeline embed and predict share: check everything, load the run, stream the
+    input through `make(net, config) → (fn, sink_factory)`, write atomically."""
+    batch_size, max_length, precision = (
+        options["batch_size"],
+        options["max_length"],
+        options["precision"],
+    )
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+    check_output(output, formats, [input])
+    source = TextInput(input, options["text_column"], options["id_column"], options["stdin"])
+    path, origin = resolve_model(model)
+    try:
+        config, net, tok, _ = ckpt.load_run(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"{origin}: {e}" if origin != "--model" else str(e)) from e
+    block = config.model.block_size
+    max_length = block if max_length is None else max_length
+    if not 2 <= max_length <= block:
+        raise ConfigError(
+            f"--max-length {max_length}: the model reads 2 to {block} tokens per text"
+        )
+    dev = resolve_device(options["device"])
+    dtype = prepare(net, dev, precision)
+    fn, make_sink = make(net, config)
+    name = "int8" if precision == "int8" else dtype_name(dtype)
+    if on_event:
+        on_event(
+            {
+                "kind": "infer_start",
+                "total": source.total,
+                "model": str(path),
+                "origin": origin,
+                "device": str(dev),
+                "precision": name,
+            }
+        )
+    stats = InferenceStats()
+    chunk_size = options.get("chunk_size") or max(1024, 32 * batch_size)
+
+    def run(f: IO[bytes]) -> None:
+        sink: Sink = make_sink(f)
+        chunks = source.chunks(chunk_size)
+        for chunk, rows in stream(chunks, tok, max_length, fn, batch_size, dev, dtype, stats):
+            sink.write(chunk, rows)
+            if on_event:
+                on_event({"kind": "progress", "done": stats.texts})
+        sink.close()
+
+    if output is None:
+        run(options["stdout"])
+    else:
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                run(f)
+
+        ckpt.atomic_write(output, write)
+    return InferenceResult(path, str(dev), name, max_length, stats, output)
+
+
+def embed(
+    input: str,
+    output: Path | None = None,
+    model: Path | None = None,
+    *,
+    text_column: str | None = None,
+    id_column: str | None = None,
+    batch_size: int = 128,
+    max_length: int | None = None,
+    normalize: bool = True,
+    device: str = "auto",
+    precision: str = "auto",
+    stdin: IO[bytes] | None = None,
+    stdout: IO[bytes] | None = None,
+    chunk_size: int | None = None,
+    on_event: OnEvent = None,
+) -> InferenceResult:
+    """Sentence vectors of every input row, in input order, to `output` (.npy, .jsonl, .csv,
+    .tsv; written atomically) or as JSON lines to `stdout`."""
+    options = dict(locals())
+
+    def make(net: MultiTaskModel | LanguageModel, config: RunConfig) -> Any:
+        return vector_fn(net, normalize), lambda f: vector_sink(f, output)
+
+    return _infer(input, output, model, VECTOR_FORMATS, options, make, on_event)
+
+
+def predict(
+    input: str,
+    output: Path | None = None,
+    model: Path | None = None,
+    task: str | None = None,
+    *,
+    top_k: int = 1,
+    fmt: str = "tsv",
+    text_column: str | None = None,
+    id_column: str | None = None,
+    batch_size: int = 128,
+    max_length: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    stdin: IO[bytes] | None = None,
+    stdout: IO[bytes] | None = None,
+    chunk_size: int | None = None,
+    on_event: OnEvent = None,
+) -> InferenceResult:
+    """The `top_k` labels of `task` and their probabilities for every input row, in input
+    order, as TSV or JSON lines."""
+    if top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1 (got {top_k})")
+    if fmt not in ("tsv", "jsonl"):
+        raise ConfigError(f"--format {fmt}: use tsv or jsonl")
+    options = dict(locals())
+
+    def make(net: nn.Module, config: RunConfig) -> Any:
+        names = {t.name: t.label_names for t in config.tasks}
+        if not isinstance(net, MultiTaskModel) or not names:
+            raise ConfigError(
+                "the model is a language-model run (no task heads); predict needs a run of "
+                "train-encoder or train-mtl"
+            )
+        name = task if task is not None else (next(iter(names)) if len(names) == 1 else None)
+        if name is None:
+            raise ConfigError(f"the model has several tasks; pass --task {' or '.join(names)}")
+        if name not in names:
+            raise ConfigError(f"the model has no task {name!r}; its tasks: {', '.join(names)}")
+        k = min(top_k, len(names[name]))
+        return proba_fn(net, name), lambda f: LabelWriter(f, names[name], k, fmt)
+
+    formats = (".tsv", ".txt") if fmt == "tsv" else (".jsonl",)
+    return _infer(input, output, model, formats, options, make, on_event)
+
+
+def import_hf(checkpoint: Path, output: Path, overwrite: bool = False) -> dict[str, Any]:
+    """Convert a local Hugging Face BERT-family checkpoint folder (sentence-transformers
+    layout too) into a sentcli run folder without task heads: embed uses it as it is, and
+    train-encoder/train-mtl --init fine-tune it."""
+    from sentcli.hf import read_checkpoint
+
+    ckpt.check_run_dir(output, overwrite, resume=False)
+    imp = read_checkpoint(checkpoint)
+    model = MultiTaskModel(imp.config, {})
+    for name, tensor in model.trunk.state_dict().items():
+        got = imp.weights[name].shape
+        if got != tensor.shape:
+            raise CheckpointError(
+                f"{checkpoint}: tensor for {name} has shape {tuple(got)}, config.json implies "
+                f"{tuple(tensor.shape)}; the weights and config.json do not belong together"
+            )
+    model.trunk.load_state_dict(imp.weights, strict=True)
+    parameters = sum(v.numel() for v in imp.weights.values())
+    info = {
+        "from": str(checkpoint),
+        "architecture": imp.architecture,
+        "tensors_read": imp.tensors_read,
+        "tensors_written": len(imp.weights),
+        "parameters": parameters,
+        "skipped": imp.skipped,
+        "pooling": imp.config.pooling,
+        "max_length": imp.config.block_size,
+    }
+    run = RunConfig(kind="encoder", model=imp.config, train=TrainConfig(), imported=info)
+    ckpt.create_run_dir(output)
+    ckpt.save_run(output, run, model, imp.tokenizer, step=0)
+    return {**info, "run": str(output), "notes": imp.notes, "vocab_size": imp.config.vocab_size}

@@ -155,21 +155,25 @@ def load_run(run_dir: Path) -> tuple[RunConfig, nn.Module, Tokenizer, int]:
             f"{run_dir / WEIGHTS} does not match config.json ({first}); the run is corrupt or "
             "from another tool"
         ) from e
-    tokenizer = load_run_tokenizer(run_dir, config.model.vocab_size)
+    tokenizer = load_run_tokenizer(run_dir, config)
     return config, model, tokenizer, step
 
 
-def load_run_tokenizer(run_dir: Path, vocab_size: int) -> Tokenizer:
+def load_run_tokenizer(run_dir: Path, config: RunConfig) -> Tokenizer:
+    """The run's tokenizer, checked against the model: sentcli's special tokens (an imported
+    checkpoint's own tokenizer needs only [PAD] at id 0) and the vocabulary size."""
     path = run_dir / TOKENIZER
+    vocab_size = config.model.vocab_size
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as e:  # the Rust side raises plain Exception
         raise CheckpointError(f"{path} is corrupt ({str(e)[:120]}); re-create the run") from e
     try:
-        check_specials(tokenizer, str(path))
+        check_specials(tokenizer, str(path), pad_only=config.imported is not None)
     except TokenizerError as e:
         raise CheckpointError(str(e)) from e
-    if tokenizer.get_vocab_size() != vocab_size:
+    imported_fits = config.imported is not None and tokenizer.get_vocab_size() <= vocab_size
+    if tokenizer.get_vocab_size() != vocab_size and not imported_fits:
         raise CheckpointError(
             f"{path} has {tokenizer.get_vocab_size()} tokens but the model was built for "
             f"{vocab_size}; the run's tokenizer was replaced, restore the original"

@@ -25,6 +25,11 @@ def _raise_if(problems: list[str], what: str) -> None:
         raise ConfigError(f"invalid {what}: " + "; ".join(problems))
 
 
+ACTIVATIONS = ("gelu_tanh", "gelu")
+NORMS = ("pre", "post")
+POOLINGS = ("mean", "cls", "max")
+
+
 @dataclass
 class ModelConfig:
     """The transformer trunk (nanoGPT field names)."""
@@ -41,6 +46,20 @@ class ModelConfig:
     """Causal attention (next-token pretraining) or bidirectional (masked-LM, encoders)."""
     head_hidden: int = 0
     """Hidden width of the task heads' MLP; 0 means a linear head."""
+    activation: str = "gelu_tanh"
+    """The MLP's GELU: gelu_tanh (GPT-2's approximation) or gelu (exact, erf; BERT's, and
+    the faster one on CPUs)."""
+    # What imported BERT-family checkpoints need (sentcli's own models keep the defaults):
+    norm: str = "pre"
+    """pre: x + f(LN(x)), then a final LayerNorm (GPT-2); post: LN(x + f(x)) (BERT)."""
+    embed_norm: bool = False
+    """A LayerNorm after the token + position embeddings (BERT)."""
+    norm_eps: float = 1e-5
+    n_inner: int = 0
+    """The MLP's hidden width; 0 means 4 * n_embd."""
+    pooling: str = "mean"
+    """The sentence vector: mean of the real tokens (masked), the first token (cls) or the
+    masked maximum (max)."""
 
     def __post_init__(self) -> None:
         problems = [
@@ -54,6 +73,17 @@ class ModelConfig:
             problems.append(f"dropout must be in [0, 1) (got {self.dropout})")
         if self.head_hidden < 0:
             problems.append(f"head_hidden must be 0 or more (got {self.head_hidden})")
+        for name, allowed in (("norm", NORMS), ("pooling", POOLINGS)):
+            if getattr(self, name) not in allowed:
+                problems.append(
+                    f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})"
+                )
+        if self.n_inner < 0 or not self.norm_eps > 0:
+            problems.append("n_inner must be 0 or more and norm_eps above 0")
+        if self.activation not in ACTIVATIONS:
+            problems.append(
+                f"activation must be one of {', '.join(ACTIVATIONS)} (got {self.activation!r})"
+            )
         _raise_if(problems, "model options")
 
 
@@ -172,6 +202,8 @@ class RunConfig:
     """Pretraining sources (kind lm)."""
     init: str | None = None
     """The run this one started from, if any."""
+    imported: dict[str, Any] | None = None
+    """import-hf runs: the checkpoint folder, its architecture, what was mapped."""
     format_version: int = FORMAT_VERSION
     sentcli_version: str = __version__
 
@@ -199,6 +231,7 @@ class RunConfig:
                 tasks=[TaskConfig(**t) for t in d.get("tasks", [])],
                 data=list(d.get("data", [])),
                 init=d.get("init"),
+                imported=d.get("imported"),
                 format_version=version,
                 sentcli_version=d.get("sentcli_version", "unknown"),
             )

@@ -70,7 +70,7 @@ def group_of(name: str) -> str:
     parts = name.split(".")
     if parts[0] == "heads":
         return f"head.{parts[1]}"
-    if parts[1] in ("wte", "wpe"):
+    if parts[1] in ("wte", "wpe", "ln_e"):
         return "embeddings"
     if parts[1] == "h":
         return f"block.{parts[2]}"

@@ -26,6 +26,16 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return summed / count
 
 
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Sentence vectors [B, C] from [B, T, C]: masked mean (default), the first token's
+    state (cls) or the masked maximum (max)."""
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "max":
+        return hidden.masked_fill(~attention_mask.unsqueeze(-1), float("-inf")).amax(dim=1)
+    return mean_pool(hidden, attention_mask)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -58,39 +68,51 @@ class SelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        inner = config.n_inner or 4 * config.n_embd
+        self.c_fc = nn.Linear(config.n_embd, inner, bias=config.bias)
+        self.c_proj = nn.Linear(inner, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.approximate = "tanh" if config.activation == "gelu_tanh" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
+
+
+def layer_norm(config: ModelConfig) -> nn.LayerNorm:
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
 
 
 class Block(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.post_norm = config.norm == "post"
+        self.ln_1 = layer_norm(config)
         self.attn = SelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = layer_norm(config)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+        if self.post_norm:  # BERT: normalise each residual sum
+            x = self.ln_1(x + self.attn(x, mask, causal))
+            return self.ln_2(x + self.mlp(x))
         x = x + self.attn(self.ln_1(x), mask, causal)
         x = x + self.mlp(self.ln_2(x))
         return x
 
 
 class Transformer(nn.Module):
-    """Token + learned position embeddings, `n_layer` Pre-LN blocks, final LayerNorm."""
+    """Token + learned position embeddings, `n_layer` Pre-LN blocks, final LayerNorm (or,
+    for imported BERT-family weights, a LayerNorm on the embeddings and Post-LN blocks)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.ln_e = layer_norm(config) if config.embed_norm else nn.Identity()
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_f = layer_norm(config) if config.norm == "pre" else nn.Identity()
 
     def forward(
         self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -100,7 +122,7 @@ class Transformer(nn.Module):
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens > block_size {self.config.block_size}")
         pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # [B, T, C]
+        x = self.drop(self.ln_e(self.wte(idx) + self.wpe(pos)))  # [B, T, C]
         # All-real batches need no mask; SDPA then takes its fastest path.
         mask = None
         if attention_mask is not None and not self.config.causal and not attention_mask.all():
@@ -169,7 +191,7 @@ class MultiTaskModel(nn.Module):
 
     def embed(self, idx: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Sentence vectors [B, C] (not normalised) of [B, T] ids and mask."""
-        return mean_pool(self.trunk(idx, attention_mask), attention_mask)
+        return pool(self.trunk(idx, attention_mask), attention_mask, self.config.pooling)
 
     def forward(
         self,

@@ -105,8 +105,10 @@ def _flatten(batches: Iterable[list[str]]) -> Iterator[str]:
         yield from batch
 
 
-def check_specials(tok: Tokenizer, where: str) -> None:
-    for expected_id, token in enumerate(SPECIAL_TOKENS):
+def check_specials(tok: Tokenizer, where: str, pad_only: bool = False) -> None:
+    """sentcli's five special tokens at their ids (with `pad_only`, just [PAD] at 0: all
+    that inference and fine-tuning rely on)."""
+    for expected_id, token in enumerate(SPECIAL_TOKENS[:1] if pad_only else SPECIAL_TOKENS):
         if tok.token_to_id(token) != expected_id:
             raise TokenizerError(
                 f"{where} is not a sentcli tokenizer: {token} is not id {expected_id}; "
@@ -133,10 +135,19 @@ def load_tokenizer(path: Path) -> Tokenizer:
 
 def encode(tok: Tokenizer, texts: list[str], max_length: int | None = None) -> list[np.ndarray]:
     """Token ids for each text, `[BOS] … [EOS]`, cut to `max_length` (keeping [EOS])."""
+    return encode_counting(tok, texts, max_length)[0]
+
+
+def encode_counting(
+    tok: Tokenizer, texts: list[str], max_length: int | None = None
+) -> tuple[list[np.ndarray], int]:
+    """`encode`, and how many texts were cut to `max_length`."""
     out = []
+    cut = 0
     for enc in tok.encode_batch_fast(texts):  # parallel in Rust, no offsets computed
         ids = np.asarray(enc.ids, dtype=np.int32)
         if max_length is not None and len(ids) > max_length:
             ids = np.concatenate([ids[: max_length - 1], ids[-1:]])
+            cut += 1
         out.append(ids)
-    return out
+    return out, cut

@@ -49,7 +49,10 @@ def root(
 # Importing the command modules registers their commands on `app`.
 from sentcli.cli import (  # noqa: E402,F401
     build_tokenizer,
+    embed,
     evaluate,
+    import_hf,
+    predict,
     pretrain,
     report,
     train_encoder,

