@@ -518,10 +518,10 @@ def evaluate(
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
     config, model, tok, _ = ckpt.load_run(model_dir)
-    if config.kind == "lm":
+    if config.kind == "lm" or not config.tasks:
         raise ConfigError(
-            f"{model_dir} is a language-model run (no task heads); evaluate a run of "
-            "train-encoder or train-mtl"
+            f"{model_dir} has no task heads (a pretraining or import-hf run); evaluate a run "
+            "of train-encoder or train-mtl"
         )
     assert isinstance(model, MultiTaskModel)
     known = {t.name: t for t in config.tasks}
@@ -578,6 +578,8 @@ def report(run_dir: Path) -> dict[str, Any]:
 @dataclass
 class InferenceResult:
     model: Path
+    origin: str
+    """Where the model came from: --model, $SENTCLI_MODEL or the default model."""
     device: str
     precision: str
     max_length: int
@@ -670,7 +672,7 @@ def _infer(
                 run(f)
 
         ckpt.atomic_write(output, write)
-    return InferenceResult(path, str(dev), name, max_length, stats, output)
+    return InferenceResult(path, origin, str(dev), name, max_length, stats, output)
 
 
 def embed(
@@ -731,8 +733,8 @@ def predict(
         names = {t.name: t.label_names for t in config.tasks}
         if not isinstance(net, MultiTaskModel) or not names:
             raise ConfigError(
-                "the model is a language-model run (no task heads); predict needs a run of "
-                "train-encoder or train-mtl"
+                "the model has no task heads (a pretraining or import-hf run); train them with "
+                "train-encoder or train-mtl --init, then predict with that run"
             )
         name = task if task is not None else (next(iter(names)) if len(names) == 1 else None)
         if name is None:

@@ -168,6 +168,12 @@ def test_pooling_modes_follow_the_checkpoint(
     torch.testing.assert_close(vec, want)
 
 
+def test_an_imported_run_has_no_heads_to_predict_or_evaluate(imported: Path) -> None:
+    for args in (["evaluate", "--model", str(imported)], ["predict", "-", "-m", str(imported)]):
+        result = runner.invoke(app, args, input="hello\n")
+        assert result.exit_code == 2 and "no task heads" in result.output, result.output
+
+
 def test_freeze_backbone_on_an_imported_run_trains_only_heads(
     imported: Path, topic_dir: Path, tmp_path: Path
 ) -> None:

@@ -336,7 +336,7 @@ def test_report_reproduces_the_tables(mtl_run: tuple[Path, str]) -> None:
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["evaluate", "--model", "{lm}"], "language-model run"),
+        (["evaluate", "--model", "{lm}"], "has no task heads"),
         (["evaluate", "--model", "{run}", "--task", "nope={topic}"], "has no task nope"),
         (["evaluate", "--model", "{topic}"], "not a complete run folder"),
         (

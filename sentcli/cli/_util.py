@@ -339,8 +339,9 @@ def inference_summary(verb: str, result: Any, quiet: bool) -> None:
         return
     secs = max(s.seconds, 1e-9)
     where = f" → {result.output}" if result.output else ""
+    model = result.origin if result.origin == "the default model" else str(result.model)
     err.print(
-        f"{verb} {s.texts:,} texts ({s.tokens:,} tokens) in {s.seconds:.1f} s: "
-        f"{s.texts / secs:,.0f} texts/s, {s.tokens / secs:,.0f} tokens/s "
-        f"({result.model}, {result.device}, {result.precision}){escape(where)}"
+        f"{verb} {s.texts:,} text{'s' if s.texts != 1 else ''} ({s.tokens:,} tokens) in "
+        f"{s.seconds:.1f} s: {s.texts / secs:,.0f} texts/s, {s.tokens / secs:,.0f} tokens/s "
+        f"({escape(model)}, {result.device}, {result.precision}){escape(where)}"
     )
