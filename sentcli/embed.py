@@ -7,6 +7,9 @@ chunk is read and tokenized in a worker thread while the model runs on the curre
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +29,17 @@ from sentcli.tokenizer import encode_counting
 from sentcli.train import autocast, resolve_precision
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if os.name == "posix" else None
+
+
+def _release_memory() -> None:
+    """Give freed heap pages back to the OS (glibc's malloc keeps them otherwise: every batch
+    has a new shape, and the resident size would creep up with the input's length)."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 BatchFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -188,3 +202,4 @@ def stream(
             stats.truncated += cut
             stats.seconds = time.perf_counter() - start
             yield chunk, rows
+            _release_memory()

@@ -52,6 +52,8 @@ def _open(path: Path) -> IO[bytes]:
 def _line_text(raw: bytes, where: str, lineno: int) -> str:
     raw = raw[:-1] if raw.endswith(b"\n") else raw
     raw = raw[:-1] if raw.endswith(b"\r") else raw
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
+        raw = raw[3:]
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -187,7 +189,7 @@ class TextInput:
         delimiter = "\t" if extension(self.path) == ".tsv" else ","
         with _open(self.path) as raw:
             reader = csv.reader(
-                io.TextIOWrapper(raw, encoding="utf-8", newline=""), delimiter=delimiter
+                io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""), delimiter=delimiter
             )
             row_no = 0
             try:

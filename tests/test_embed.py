@@ -142,6 +142,15 @@ def test_table_inputs_with_text_and_id_columns(mtl_run: Path, tmp_path: Path) ->
         np.testing.assert_allclose(np.array([g["embedding"] for g in got]), ref, atol=1e-5)
 
 
+def test_a_byte_order_mark_is_not_part_of_the_text(mtl_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfhello world\n")
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbftext,label\nhello world,0\n")
+    for name in ("bom.txt", "bom.csv"):
+        result = runner.invoke(app, ["embed", str(tmp_path / name), "-m", str(mtl_run), "-q"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["text"] == "hello world"
+
+
 def test_truncation_is_reported(mtl_run: Path, lines_file: Path, lines: list[str]) -> None:
     args = ["embed", str(lines_file), "-m", str(mtl_run), "--max-length", "8", "-q"]
     result = runner.invoke(app, args)
