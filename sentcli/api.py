@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -664,7 +665,7 @@ def _infer(
         sink.close()
 
     if output is None:
-        run(options["stdout"])
+        run(options["stdout"] or sys.stdout.buffer)
     else:
 
         def write(tmp: Path) -> None:

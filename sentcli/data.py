@@ -273,8 +273,9 @@ def _label_ids(
             )
     else:
         raise DataError(
-            f"{where}: label column {column!r} holds {col.type}; labels must be integers or "
-            "strings (pass --label-column to pick another column)"
+            f"{where}: label column {column!r} holds {col.type}, not integers or strings "
+            "(numbers and strings mixed, or floats?); make every label an integer id or every "
+            "label a name, or pass --label-column to pick another column"
         )
     table = pa.table({"text": ds.data.column(text_column), "label": pc.cast(ids, pa.int64())})
     # An explicit fingerprint: otherwise `datasets` pickles the whole table to hash it (slow

@@ -147,8 +147,29 @@ def test_existing_output_needs_overwrite_and_keeps_files(pipeline: Path, topic_d
 
 
 @pytest.fixture(scope="module")
-def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bad(tmp_path_factory: pytest.TempPathFactory, pipeline: Path) -> Path:
+    import gzip
+    import shutil
+
     root = tmp_path_factory.mktemp("bad")
+    (root / "notrain").mkdir()
+    write_csv(root / "notrain" / "test.csv", [("a", 0), ("b", 1)])
+    (root / "mixed.jsonl").write_text('{"text": "a", "label": 0}\n{"text": "b", "label": "pos"}\n')
+    data = gzip.compress(("text,label\n" + "some text,1\n" * 2000).encode())
+    (root / "cut.csv.gz").write_bytes(data[: len(data) // 2])
+    (root / "twolabels").mkdir()
+    write_csv(root / "twolabels" / "train.csv", [("a", 0), ("b", 5), ("c", 1)])
+    (root / "twolabels" / "labels.txt").write_text("neg\npos\n")
+    for name in ("corrupt", "newer", "swapped", "nostate"):
+        shutil.copytree(pipeline / "lm", root / name)
+    (root / "corrupt" / "model.safetensors").write_bytes(b"\0" * 64)
+    config = json.loads((root / "newer" / "config.json").read_text())
+    (root / "newer" / "config.json").write_text(json.dumps({**config, "format_version": 99}))
+    from sentcli.tokenizer import train_tokenizer
+
+    train_tokenizer([["some words", "other words here"] * 50], vocab_size=280).save(
+        str(root / "swapped" / "tokenizer.json")
+    )
     (root / "empty.txt").write_text("")
     (root / "latin1.csv").write_bytes("text,label\ncaf\xe9,0\n".encode("latin-1"))
     write_csv(root / "range.csv", [("a", 0), ("b", 1)])
@@ -255,6 +276,64 @@ BAD_CASES = [
         ["train-encoder", "--task", "t={bad}/latin1.csv", "--tokenizer", "{tok}", "-o", "{tmp}/e"],
         "not UTF-8",
     ),
+    (
+        ["train-encoder", "--task", "t={bad}/notrain", "--tokenizer", "{tok}", "-o", "{tmp}/e"],
+        "train",
+    ),
+    (
+        ["train-encoder", "--task", "t={bad}/mixed.jsonl", "--tokenizer", "{tok}", "-o", "{tmp}/e"],
+        "numbers and strings mixed",
+    ),
+    (
+        ["train-encoder", "--task", "t={bad}/cut.csv.gz", "--tokenizer", "{tok}", "-o", "{tmp}/e"],
+        "truncated gzip",
+    ),
+    (
+        ["train-encoder", "--task", "t={bad}/twolabels", "--tokenizer", "{tok}", "-o", "{tmp}/e"],
+        "has label 5, outside 0..1",
+    ),
+    (
+        ["train-encoder", "--task", "t={data}/ag_news", "--init", "{bad}/corrupt", "-o", "{tmp}/e"],
+        "corrupt",
+    ),
+    (
+        ["train-encoder", "--task", "t={data}/ag_news", "--init", "{bad}/newer", "-o", "{tmp}/e"],
+        "newer",
+    ),
+    (
+        ["train-encoder", "--task", "t={data}/ag_news", "--init", "{bad}/swapped", "-o", "{tmp}/e"],
+        "tokenizer was replaced",
+    ),
+    (
+        [
+            "train-mtl",
+            "--task",
+            "t={data}/ag_news",
+            "--tokenizer",
+            "{tok}",
+            "--freeze",
+            "layers:x",
+            "-o",
+            "{tmp}/e",
+        ],
+        "freeze",
+    ),
+    (
+        [
+            "train-mtl",
+            "--task",
+            "t={data}/ag_news",
+            "--tokenizer",
+            "{tok}",
+            "--freeze",
+            "head:nope",
+            "-o",
+            "{tmp}/e",
+        ],
+        "nope",
+    ),
+    (["evaluate", "--model", "{bad}/corrupt"], "corrupt"),
+    (["evaluate", "--model", "{bad}/notarun"], "missing config.json"),
 ]
 
 
