@@ -26,6 +26,7 @@ WEIGHTS = "model.safetensors"
 TOKENIZER = "tokenizer.json"
 METRICS = "metrics.jsonl"
 STATE = "train_state.pt"
+NEXT_STATE = "train_state.next.pt"
 REQUIRED = (CONFIG, WEIGHTS, TOKENIZER)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -61,7 +62,11 @@ def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
             f"output folder's parent {run_dir.parent} does not exist; create it first"
         )
     if resume:
-        missing = [n for n in (*REQUIRED, STATE) if not (run_dir / n).is_file()]
+        for stale in run_dir.glob(".*.tmp"):  # left by a hard kill in the middle of a write
+            stale.unlink(missing_ok=True)
+        missing = [n for n in REQUIRED if not (run_dir / n).is_file()]
+        if not (run_dir / STATE).is_file() and not (run_dir / NEXT_STATE).is_file():
+            missing.append(STATE)
         if missing:
             raise CheckpointError(
                 f"cannot resume {run_dir}: missing {', '.join(missing)}; start a new run "
@@ -99,14 +104,18 @@ def save_run(
     train_state: dict[str, Any] | None = None,
 ) -> None:
     """Write config, weights, tokenizer (and the train state), each atomically. The weights
-    and the train state both carry `step`, so a torn pair is detected at resume."""
+    and the train state both carry `step`. The new state goes to `train_state.next.pt`
+    first and replaces `train_state.pt` only after the weights: a kill at any moment leaves
+    a state that matches the weights on disk (see `load_train_state`)."""
     write_text(run_dir / CONFIG, json.dumps(config.to_dict(), indent=2) + "\n")
     write_text(run_dir / TOKENIZER, tokenizer.to_str())
     if train_state is not None:
-        atomic_write(run_dir / STATE, lambda tmp: torch.save(train_state, tmp))
+        atomic_write(run_dir / NEXT_STATE, lambda tmp: torch.save(train_state, tmp))
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": "pt", "kind": config.kind, "step": str(step)}
     atomic_write(run_dir / WEIGHTS, lambda tmp: save_file(weights, str(tmp), metadata=metadata))
+    if train_state is not None:
+        os.replace(run_dir / NEXT_STATE, run_dir / STATE)
 
 
 def read_config(run_dir: Path) -> RunConfig:
@@ -181,9 +190,7 @@ def load_run_tokenizer(run_dir: Path, config: RunConfig) -> Tokenizer:
     return tokenizer
 
 
-def load_train_state(run_dir: Path, step: int) -> dict[str, Any]:
-    """The optimizer/RNG/data position saved with the weights (weights_only: no code runs)."""
-    path = run_dir / STATE
+def _read_state(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling errors come in many types
@@ -191,12 +198,24 @@ def load_train_state(run_dir: Path, step: int) -> dict[str, Any]:
             f"{path} is corrupt or unsafe to load ({str(e).splitlines()[0][:160]}); "
             "start a new run without --resume"
         ) from e
-    if not isinstance(state, dict) or state.get("step") != step:
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a sentcli train state; start a new run")
+    return state
+
+
+def load_train_state(run_dir: Path, step: int) -> dict[str, Any]:
+    """The optimizer/RNG/data position saved with the weights (weights_only: no code runs).
+    After a kill between the weights and the rename of the new state, the new state is still
+    in `train_state.next.pt`: take whichever file matches the weights' step."""
+    state = _read_state(run_dir / STATE) if (run_dir / STATE).is_file() else {}
+    if state.get("step") != step and (run_dir / NEXT_STATE).is_file():
+        following = _read_state(run_dir / NEXT_STATE)
+        if following.get("step") == step:
+            return following
+    if state.get("step") != step:
         raise CheckpointError(
-            f"{path} does not belong to the saved weights (step {state.get('step')!r} vs "
-            f"{step}); the last save was torn, start a new run without --resume"
-            if isinstance(state, dict)
-            else f"{path} is not a sentcli train state; start a new run without --resume"
+            f"{run_dir / STATE} does not belong to the saved weights (step "
+            f"{state.get('step')!r} vs {step}); start a new run without --resume"
         )
     return state
 

@@ -1,0 +1,85 @@
+"""Hard kills: whenever a training process dies, the run on disk loads and resumes."""
+
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from test_cli import FAST_FLAGS
+
+from sentcli import checkpoint as ckpt
+
+
+def saved_at(run_dir: Path) -> float:
+    path = run_dir / ckpt.WEIGHTS
+    return path.stat().st_mtime if path.is_file() else 0.0
+
+
+def test_kill_9_at_random_moments_always_leaves_a_loadable_resumable_run(
+    tmp_path: Path, corpus_file: Path, tokenizer_path: Path
+) -> None:
+    run_dir = tmp_path / "lm"
+    cmd = [sys.executable, "-m", "sentcli", "pretrain", str(corpus_file)]
+    cmd += ["--tokenizer", str(tokenizer_path), *FAST_FLAGS, "--eval-every", "20"]
+    cmd += ["--save-every", "1", "--log-every", "1", "-o", str(run_dir)]
+    rng = random.Random(0)
+    steps: list[int] = []
+    for _ in range(10):
+        resume = (run_dir / ckpt.WEIGHTS).is_file()
+        before = saved_at(run_dir)
+        proc = subprocess.Popen(
+            cmd + (["--resume"] if resume else ["--overwrite"]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 60
+        while saved_at(run_dir) == before and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        # every step saves (config, tokenizer, state, weights, rename): land anywhere in it
+        time.sleep(rng.uniform(0.0, 0.4))
+        proc.kill()  # SIGKILL: no handler runs, no finally block
+        proc.wait()
+        config, model, tok, step = ckpt.load_run(run_dir)  # strict load, tokenizer checked
+        assert ckpt.load_train_state(run_dir, step)["step"] == step
+        assert ckpt.read_metrics(run_dir)
+        steps.append(step)
+    assert steps == sorted(steps) and steps[-1] > steps[0] + 5, steps
+    # the last state resumes to a normal end (one epoch of the corpus: 417 steps)
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert ckpt.load_weights(run_dir)[1] == 417 > steps[-1]
+    assert not list(run_dir.glob(".*.tmp"))  # the resumed run swept the killed runs' temp files
+
+
+def test_a_kill_between_weights_and_state_rename_keeps_the_matching_state(
+    tmp_path: Path, tokenizer_path: Path, monkeypatch: object
+) -> None:
+    import os
+
+    import pytest
+
+    from sentcli.config import ModelConfig, RunConfig, TrainConfig
+    from sentcli.model import LanguageModel
+    from sentcli.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_path)
+    config = RunConfig("lm", ModelConfig(vocab_size=tok.get_vocab_size(), n_embd=16), TrainConfig())
+    model = LanguageModel(config.model)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    ckpt.save_run(run_dir, config, model, tok, 1, {"step": 1})
+    real_replace = os.replace
+
+    def killed_before_the_state_rename(src: object, dst: object) -> None:
+        if Path(str(dst)).name == ckpt.STATE:
+            raise KeyboardInterrupt  # stands in for the kill
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    mp: pytest.MonkeyPatch = monkeypatch  # type: ignore[assignment]
+    mp.setattr(ckpt.os, "replace", killed_before_the_state_rename)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_run(run_dir, config, model, tok, 2, {"step": 2})
+    mp.undo()
+    assert ckpt.load_weights(run_dir)[1] == 2  # the new weights landed, the old state stayed
+    assert ckpt.load_train_state(run_dir, 2)["step"] == 2  # found in train_state.next.pt
