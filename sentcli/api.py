@@ -150,6 +150,20 @@ def _configs(
     return (*build_configs(file_values, options, base), set(given))
 
 
+def _ignored_on_resume(
+    options: dict[str, Any] | None, config_file: Path | None, on_event: OnEvent
+) -> None:
+    """A resumed run keeps its own settings: say which given ones are ignored."""
+    given = [f"--{k.replace('_', '-')}" for k, v in (options or {}).items() if v is not None]
+    given += ["--config"] if config_file else []
+    if given and on_event:
+        message = (
+            "--resume continues with the run's own settings (its config.json); ignored: "
+            + ", ".join(given)
+        )
+        on_event({"kind": "warning", "message": message})
+
+
 def pretrain(
     data: list[str],
     output: Path,
@@ -164,6 +178,7 @@ def pretrain(
     """Pretrain a language model (next-token by default, or masked-LM) into run folder `output`."""
     ckpt.check_run_dir(output, overwrite, resume)
     if resume:
+        _ignored_on_resume(options, config_file, on_event)
         config = ckpt.read_config(output)
         tok = ckpt.load_run_tokenizer(output, config)
         data = config.data
@@ -308,6 +323,7 @@ def train_tasks(
     label_names: dict[str, list[str]] = {}
     init_ref = str(init) if init else None
     if resume:
+        _ignored_on_resume(options, config_file, on_event)
         config = ckpt.read_config(output)
         tok = ckpt.load_run_tokenizer(output, config)
         specs = config.tasks

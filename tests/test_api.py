@@ -82,8 +82,13 @@ def test_interrupt_then_resume_equals_uninterrupted(
     assert first.interrupted
     assert first.steps == 4
     assert json.loads((cut / "report" / "summary.json").read_text())["steps"] == 4
-    second = api.pretrain([str(corpus_file)], cut, resume=True)
+    events: list[object] = []
+    second = api.pretrain(
+        [str(corpus_file)], cut, resume=True, options={"lr": 0.5}, on_event=events.append
+    )
     assert second.steps == 8 and not second.interrupted
+    warnings = [e["message"] for e in events if isinstance(e, dict) and e["kind"] == "warning"]
+    assert warnings[0].endswith("ignored: --lr")  # and the run kept its own lr (same weights)
     a, b = load_file(str(full / "model.safetensors")), load_file(str(cut / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical on CPU
     metrics = [ckpt.read_metrics(p) for p in (full, cut)]
