@@ -210,9 +210,13 @@ def print_row(r: dict[str, object]) -> None:
 
 
 PEAK = (
-    "import atexit, resource, sys\n"
-    "atexit.register(lambda: print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF)"
-    ".ru_maxrss, file=sys.stderr))\n"
+    "import atexit, sys\n"
+    "def peak():\n"
+    # VmHWM: this process's own peak. ru_maxrss would also count the parent's resident set at
+    # fork time (Linux keeps it across exec), which is large after the throughput runs.
+    "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+    "    print('maxrss_kb', hwm, file=sys.stderr)\n"
+    "atexit.register(peak)\n"
     "from sentcli.cli import main\n"
     "sys.argv = ['sentcli'] + sys.argv[1:]\n"
     "main()\n"
@@ -263,23 +267,23 @@ def main() -> None:
         f"sentcli embed vs sentence-transformers encode — {device}, torch {torch.__version__}, "
         f"batch {args.batch_size}, MiniLM-L6 dimensions, same tokenizer and texts\n"
     )
-    print(
-        "| model | texts | n | precision | sentcli texts/s | s-t texts/s | ratio "
-        "| ratio vs s-t fp32 | cos vs fp32 alone | cos vs s-t fp32 | s-t cos vs its fp32 |"
-    )
-    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     results: dict[str, object] = {"device": device}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if not args.skip_throughput:
+            print(
+                "| model | texts | n | precision | sentcli texts/s | s-t texts/s | ratio "
+                "| ratio vs s-t fp32 | cos vs fp32 alone | cos vs s-t fp32 | s-t cos vs its fp32 |"
+            )
+            print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
             results["throughput"] = throughput_table(args, tmp)
-        print(
-            "\nratio: s-t seconds / sentcli seconds at the same precision (s-t bf16: bf16 "
-            "weights; int8: the same dynamic quantisation of its Linear layers). cos (minimum "
-            "over the texts): against sentcli fp32 with each text embedded alone (a sample of "
-            "200), and, for the real model, against sentence-transformers' fp32 vectors; last "
-            "column: sentence-transformers' vectors at that precision against its own fp32."
-        )
+            print(
+                "\nratio: s-t seconds / sentcli seconds at the same precision (s-t bf16: bf16 "
+                "weights; int8: the same dynamic quantisation of its Linear layers). cos (minimum "
+                "over the texts): against sentcli fp32 with each text embedded alone (a sample of "
+                "200), and, for the real model, against sentence-transformers' fp32 vectors; last "
+                "column: sentence-transformers' vectors at that precision against its own fp32."
+            )
         if not args.skip_memory:
             big = args.lines or (200_000 if args.quick else 1_000_000)
             print(
