@@ -11,7 +11,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
@@ -54,11 +54,23 @@ def _datasets() -> Any:
     return datasets
 
 
-def _format_of(path: Path) -> tuple[str, dict[str, Any]]:
+def extension(path: Path) -> str:
+    """The format suffix (".csv", ".txt", …), looking through a final `.gz`."""
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
-    ext = suffixes[-1] if suffixes else ""
+    return suffixes[-1] if suffixes else ""
+
+
+def open_binary(path: Path) -> IO[bytes]:
+    """`path` opened for reading bytes, decompressed when it ends in `.gz`."""
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def _format_of(path: Path) -> tuple[str, dict[str, Any]]:
+    ext = extension(path)
     if ext not in BUILDERS:
         raise DataError(f"{path}: unsupported file type {ext or '(none)'!r}; {FIX_FORMATS}")
     kwargs: dict[str, Any] = {}
@@ -88,8 +100,7 @@ def _check_file(path: Path) -> None:
 
 
 def _first_bad_utf8_line(path: Path) -> int | None:
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rb") as f:
+    with open_binary(path) as f:
         for lineno, line in enumerate(f, start=1):
             try:
                 line.decode("utf-8")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -29,13 +30,20 @@ from sentcli.tokenizer import encode_counting
 from sentcli.train import autocast, resolve_precision
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if os.name == "posix" else None
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, looked up on first use (not at every command's start-up)."""
+    if os.name != "posix":
+        return None
+    return getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
 
 
 def _release_memory() -> None:
     """Give freed heap pages back to the OS (glibc's malloc keeps them otherwise: every batch
     has a new shape, and the resident size would creep up with the input's length)."""
-    trim = getattr(_LIBC, "malloc_trim", None)
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)
 

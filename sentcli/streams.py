@@ -8,7 +8,6 @@ chunk size whatever the input's size, and row i of every output is input row i.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import zlib
@@ -19,7 +18,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from sentcli.data import TEXT_NAMES
+from sentcli.data import TEXT_NAMES, extension, open_binary
 from sentcli.errors import ConfigError, DataError
 
 TABLES = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -33,20 +32,6 @@ class Chunk:
 
     texts: list[str]
     ids: list[Any] | None
-
-
-def extension(path: Path) -> str:
-    """The format suffix, looking through a final `.gz`."""
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    return suffixes[-1] if suffixes else ""
-
-
-def _open(path: Path) -> IO[bytes]:
-    if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
 
 
 def _line_text(raw: bytes, where: str, lineno: int) -> str:
@@ -105,7 +90,7 @@ class TextInput:
         """Count the lines and check they decode, before any output is written."""
         n = 0
         try:
-            with _open(self.path) as f:
+            with open_binary(self.path) as f:
                 for n, raw in enumerate(f, start=1):
                     _line_text(raw, self.name, n)
         except (OSError, EOFError, zlib.error) as e:
@@ -181,13 +166,13 @@ class TextInput:
             for n, raw in enumerate(stream, start=1):
                 yield _line_text(raw, self.name, n), None
             return
-        with _open(self.path) as f:
+        with open_binary(self.path) as f:
             for n, raw in enumerate(f, start=1):
                 yield _line_text(raw, self.name, n), None
 
     def _csv(self) -> Iterator[tuple[str, Any]]:
         delimiter = "\t" if extension(self.path) == ".tsv" else ","
-        with _open(self.path) as raw:
+        with open_binary(self.path) as raw:
             reader = csv.reader(
                 io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""), delimiter=delimiter
             )
@@ -215,7 +200,7 @@ class TextInput:
                 raise DataError(f"{self.name}: row {row_no + 1} is not valid CSV ({e})") from None
 
     def _jsonl(self) -> Iterator[tuple[str, Any]]:
-        with _open(self.path) as f:
+        with open_binary(self.path) as f:
             picked = False
             for n, raw in enumerate(f, start=1):
                 line = _line_text(raw, self.name, n)

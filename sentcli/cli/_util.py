@@ -159,11 +159,12 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def progress(quiet: bool) -> Progress:
+def progress(quiet: bool, count: str = "{task.completed}/{task.total}") -> Progress:
+    """A bar on stderr (only on a terminal); `count` formats the done/total column."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
+        TextColumn(count),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
         console=err,
@@ -309,15 +310,7 @@ class InferenceView:
     size is known up front)."""
 
     def __init__(self, quiet: bool) -> None:
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed:,}"),
-            TimeElapsedColumn(),
-            console=err,
-            disable=quiet or not err.is_terminal,  # no bars (nor their stray newline) in logs
-            transient=True,
-        )
+        self.bar = progress(quiet, "{task.completed:,}")  # stdin has no total
         self.task: Any = None
 
     def __call__(self, event: Any) -> None:
