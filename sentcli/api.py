@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from sentcli import checkpoint as ckpt
 from sentcli import data as D
+from sentcli import dist
 from sentcli.config import (
     ModelConfig,
     RunConfig,
@@ -38,7 +39,7 @@ from sentcli.errors import CheckpointError, ConfigError, DataError
 from sentcli.freeze import apply_freeze, group_of, parameter_groups, parse_freeze
 from sentcli.metrics import classification_metrics, plot_confusion
 from sentcli.model import LanguageModel, MultiTaskModel
-from sentcli.multitask import grad_summary, plan_steps, weighted_loss
+from sentcli.multitask import StepLoss, grad_summary, plan_steps
 from sentcli.runner import OnEvent, dtype_name, history_of, plot_curves, run_training, write_summary
 from sentcli.streams import (
     VECTOR_FORMATS,
@@ -62,6 +63,7 @@ from sentcli.train import (
     resolve_device,
     resolve_precision,
     seed_everything,
+    to_device,
 )
 
 MODEL_ENV = "SENTCLI_MODEL"
@@ -150,18 +152,38 @@ def _configs(
     return (*build_configs(file_values, options, base), set(given))
 
 
-def _ignored_on_resume(
-    options: dict[str, Any] | None, config_file: Path | None, on_event: OnEvent
-) -> None:
-    """A resumed run keeps its own settings: say which given ones are ignored."""
-    given = [f"--{k.replace('_', '-')}" for k, v in (options or {}).items() if v is not None]
-    given += ["--config"] if config_file else []
-    if given and on_event:
+RUNTIME = ("device", "compile", "skip_nonfinite")
+"""Settings a resumed run takes from the command line: where and how it runs, not what it
+learns."""
+
+
+def _resume_config(
+    output: Path, options: dict[str, Any] | None, config_file: Path | None, on_event: OnEvent
+) -> RunConfig:
+    """A resumed run's config.json, with the RUNTIME flags given now; a warning names the
+    other flags, which are ignored (the run keeps its own settings)."""
+    config = ckpt.read_config(output)
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    runtime = {k: v for k, v in given.items() if k in RUNTIME}
+    if runtime:
+        config.train = TrainConfig(**{**asdict(config.train), **runtime})
+    ignored = [f"--{k.replace('_', '-')}" for k in given if k not in RUNTIME]
+    ignored += ["--config"] if config_file else []
+    if ignored and on_event:
         message = (
             "--resume continues with the run's own settings (its config.json); ignored: "
-            + ", ".join(given)
+            + ", ".join(ignored)
         )
         on_event({"kind": "warning", "message": message})
+    return config
+
+
+def _check_batch(cfg: TrainConfig, ranks: dist.Dist) -> None:
+    if cfg.batch_size < ranks.world:
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} is the global batch, split over {ranks.world} "
+            f"processes: use at least {ranks.world}"
+        )
 
 
 def pretrain(
@@ -178,8 +200,7 @@ def pretrain(
     """Pretrain a language model (next-token by default, or masked-LM) into run folder `output`."""
     ckpt.check_run_dir(output, overwrite, resume)
     if resume:
-        _ignored_on_resume(options, config_file, on_event)
-        config = ckpt.read_config(output)
+        config = _resume_config(output, options, config_file, on_event)
         tok = ckpt.load_run_tokenizer(output, config)
         data = config.data
     else:
@@ -191,19 +212,21 @@ def pretrain(
         model_cfg.causal = train_cfg.objective == "clm"
         config = RunConfig("lm", model_cfg, train_cfg, data=list(data))
     cfg, mcfg = config.train, config.model
-    device = resolve_device(cfg.device)
+    ranks, device = dist.setup(resolve_device(cfg.device))
+    _check_batch(cfg, ranks)
     resolve_precision(cfg.precision, device)
     train_texts, val_texts = D.split_texts(data, text_column, cfg.val_fraction, cfg.seed)
     train_blocks = D.pack_texts(tok, train_texts, mcfg.block_size, "training")
     val_blocks = D.pack_texts(tok, val_texts, mcfg.block_size, "validation")
     val_blocks = val_blocks[: cfg.max_eval_batches * cfg.batch_size]
-    if not resume:
+    dist.barrier(ranks)  # every rank has checked the output folder before it is created
+    if not resume and ranks.main:
         ckpt.create_run_dir(output)
     seed_everything(cfg.seed)
     model = LanguageModel(mcfg)
 
     def batch_loss(model: nn.Module, blocks: np.ndarray) -> tuple[torch.Tensor, int]:
-        x = torch.from_numpy(blocks.astype(np.int64)).to(device)  # [B, T+1]
+        x = to_device(torch.from_numpy(blocks.astype(np.int64)), device)  # [B, T+1]
         if cfg.objective == "clm":
             _, loss = model(x[:, :-1], x[:, 1:])
         else:
@@ -213,33 +236,55 @@ def pretrain(
 
     def evaluate() -> dict[str, float]:
         state = torch.get_rng_state()  # MLM masking draws; keep the training RNG stream intact
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed + ranks.rank)
         dtype = resolve_precision(cfg.precision, device)
-        losses, weights = [], []
+        loss_sum, blocks_seen = 0.0, 0.0
         with torch.no_grad():
             for i in range(0, len(val_blocks), cfg.batch_size):
-                blocks = val_blocks[i : i + cfg.batch_size]
-                with autocast(device, dtype):
-                    losses.append(batch_loss(model, blocks)[0].item())
-                weights.append(len(blocks))
+                blocks = dist.shard(val_blocks[i : i + cfg.batch_size], ranks)
+                if len(blocks):
+                    with autocast(device, dtype):
+                        loss_sum += batch_loss(model, blocks)[0].item() * len(blocks)
+                    blocks_seen += len(blocks)
         torch.set_rng_state(state)
-        val_loss = float(np.average(losses, weights=weights))
+        loss_sum, blocks_seen = dist.total([loss_sum, blocks_seen], ranks)
+        val_loss = loss_sum / max(blocks_seen, 1)
         return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))}
+
+    def train_loss(module: nn.Module, idx: np.ndarray) -> tuple[torch.Tensor, int, dict]:
+        loss, _ = batch_loss(module, train_blocks[dist.shard(idx, ranks)])
+        return loss * dist.share(idx, ranks), len(idx) * mcfg.block_size, {}
 
     loop_args = {
         "device": device,
-        "epoch_batches": lambda e: D.shuffled_batches(
-            len(train_blocks), cfg.batch_size, cfg.seed, e
-        ),
-        "loss_fn": lambda model, idx: batch_loss(model, train_blocks[idx]),
+        "ranks": ranks,
+        "epoch_batches": lambda e: [
+            b
+            for b in D.shuffled_batches(len(train_blocks), cfg.batch_size, cfg.seed, e)
+            if dist.usable(b, ranks)
+        ],
+        "loss_fn": train_loss,
         "evaluate": evaluate,
     }
     steps, seen, interrupted, records = run_training(
         output, config, model, tok, loop_args, resume, on_event
     )
     history = history_of(records)
-    write_summary(output, {"kind": "lm", "steps": steps, "tokens_seen": seen, "history": history})
+    summary = {"kind": "lm", "steps": steps, "tokens_seen": seen, "history": history}
+    summary |= _check_in_step(model, ranks)
+    if ranks.main:
+        write_summary(output, summary)
     return TrainResult(output, config, steps, seen, interrupted, history)
+
+
+def _check_in_step(model: nn.Module, ranks: dist.Dist) -> dict[str, Any]:
+    """Under torchrun: every rank's weight digest (they must agree) for the summary."""
+    if not ranks.on:
+        return {}
+    digests = dist.gather_objects(dist.weights_digest(model), ranks)
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"the ranks ended with different weights: {digests}")
+    return {"ranks": ranks.world, "weights_sha256": digests}
 
 
 def transfer_trunk(source: nn.Module, target: MultiTaskModel) -> dict[str, int]:
@@ -323,8 +368,7 @@ def train_tasks(
     label_names: dict[str, list[str]] = {}
     init_ref = str(init) if init else None
     if resume:
-        _ignored_on_resume(options, config_file, on_event)
-        config = ckpt.read_config(output)
+        config = _resume_config(output, options, config_file, on_event)
         tok = ckpt.load_run_tokenizer(output, config)
         specs = config.tasks
         label_names = {t.name: t.label_names for t in config.tasks}
@@ -359,7 +403,8 @@ def train_tasks(
             )
     names = [s.name for s in specs]
     freeze = parse_freeze(train_cfg.freeze, names, model_cfg.n_layer)
-    device = resolve_device(train_cfg.device)
+    ranks, device = dist.setup(resolve_device(train_cfg.device))
+    _check_batch(train_cfg, ranks)
     dtype = resolve_precision(train_cfg.precision, device)
     cfg = train_cfg
     tds = {
@@ -398,7 +443,8 @@ def train_tasks(
         for key, ds in splits.items()
     }
     lengths = {t: np.array([len(x) for x in seqs[(t, "train")]]) for t in names}
-    if not resume:
+    dist.barrier(ranks)  # every rank has checked the output folder before it is created
+    if not resume and ranks.main:
         ckpt.create_run_dir(output)
     seed_everything(cfg.seed)
     model = MultiTaskModel(model_cfg, {t: len(tds[t].label_names) for t in names})
@@ -418,28 +464,49 @@ def train_tasks(
         apply_freeze(model, freeze, model_cfg.n_layer, unfrozen)
         return before != [p.requires_grad for p in model.parameters()]
 
-    def loss_fn(model: nn.Module, step: list[tuple[str, np.ndarray]]) -> tuple[torch.Tensor, int]:
-        batches = []
+    def loss_fn(
+        module: nn.Module, step: list[tuple[str, np.ndarray]]
+    ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
+        batches, shares = [], {}
         for t, idx in step:
-            ids, mask = D.collate([seqs[(t, "train")][i] for i in idx])
-            y = torch.from_numpy(labels[(t, "train")][idx])
-            batches.append((t, ids.to(device), mask.to(device), y.to(device)))
+            rows = dist.shard(idx, ranks)  # this rank's part of the global batch
+            ids, mask = D.collate([seqs[(t, "train")][i] for i in rows])
+            y = torch.from_numpy(labels[(t, "train")][rows])
+            batches.append(
+                (t, to_device(ids, device), to_device(mask, device), to_device(y, device))
+            )
+            shares[t] = dist.share(idx, ranks)
             counts[t][0] += 1
             counts[t][1] += len(idx)
-        total, losses = weighted_loss(model, batches, weights)  # type: ignore[arg-type]
+        total, losses = module(batches, shares)
         for t, loss in losses.items():
             sums[t] += loss.detach()
-        return total, sum(int(lengths[t][idx].sum()) for t, idx in step)
+        return total, sum(int(lengths[t][idx].sum()) for t, idx in step), losses
+
+    def snapshot() -> dict[str, Any]:
+        """The per-task train-loss accumulators, for the train state (a resumed run's table
+        then matches an uninterrupted one)."""
+        return {t: [dist.mean(sums[t], ranks).item(), *counts[t]] for t in names}
+
+    def restore(saved: dict[str, Any]) -> None:
+        for t, (loss, batches, examples) in saved.items():
+            sums[t].fill_(loss)
+            counts[t] = [batches, examples]
+
+    def logits_of(t: str, split: str) -> np.ndarray:
+        """Each rank predicts its share of the rows; every rank gets all of them back."""
+        rows = seqs[(t, split)]
+        mine = [rows[i] for i in range(ranks.rank, len(rows), ranks.world)]
+        logits = predict_logits(model, t, mine, cfg.batch_size * 2, device, dtype)
+        return dist.gather_rows(logits, len(rows), ranks)
 
     def evaluate() -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         for t in names:
-            logits = predict_logits(
-                model, t, seqs[(t, "validation")], cfg.batch_size * 2, device, dtype
-            )
+            logits = logits_of(t, "validation")
             scores = _scores(logits, labels[(t, "validation")], tds[t].label_names, full=False)
             batches, examples = counts[t]
-            train_loss = sums[t].item() / batches if batches else None
+            train_loss = dist.mean(sums[t], ranks).item() / batches if batches else None
             metrics |= {f"{t}/{k}": v for k, v in scores.items()}
             metrics |= {
                 f"{t}/train_loss": train_loss,
@@ -452,7 +519,14 @@ def train_tasks(
 
     def epoch_batches(epoch: int) -> list[Any]:
         rng = np.random.default_rng([cfg.seed, epoch])
-        per_task = {t: D.length_batches(lengths[t], cfg.batch_size, rng) for t in names}
+        per_task = {
+            t: [
+                b
+                for b in D.length_batches(lengths[t], cfg.batch_size, rng)
+                if dist.usable(b, ranks)
+            ]
+            for t in names
+        }
         return plan_steps(per_task, cfg.schedule, rng, cfg.temperature)
 
     on_epoch(0)
@@ -462,11 +536,13 @@ def train_tasks(
         model.eval()
         before = EvalLog(0, -1, evaluate())
         model.train()
-        ckpt.append_metrics(output, asdict(before))
+        if ranks.main:
+            ckpt.append_metrics(output, asdict(before))
         if on_event:
             on_event(before)
     if freeze.all:  # nothing trains: the run is an evaluation of the model as it is
-        ckpt.save_run(output, config, model, tok, 0)
+        if ranks.main:
+            ckpt.save_run(output, config, model, tok, 0)
         steps, seen, interrupted = 0, 0, 0
         records = ckpt.read_metrics(output)
         if on_event:
@@ -479,24 +555,28 @@ def train_tasks(
             "evaluate": evaluate,
             "on_epoch": on_epoch,
             "group_of": group_of,
+            "step_module": StepLoss(model, weights),
+            "ranks": ranks,
+            "carry": (snapshot, restore),
         }
         steps, seen, interrupted, records = run_training(
             output, config, model, tok, loop_args, resume, on_event
         )
     history, grad_norms = history_of(records), grad_summary(records)
     report = output / "report"
-    report.mkdir(exist_ok=True)
     test: dict[str, Any] = {}
     test_splits = {}
     for t in [] if interrupted else names:  # after Ctrl-C, exit promptly: no test pass
         split = "test" if (t, "test") in seqs else "validation"
-        logits = predict_logits(model, t, seqs[(t, split)], cfg.batch_size * 2, device, dtype)
+        logits = logits_of(t, split)
         test[t] = _scores(logits, labels[(t, split)], tds[t].label_names, full=True)
         test_splits[t] = split
-        title = f"{t} ({split}, accuracy {test[t]['accuracy']:.3f})"
-        plot_confusion(
-            report / f"confusion_{t}.png", test[t]["confusion"], tds[t].label_names, title
-        )
+        if ranks.main:
+            report.mkdir(exist_ok=True)
+            title = f"{t} ({split}, accuracy {test[t]['accuracy']:.3f})"
+            plot_confusion(
+                report / f"confusion_{t}.png", test[t]["confusion"], tds[t].label_names, title
+            )
     summary = {
         "kind": kind,
         "steps": steps,
@@ -506,7 +586,9 @@ def train_tasks(
     }
     summary |= {"history": history, "test_splits": test_splits, "test": test}
     summary["grad_norms"] = grad_norms
-    write_summary(output, summary)
+    summary |= _check_in_step(model, ranks)
+    if ranks.main:
+        write_summary(output, summary)
     return TrainResult(
         output, config, steps, seen, interrupted, history, test, test_splits, init_info, grad_norms
     )

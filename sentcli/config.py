@@ -131,6 +131,11 @@ class TrainConfig:
     """Cut every task's train split to at most N rows (seeded); 0 keeps all."""
     explode_threshold: float = 1e3
     """A gradient-norm warning above this (and for non-finite norms)."""
+    skip_nonfinite: int = 0
+    """Skip up to N steps whose loss is NaN/inf (no update) before stopping; 0 stops at the
+    first. Above 0 every step's loss is read back before its update (one sync per step)."""
+    compile: bool = False
+    """torch.compile the training step (worth it on GPUs; compiling takes a while)."""
 
     def __post_init__(self) -> None:
         problems = [
@@ -149,6 +154,7 @@ class TrainConfig:
                 "save_every",
                 "unfreeze_every",
                 "max_samples_per_task",
+                "skip_nonfinite",
             )
             if getattr(self, name) < 0
         ]

@@ -1,8 +1,11 @@
-"""Errors the library raises for bad usage or bad input; the CLI maps them to exit code 2."""
+"""Errors the library raises for bad usage or bad input; the CLI maps them to exit code 2
+(1 for a run that failed)."""
 
 
 class SentcliError(Exception):
     """A problem the user can fix; the message names the problem and the fix."""
+
+    exit_code = 2
 
 
 class ConfigError(SentcliError):
@@ -19,3 +22,9 @@ class TokenizerError(SentcliError):
 
 class CheckpointError(SentcliError):
     """A run folder that is missing files, is corrupt or does not fit."""
+
+
+class TrainingError(SentcliError):
+    """Training stopped on a non-finite loss (the last good checkpoint is kept); exit 1."""
+
+    exit_code = 1

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from sentcli.model import MultiTaskModel
 
@@ -53,18 +54,38 @@ def plan_steps(
     return steps
 
 
+TaskBatch = tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]
+"""(task, input ids, attention mask, labels)."""
+
+
 def weighted_loss(
-    model: MultiTaskModel,
-    batches: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]],
+    model: nn.Module,
+    batches: list[TaskBatch],
     weights: dict[str, float],
+    shares: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Σ weight[task] · loss(task) over a step's (task, ids, mask, labels) batches, and each
-    task's unweighted loss."""
+    """Σ weight[task] · loss(task) over a step's batches, and each task's unweighted loss.
+    `shares` scales a task's mean loss into its part of a batch split over ranks (dist.share)."""
     losses = {}
     for task, ids, mask, y in batches:
-        losses[task] = model(ids, mask, task, y)[1]
+        losses[task] = model(ids, mask, task, y)[1] * (shares or {}).get(task, 1.0)
     total = torch.stack([weights.get(t, 1.0) * loss for t, loss in losses.items()]).sum()
     return total, losses
+
+
+class StepLoss(nn.Module):
+    """A step's weighted loss as one forward call: DistributedDataParallel expects one
+    forward per backward, also when a joint step runs every task through the trunk."""
+
+    def __init__(self, model: MultiTaskModel, weights: dict[str, float]) -> None:
+        super().__init__()
+        self.model = model
+        self.weights = weights
+
+    def forward(
+        self, batches: list[TaskBatch], shares: dict[str, float] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return weighted_loss(self.model, batches, self.weights, shares)
 
 
 def grad_warnings(

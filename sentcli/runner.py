@@ -14,19 +14,22 @@ import torch.nn as nn
 from tokenizers import Tokenizer
 
 from sentcli import checkpoint as ckpt
+from sentcli import dist
 from sentcli.config import RunConfig
+from sentcli.errors import TrainingError
 from sentcli.metrics import plot_grad_norms, plot_losses
 from sentcli.multitask import grad_warnings
 from sentcli.train import (
     EvalLog,
     Interrupted,
+    NonFinite,
     StepLog,
     resolve_precision,
     total_steps,
     train_loop,
 )
 
-Event = StepLog | EvalLog | Interrupted | dict[str, Any]
+Event = StepLog | EvalLog | Interrupted | NonFinite | dict[str, Any]
 """What `on_event` callbacks receive: the loop's logs, and dicts with a "kind" (start,
 init, groups, warning, eval_only, progress)."""
 OnEvent = Callable[[Event], None] | None
@@ -43,16 +46,21 @@ def run_training(
 ) -> tuple[int, int, int, list[dict[str, Any]]]:
     """Drive train_loop, writing metrics.jsonl and checkpoints.
 
-    `loop_args` holds device, epoch_batches, loss_fn and evaluate. Returns the steps done,
-    the tokens seen, the signal that interrupted the run (0: none) and every metrics record
-    of the run (the whole metrics.jsonl, earlier sessions of a resumed run included).
+    `loop_args` holds device, epoch_batches, loss_fn and evaluate (and optionally ranks,
+    step_module, on_epoch, group_of). Returns the steps done, the tokens seen, the signal
+    that interrupted the run (0: none) and every metrics record of the run (the whole
+    metrics.jsonl, earlier sessions of a resumed run included). Under torchrun only the main
+    rank writes. A non-finite loss raises TrainingError (the last checkpoint stays).
     """
+    ranks: dist.Dist = loop_args.get("ranks") or dist.Dist()
+    write = ranks.main
     state = None
     if resume:
         weights, step = ckpt.load_weights(run_dir)
         model.load_state_dict(weights, strict=True)
         state = ckpt.load_train_state(run_dir, step)
-        ckpt.truncate_metrics(run_dir, step)
+        if write:
+            ckpt.truncate_metrics(run_dir, step)
     device = loop_args["device"]
     model.to(device)
     if on_event:
@@ -68,10 +76,12 @@ def run_training(
         )
 
     def save(train_state: dict[str, Any]) -> None:
-        ckpt.save_run(run_dir, config, model, tokenizer, train_state["step"], train_state)
+        if write:
+            ckpt.save_run(run_dir, config, model, tokenizer, train_state["step"], train_state)
 
     steps, seen = (state["step"], state["seen"]) if state else (0, 0)
     interrupted = 0
+    diverged: NonFinite | None = None
     for event in train_loop(model, config.train, save=save, state=state, **loop_args):
         steps = event.step
         events: list[Any] = [event]
@@ -81,13 +91,40 @@ def run_training(
             events += [{"kind": "warning", "step": event.step, "message": m} for m in warnings]
         elif isinstance(event, Interrupted):
             interrupted = event.signal
+        elif isinstance(event, NonFinite):
+            message = nonfinite_message(event, config.train.skip_nonfinite)
+            if event.skipped:
+                events = [{"kind": "warning", "step": event.step, "message": message}]
+            else:
+                diverged = event
         for e in events:
-            ckpt.append_metrics(run_dir, e if isinstance(e, dict) else asdict(e))
+            if write:
+                ckpt.append_metrics(run_dir, e if isinstance(e, dict) else asdict(e))
             if on_event:
                 on_event(e)
+    if diverged:
+        raise TrainingError(
+            f"{nonfinite_message(diverged, config.train.skip_nonfinite)}; "
+            + (
+                f"the last good checkpoint (step {diverged.saved}) is in {run_dir}: "
+                "continue it with --resume (add --skip-nonfinite N to step over bad batches) "
+                "or start again with a lower --lr"
+                if diverged.saved is not None
+                else "nothing was saved: start again with a lower --lr or --skip-nonfinite N"
+            )
+        )
     records = ckpt.read_metrics(run_dir)
-    plot_curves(run_dir, records)
+    if write:
+        plot_curves(run_dir, records)
     return steps, seen, interrupted, records
+
+
+def nonfinite_message(event: NonFinite, allowed: int) -> str:
+    where = f" of task {', '.join(event.tasks)}" if event.tasks else ""
+    text = f"step {event.step}: the loss{where} is {event.value}"
+    if event.skipped:
+        return f"{text}; step skipped, no update ({event.skipped} of {allowed} allowed)"
+    return text + (f" after {allowed} skipped steps" if allowed else "")
 
 
 def plot_curves(run_dir: Path, records: list[dict[str, Any]]) -> None:
@@ -118,4 +155,5 @@ def dtype_name(dtype: torch.dtype | None) -> str:
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    (run_dir / "report").mkdir(exist_ok=True)
     ckpt.write_text(run_dir / "report" / "summary.json", json.dumps(summary, indent=2) + "\n")

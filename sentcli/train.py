@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from sentcli import dist
 from sentcli.config import TrainConfig
 from sentcli.errors import ConfigError
 
@@ -52,6 +53,23 @@ class Interrupted:
     signal: int = int(signal.SIGINT)
     """The signal that stopped it (SIGINT 2, SIGTERM 15): the CLI exits with 128 + it."""
     kind: str = "interrupted"
+
+
+@dataclass
+class NonFinite:
+    """A loss that was NaN or infinite: the run stopped (nothing after `saved` was written),
+    or with --skip-nonfinite the step was skipped (no update)."""
+
+    step: int
+    value: str
+    """nan, inf or -inf (or "not finite" when only another rank saw it)."""
+    tasks: list[str]
+    """The tasks whose loss it was (empty for a language model's single loss)."""
+    saved: int | None
+    """The step of the last checkpoint on disk (None: none yet)."""
+    skipped: int = 0
+    """Steps skipped so far (with --skip-nonfinite); 0 when the run stopped."""
+    kind: str = "nonfinite"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -91,6 +109,13 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host → device without a sync: pinned memory and a non-blocking copy on CUDA."""
+    if device.type != "cuda":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -165,26 +190,70 @@ def deferred_interrupts() -> Iterator[dict[str, int]]:
             signal.signal(s, h)
 
 
+LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, int, dict[str, torch.Tensor]]]
+"""(module, batch) → (loss to minimise, real tokens in the global batch, each task's loss)."""
+
+
+def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _first_nonfinite(
+    pending: list[tuple[int, list[str], torch.Tensor]], d: dist.Dist
+) -> tuple[int, str, list[str]] | None:
+    """(step, value, tasks) of the first non-finite loss among `pending` (step, task names,
+    their losses), agreed over ranks; one host sync."""
+    if not pending:
+        return None
+    flat = torch.cat([v for _, _, v in pending])
+    finite = dist.all_min(torch.isfinite(flat).to(torch.uint8), d).cpu().bool()
+    if bool(finite.all()):
+        return None
+    offset = 0
+    for step, names, values in pending:
+        ok = finite[offset : offset + len(values)]
+        offset += len(values)
+        if not bool(ok.all()):
+            bad = [i for i, good in enumerate(ok.tolist()) if not good]
+            local = [v for v in values.float().cpu().tolist() if not math.isfinite(v)]
+            value = str(local[0]) if local else "not finite"
+            return step, value, [names[i] for i in bad if names[i]]
+    return None
+
+
 def train_loop(
     model: nn.Module,
     cfg: TrainConfig,
     epoch_batches: Callable[[int], Sequence[Any]],
-    loss_fn: Callable[[nn.Module, Any], tuple[torch.Tensor, int]],
+    loss_fn: LossFn,
     evaluate: Callable[[], dict[str, Any]],
     save: Callable[[dict[str, Any]], None],
     device: torch.device,
     state: dict[str, Any] | None = None,
     on_epoch: Callable[[int], bool] | None = None,
     group_of: Callable[[str], str] | None = None,
-) -> Iterator[StepLog | EvalLog | Interrupted]:
+    step_module: nn.Module | None = None,
+    ranks: dist.Dist | None = None,
+    carry: tuple[Callable[[], dict[str, Any]], Callable[[dict[str, Any]], None]] | None = None,
+) -> Iterator[StepLog | EvalLog | Interrupted | NonFinite]:
     """Train `model`; yield a StepLog every `log_every` steps and an EvalLog per evaluation.
 
-    `epoch_batches(e)` must be deterministic in `e` (resume skips into it by index);
-    `loss_fn` returns the loss and the number of real tokens; `save(train_state)` persists
-    the model and the train state. `state` (from an earlier `save`) resumes a run.
-    `on_epoch(e)` sets the trainable parameters for epoch e (gradual unfreezing) and says
-    whether they changed; `group_of(name)` names parameter groups for per-group grad norms.
+    `epoch_batches(e)` must be deterministic in `e` (resume skips into it by index) and the
+    same on every rank; `loss_fn(module, batch)` runs `step_module` (default: `model`;
+    wrapped in DistributedDataParallel under torchrun, compiled with --compile).
+    `save(train_state)` persists the model and the train state (only the main rank writes;
+    every rank calls it). `state` (from an earlier `save`) resumes a run. `on_epoch(e)` sets
+    the trainable parameters for epoch e (gradual unfreezing) and says whether they changed;
+    `group_of(name)` names parameter groups for per-group grad norms. `carry` = (snapshot,
+    restore) keeps the caller's own accumulators (per-task train losses) in the train state.
+
+    Non-finite losses are checked without a host sync per step: their flags are read at the
+    next log or save, and the run stops there without saving (the last checkpoint on disk
+    predates the bad step). With `skip_nonfinite` N > 0 every step is checked before its
+    update (one sync per step) and up to N bad steps are skipped.
     """
+    ranks = ranks or dist.Dist()
     dtype = resolve_precision(cfg.precision, device)
     total = total_steps(cfg, len(epoch_batches(0)))
     warmup = min(cfg.warmup, total // 2)
@@ -193,7 +262,8 @@ def train_loop(
         on_epoch(freeze_epoch)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.backbone_lr_scale)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    step, epoch, start, seen = 0, 0, 0, 0
+    step, epoch, start, seen, skipped = 0, 0, 0, 0, 0
+    saved: int | None = None
     # Train loss summed since the last log, and over how many steps (saved for --resume, so
     # a resumed run logs the same averages as an uninterrupted one).
     loss_sum, n_acc = torch.zeros((), device=device), 0
@@ -201,39 +271,81 @@ def train_loop(
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         step, epoch, start, seen = state["step"], state["epoch"], state["batch"], state["seen"]
+        skipped, saved = state.get("skipped", 0), step
         loss_sum.fill_(state["log_loss"])
         n_acc = state["log_count"]
-        torch.set_rng_state(state["torch_rng"])
+        rngs = state.get("rng_ranks")
+        cpu_rng, cuda_rng = rngs[ranks.rank] if rngs and len(rngs) == ranks.world else (
+            state["torch_rng"], state.get("cuda_rng")
+        )  # fmt: skip
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(cuda_rng, device)
         random.setstate(state["python_rng"])
+        if carry and "carry" in state:
+            carry[1](state["carry"])
 
     def train_state(epoch: int, batch: int) -> dict[str, Any]:
-        return {
+        dist.mean(loss_sum, ranks)  # every rank keeps the mean: a resume restores it everywhere
+        cpu_rng, cuda_rng = _rng_state(device)
+        out = {
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
             "step": step,
             "epoch": epoch,
             "batch": batch,
             "seen": seen,
+            "skipped": skipped,
             "log_loss": loss_sum.item(),
             "log_count": n_acc,
             "freeze_epoch": freeze_epoch,
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": cpu_rng,
+            "cuda_rng": cuda_rng,
             "python_rng": random.getstate(),
         }
+        if ranks.on:  # each rank's dropout stream, so a resumed run draws what it would have
+            out["rng_ranks"] = dist.gather_objects((cpu_rng, cuda_rng), ranks)
+        if carry:
+            out["carry"] = carry[0]()
+        return out
 
-    def run_eval(epoch: int, resume_at: tuple[int, int]) -> EvalLog:
+    def checked_save(epoch: int, batch: int) -> NonFinite | None:
+        """Save unless a loss since the last check was not finite (then report it)."""
+        nonlocal saved
+        bad = _first_nonfinite(pending, ranks)
+        pending.clear()
+        if bad:
+            return NonFinite(*bad, saved)
+        save(train_state(epoch, batch))
+        saved = step
+        return None
+
+    def run_eval(epoch: int, resume_at: tuple[int, int]) -> EvalLog | NonFinite:
         """Evaluate during `epoch` (0-based) and save; `resume_at` = (epoch, batch) to
-        continue from."""
+        continue from. Weights after a non-finite loss are neither evaluated nor saved."""
+        bad = _first_nonfinite(pending, ranks)
+        pending.clear()
+        if bad:
+            return NonFinite(*bad, saved)
         model.eval()
         metrics = evaluate()
         model.train()
-        save(train_state(*resume_at))
+        checked_save(*resume_at)
         return EvalLog(step, epoch, metrics)
 
     if step >= total:
         return
+    base = step_module if step_module is not None else model
+
+    def wrapped() -> nn.Module:
+        module = dist.wrap(base, ranks, device)
+        return torch.compile(module) if cfg.compile else module  # type: ignore[return-value]
+
+    runner = wrapped()
     params = [p for p in model.parameters() if p.requires_grad]
     clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+    pending: list[tuple[int, list[str], torch.Tensor]] = []  # losses not yet checked
+    grad_norm, norms = torch.zeros((), device=device), {}
     model.train()
     t0 = t_log = time.perf_counter()
     tokens, last_eval = 0, -1
@@ -249,35 +361,59 @@ def train_loop(
                     )
                     optimizer.state.update({p: old.state[p] for p in old.state})
                     params = [p for p in model.parameters() if p.requires_grad]
+                    runner = wrapped()  # DDP registers the trainable set when it wraps
             for i in range(start, len(batches)):
-                if flag["stop"]:
-                    save(train_state(epoch, i))
-                    yield Interrupted(step, flag["stop"])
+                stop = dist.agree_max(flag["stop"], ranks) if ranks.on else flag["stop"]
+                if stop:
+                    yield checked_save(epoch, i) or Interrupted(step, stop)
                     return
                 lr = get_lr(step, cfg.lr, warmup, total, cfg.lr * cfg.min_lr_ratio)
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group["lr_scale"]
                 with autocast(device, dtype):
-                    loss, n_tokens = loss_fn(model, batches[i])
+                    loss, n_tokens, parts = loss_fn(runner, batches[i])
                 scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                log_now = (step + 1) % cfg.log_every == 0 or step + 1 == total
-                norms = group_norms(model, group_of) if group_of and log_now else {}
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
                 step += 1
-                loss_sum += loss.detach()
-                n_acc += 1
+                names = list(parts) or [""]
+                values = torch.stack([v.detach() for v in parts.values()] or [loss.detach()])
+                update = True
+                if cfg.skip_nonfinite:
+                    bad = _first_nonfinite([(step, names, values)], ranks)
+                    if bad:
+                        optimizer.zero_grad(set_to_none=True)
+                        if skipped >= cfg.skip_nonfinite:
+                            yield NonFinite(*bad, saved)
+                            return
+                        skipped += 1
+                        update = False
+                        yield NonFinite(*bad, saved, skipped)
+                else:
+                    pending.append((step, names, values))
+                log_now = step % cfg.log_every == 0 or step == total
+                if update:
+                    scaler.unscale_(optimizer)
+                    norms = group_norms(model, group_of) if group_of and log_now else {}
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss_sum += loss.detach()
+                    n_acc += 1
+                else:
+                    norms = {}
                 tokens += n_tokens
                 seen += n_tokens
                 if log_now:
+                    bad = _first_nonfinite(pending, ranks)
+                    pending.clear()
+                    if bad:
+                        yield NonFinite(*bad, saved)
+                        return
                     now = time.perf_counter()  # .item() below is the loop's only host sync
                     log = StepLog(
                         step,
                         epoch,
-                        loss_sum.item() / n_acc,
+                        dist.mean(loss_sum, ranks).item() / max(n_acc, 1),
                         lr,
                         grad_norm.item(),
                         tokens / max(now - t_log, 1e-9),
@@ -288,22 +424,31 @@ def train_loop(
                     try:
                         yield log
                     except GeneratorExit:  # the caller stopped listening: keep a resumable state
-                        save(train_state(epoch, i + 1))
+                        checked_save(epoch, i + 1)
                         return
                     loss_sum.zero_()
                     n_acc, tokens, t_log = 0, 0, now
                 evaluating = (cfg.eval_every and step % cfg.eval_every == 0) or step == total
                 if cfg.save_every and step % cfg.save_every == 0 and not evaluating:
-                    save(train_state(epoch, i + 1))  # evaluations save anyway
+                    problem = checked_save(epoch, i + 1)  # evaluations save anyway
+                    if problem:
+                        yield problem
+                        return
                 if evaluating:
                     last_eval = step
+                    event = run_eval(epoch, (epoch, i + 1))
                     try:
-                        yield run_eval(epoch, (epoch, i + 1))  # run_eval has saved already
+                        yield event
                     except GeneratorExit:
+                        return
+                    if isinstance(event, NonFinite):
                         return
                 if step >= total:
                     return
             start = 0
             if not cfg.eval_every and last_eval != step:
                 last_eval = step
-                yield run_eval(epoch, (epoch + 1, 0))
+                event = run_eval(epoch, (epoch + 1, 0))
+                yield event
+                if isinstance(event, NonFinite):
+                    return

@@ -474,3 +474,8 @@ def test_interrupted_multitask_run_resumes_to_the_same_weights(
     a = load_file(str(tmp_path / "full" / "model.safetensors"))
     b = load_file(str(tmp_path / "cut" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # The per-task train losses of the resumed epoch count the steps before the stop too.
+    full = api.report(tmp_path / "full")["history"]
+    cut = api.report(tmp_path / "cut")["history"]
+    assert [h["topic/train_loss"] for h in full] == [h["topic/train_loss"] for h in cut]
+    assert [h["sentiment/batches"] for h in full] == [h["sentiment/batches"] for h in cut]

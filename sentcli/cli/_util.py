@@ -18,8 +18,10 @@ from rich.table import Table
 from sentcli.config import ModelConfig, TrainConfig
 from sentcli.errors import SentcliError
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Under torchrun only rank 0 speaks (every rank runs the same command).
+_SILENT = os.environ.get("RANK", "0") != "0"
+out = Console(highlight=False, soft_wrap=True, quiet=_SILENT)
+err = Console(stderr=True, highlight=False, soft_wrap=True, quiet=_SILENT)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -83,6 +85,17 @@ SaveEveryOpt = Annotated[
     int | None,
     typer.Option(help="Also checkpoint every N steps (0: at evaluations)", rich_help_panel=TRAIN),
 ]
+SkipNonfiniteOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Skip up to N steps whose loss is NaN/inf (0: stop at the first)",
+        rich_help_panel=TRAIN,
+    ),
+]
+CompileOpt = Annotated[
+    bool | None,
+    typer.Option("--compile/--no-compile", help="torch.compile the step", rich_help_panel=TRAIN),
+]
 ValFracOpt = Annotated[
     float | None,
     typer.Option(
@@ -125,8 +138,8 @@ def debug_enabled() -> bool:
 
 
 def handle_errors(fn: F) -> F:
-    """SentcliError → one line on stderr, exit 2; anything else → exit 1 (traceback only with
-    --debug or SENTCLI_DEBUG=1); Ctrl-C outside training → exit 130."""
+    """SentcliError → one line on stderr, exit 2 (1 for TrainingError); anything else →
+    exit 1 (traceback only with --debug or SENTCLI_DEBUG=1); Ctrl-C outside training → 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -136,7 +149,7 @@ def handle_errors(fn: F) -> F:
             if debug_enabled():
                 raise
             err.print(f"[bold red]error:[/] {escape(str(e))}")
-            raise typer.Exit(2) from None
+            raise typer.Exit(e.exit_code) from None
         except (typer.Exit, typer.Abort):
             raise
         except BrokenPipeError:

@@ -1,0 +1,137 @@
+"""torchrun: train-mtl in 2 CPU processes (gloo) against one process with the same global
+batch; a SIGTERM to torchrun mid-run, then --resume under torchrun."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sentcli import checkpoint as ckpt
+from sentcli import dist
+from sentcli.cli import app
+
+from conftest import DATA
+
+ARGS = [
+    "train-mtl",
+    "--task",
+    f"topic={DATA / 'ag_news'}",
+    "--task",
+    f"sentiment={DATA / 'imdb'}",
+    "--max-samples-per-task",
+    "400",
+    "--n-layer",
+    "2",
+    "--n-head",
+    "2",
+    "--n-embd",
+    "32",
+    "--block-size",
+    "48",
+    "--batch-size",
+    "15",  # odd: the two ranks' shares differ in size, and the loss must still match
+    "--dropout",
+    "0",  # one process draws other dropout masks than two
+    "--device",
+    "cpu",
+    "--precision",
+    "fp32",
+    "--log-every",
+    "2",
+    "--eval-every",
+    "20",
+    "--quiet",
+]
+RUN_FILES = {"config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl"}
+RUN_FILES |= {"train_state.pt", "report"}
+
+
+def torchrun(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    return subprocess.Popen(
+        [*cmd, "-m", "sentcli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def train_records(run: Path) -> list[dict]:
+    return [r for r in ckpt.read_metrics(run) if r["kind"] == "train"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, tokenizer_path: Path) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("dist")
+    args = [*ARGS, "--tokenizer", str(tokenizer_path)]
+    # 2 processes, stopped by a SIGTERM to torchrun after a few logged steps, then resumed.
+    two = root / "two"
+    proc = torchrun([*args, "-o", str(two)])
+    deadline = time.time() + 120
+    while time.time() < deadline and len(train_records(two)) < 3 and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert "interrupted at step" in err, err
+    stopped_at = ckpt.load_weights(two)[1]
+    resumed = torchrun(["train-mtl", "--resume", "-o", str(two), "--quiet"])
+    out, err = resumed.communicate(timeout=180)
+    assert resumed.returncode == 0, err
+    (root / "two.out").write_text(out)
+    (root / "two.err").write_text(err)
+    (root / "stopped_at").write_text(str(stopped_at))
+    one = root / "one"
+    result = CliRunner().invoke(app, [*args, "-o", str(one)])
+    assert result.exit_code == 0, result.output
+    return {"two": two, "one": one, "root": root}
+
+
+def test_two_ranks_end_with_identical_weights_equal_to_the_saved_ones(
+    runs: dict[str, Path],
+) -> None:
+    summary = json.loads((runs["two"] / "report" / "summary.json").read_text())
+    assert summary["ranks"] == 2
+    rank0, rank1 = summary["weights_sha256"]
+    assert rank0 == rank1
+    saved = ckpt.load_run(runs["two"])[1]
+    assert dist.weights_digest(saved) == rank0
+
+
+def test_loss_table_matches_one_process_with_the_same_global_batch(
+    runs: dict[str, Path],
+) -> None:
+    stopped_at = int((runs["root"] / "stopped_at").read_text())
+    assert 0 < stopped_at < train_records(runs["one"])[-1]["step"]  # a real mid-run stop
+    two, one = train_records(runs["two"]), train_records(runs["one"])
+    assert [r["step"] for r in two] == [r["step"] for r in one]  # resume left no gap/repeat
+    for a, b in zip(two, one, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3, abs=1e-4), a["step"]
+        assert a["tokens_seen"] == b["tokens_seen"]
+    evals = [r["metrics"] for r in ckpt.read_metrics(runs["two"]) if r["kind"] == "eval"]
+    evals_one = [r["metrics"] for r in ckpt.read_metrics(runs["one"]) if r["kind"] == "eval"]
+    assert len(evals) == len(evals_one) >= 3
+    for a, b in zip(evals, evals_one, strict=True):
+        for key in ("topic/val_loss", "sentiment/val_loss", "topic/train_loss"):
+            if b[key] is not None:
+                assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-4), key
+    w2 = ckpt.load_weights(runs["two"])[0]
+    w1 = ckpt.load_weights(runs["one"])[0]
+    assert all(torch.allclose(w2[k], w1[k], atol=1e-4) for k in w1)
+
+
+def test_only_one_set_of_files_and_one_report_was_written(runs: dict[str, Path]) -> None:
+    assert {p.name for p in runs["two"].iterdir()} == RUN_FILES
+    assert not list(runs["two"].rglob("*.tmp")) and not list(runs["two"].rglob("*rank*"))
+    out = (runs["root"] / "two.out").read_text()
+    assert out.count("per-task losses and scores") == 1  # rank 1 printed nothing
+    assert out.count("topic test: accuracy") == 1
+    assert "resuming at step" in (runs["root"] / "two.err").read_text()
