@@ -38,9 +38,17 @@ from sentcli.embed import (
 from sentcli.errors import CheckpointError, ConfigError, DataError
 from sentcli.freeze import apply_freeze, group_of, parameter_groups, parse_freeze
 from sentcli.metrics import classification_metrics, plot_confusion
-from sentcli.model import LanguageModel, MultiTaskModel
+from sentcli.model import LanguageModel, MultiTaskModel, training_flops_per_token
 from sentcli.multitask import StepLoss, grad_summary, plan_steps
-from sentcli.runner import OnEvent, dtype_name, history_of, plot_curves, run_training, write_summary
+from sentcli.runner import (
+    OnEvent,
+    dtype_name,
+    history_of,
+    plot_curves,
+    run_training,
+    throughput,
+    write_summary,
+)
 from sentcli.streams import (
     VECTOR_FORMATS,
     LabelWriter,
@@ -89,6 +97,9 @@ class TrainResult:
     """With --init: {"run", "tensors", "parameters"} actually transferred."""
     grad_norms: list[tuple[str, float, float, float, float]] = field(default_factory=list)
     """Classifier runs: (group, first, last, min, max) gradient norm over the logged steps."""
+    throughput: dict[str, Any] = field(default_factory=dict)
+    """tokens_per_s (median of the logged windows), flops_per_token, model_flops_per_s and,
+    on CUDA, peak_memory_bytes."""
 
 
 def build_tokenizer(
@@ -271,10 +282,15 @@ def pretrain(
     )
     history = history_of(records)
     summary = {"kind": "lm", "steps": steps, "tokens_seen": seen, "history": history}
+    flops = training_flops_per_token(mcfg, mcfg.block_size, lm_head=True)
+    speed = throughput(records, flops, device)
+    summary["throughput"] = speed
     summary |= _check_in_step(model, ranks)
     if ranks.main:
         write_summary(output, summary)
-    return TrainResult(output, config, steps, seen, interrupted, history)
+    return TrainResult(
+        output, config, steps, seen, interrupted, history, throughput=speed
+    )
 
 
 def _check_in_step(model: nn.Module, ranks: dist.Dist) -> dict[str, Any]:
@@ -586,11 +602,25 @@ def train_tasks(
     }
     summary |= {"history": history, "test_splits": test_splits, "test": test}
     summary["grad_norms"] = grad_norms
+    mean_length = float(np.mean(np.concatenate(list(lengths.values()))))
+    flops = training_flops_per_token(model_cfg, mean_length, lm_head=False)
+    speed = throughput(records, flops, device)
+    summary["throughput"] = speed
     summary |= _check_in_step(model, ranks)
     if ranks.main:
         write_summary(output, summary)
     return TrainResult(
-        output, config, steps, seen, interrupted, history, test, test_splits, init_info, grad_norms
+        output,
+        config,
+        steps,
+        seen,
+        interrupted,
+        history,
+        test,
+        test_splits,
+        init_info,
+        grad_norms,
+        speed,
     )
 
 

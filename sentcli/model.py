@@ -142,6 +142,16 @@ def init_weights(model: nn.Module, n_layer: int) -> None:
             torch.nn.init.zeros_(p)
 
 
+def training_flops_per_token(config: ModelConfig, seq_len: float, lm_head: bool) -> float:
+    """Model FLOPs to train on one token (forward + backward = 3 × forward): 6 per matmul
+    weight, plus attention's QK^T and AV (12 · layers · width · sequence length), plus the
+    tied vocabulary projection for a language model. Padding is not counted."""
+    c, inner = config.n_embd, config.n_inner or 4 * config.n_embd
+    matmul = config.n_layer * (4 * c * c + 2 * c * inner)
+    flops = 6 * matmul + 12 * config.n_layer * c * seq_len
+    return flops + (6 * c * config.vocab_size if lm_head else 0)
+
+
 class LanguageModel(nn.Module):
     """Trunk + LM head tied to the token embeddings (for next-token or masked-LM training)."""
 

@@ -150,6 +150,26 @@ def history_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def throughput(
+    records: list[dict[str, Any]], flops_per_token: float, device: torch.device
+) -> dict[str, Any]:
+    """Training speed for the summary: the median tokens/s of the logged windows (robust to
+    the windows that held an evaluation or compilation), the model FLOP/s it implies and,
+    on CUDA, the peak memory allocated."""
+    rates = sorted(r["tokens_per_s"] for r in records if r["kind"] == "train")
+    if not rates:
+        return {}
+    tps = rates[len(rates) // 2]
+    out: dict[str, Any] = {
+        "tokens_per_s": tps,
+        "flops_per_token": flops_per_token,
+        "model_flops_per_s": tps * flops_per_token,
+    }
+    if device.type == "cuda":
+        out["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)
+    return out
+
+
 def dtype_name(dtype: torch.dtype | None) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")  # type: ignore[arg-type]
 

@@ -1,12 +1,17 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from sentcli import api
+from sentcli import checkpoint as ckpt
 from sentcli.config import TrainConfig
 from sentcli.errors import ConfigError
 from sentcli.model import MultiTaskModel
 from sentcli.train import get_lr, make_optimizer, resolve_device, resolve_precision, total_steps
+
+from conftest import FAST
 
 
 def test_get_lr_hits_its_endpoints() -> None:
@@ -66,3 +71,21 @@ def test_device_and_precision_resolution() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_compile_trains_like_eager(
+    tmp_path: Path, topic_dir: Path, sentiment_dir: Path, tokenizer_path: Path
+) -> None:
+    """--compile (torch.compile of the multi-task step, inductor on CPU) gives eager's losses."""
+    tasks = [
+        api.TaskConfig("topic", str(topic_dir)),
+        api.TaskConfig("sentiment", str(sentiment_dir)),
+    ]
+    opts = {**FAST, "n_layer": 1, "max_steps": 4, "log_every": 1, "batch_size": 16}
+    losses = []
+    for compiled in (False, True):
+        run = tmp_path / f"c{compiled}"
+        api.train_mtl(tasks, run, tokenizer=tokenizer_path, options={**opts, "compile": compiled})
+        losses.append([r["loss"] for r in ckpt.read_metrics(run) if r["kind"] == "train"])
+    assert len(losses[1]) == 4
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)

@@ -351,3 +351,19 @@ def inference_summary(verb: str, result: Any, quiet: bool) -> None:
         f"{s.seconds:.1f} s: {s.texts / secs:,.0f} texts/s, {s.tokens / secs:,.0f} tokens/s "
         f"({escape(model)}, {result.device}, {result.precision}){escape(where)}"
     )
+
+
+def throughput_line(result: Any, quiet: bool) -> None:
+    """Training speed on stderr: real tokens/s, the model FLOP/s they imply, peak GPU memory."""
+    t = result.throughput
+    if quiet or not t:
+        return
+    memory = (
+        f", peak GPU memory {t['peak_memory_bytes'] / 2**30:.2f} GiB"
+        if "peak_memory_bytes" in t
+        else ""
+    )
+    err.print(
+        f"throughput: {human(t['tokens_per_s'])} tokens/s (median of the logged windows), "
+        f"{t['model_flops_per_s'] / 1e12:.3g} TFLOP/s of model FLOPs{memory}"
+    )

@@ -43,6 +43,7 @@ from sentcli.cli._util import (
     human,
     out,
     progress,
+    throughput_line,
 )
 
 
@@ -113,6 +114,7 @@ def pretrain_cli(
         )  # fmt: skip
     if result.interrupted:
         raise typer.Exit(128 + result.interrupted)  # 130 Ctrl-C, 143 SIGTERM
+    throughput_line(result, quiet)
     last = result.history[-1] if result.history else {}
     out.print(
         f"done: {result.steps:,} steps, {human(result.tokens_seen)} tokens seen, "

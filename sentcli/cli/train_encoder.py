@@ -42,6 +42,7 @@ from sentcli.cli._util import (
     out,
     print_test_results,
     progress,
+    throughput_line,
 )
 
 
@@ -107,5 +108,6 @@ def train_encoder_cli(
         )  # fmt: skip
     if result.interrupted:
         raise typer.Exit(128 + result.interrupted)  # 130 Ctrl-C, 143 SIGTERM
+    throughput_line(result, quiet)
     print_test_results(result.test, result.test_splits)
     out.print(f"wrote {output}")

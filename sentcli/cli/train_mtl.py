@@ -44,6 +44,7 @@ from sentcli.cli._util import (
     out,
     print_test_results,
     progress,
+    throughput_line,
 )
 from sentcli.data import parse_task_spec
 from sentcli.errors import ConfigError
@@ -198,6 +199,7 @@ def train_mtl_cli(
         )  # fmt: skip
     if result.interrupted:
         raise typer.Exit(128 + result.interrupted)  # 130 Ctrl-C, 143 SIGTERM
+    throughput_line(result, quiet)
     out.print(loss_table(result.history, [t.name for t in result.config.tasks]))
     print_test_results(result.test, result.test_splits)
     if result.grad_norms:
