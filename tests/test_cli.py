@@ -8,6 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from sentcli import __version__
+from sentcli.api import DEFAULT_MODEL
 from sentcli.cli import app
 
 from conftest import DATA, write_csv
@@ -160,9 +161,12 @@ def bad(tmp_path_factory: pytest.TempPathFactory, pipeline: Path) -> Path:
     (root / "twolabels").mkdir()
     write_csv(root / "twolabels" / "train.csv", [("a", 0), ("b", 5), ("c", 1)])
     (root / "twolabels" / "labels.txt").write_text("neg\npos\n")
-    for name in ("corrupt", "newer", "swapped", "nostate"):
+    (root / "ragged.csv").write_text("text,label\nhello there,0\nbad row,1,extra\nok,1\n")
+    (root / "short.csv").write_text("text,label\nhello there,0\nshort\nok,1\n")
+    for name in ("corrupt", "newer", "swapped", "nostate", "nomodel"):
         shutil.copytree(pipeline / "lm", root / name)
     (root / "corrupt" / "model.safetensors").write_bytes(b"\0" * 64)
+    (root / "nomodel" / "model.safetensors").unlink()
     config = json.loads((root / "newer" / "config.json").read_text())
     (root / "newer" / "config.json").write_text(json.dumps({**config, "format_version": 99}))
     from sentcli.tokenizer import train_tokenizer
@@ -334,21 +338,65 @@ BAD_CASES = [
     ),
     (["evaluate", "--model", "{bad}/corrupt"], "corrupt"),
     (["evaluate", "--model", "{bad}/notarun"], "missing config.json"),
+    (["evaluate", "--model", "{bad}/nomodel"], "missing model.safetensors"),
+    (
+        ["train-encoder", "--task", "t={bad}/ragged.csv", "--tokenizer", "{tok}", "-o", "{tmp}/e"],
+        "Expected 2 fields in line 3",
+    ),
+    (
+        ["train-encoder", "--task", "t={bad}/short.csv", "--tokenizer", "{tok}", "-o", "{tmp}/e"],
+        "row 2 has no label",
+    ),
+    (
+        ["train-mtl", "--task", "t={data}/ag_news", "--tokenizer", "{tok}", "-o", "{tmp}/e"]
+        + ["--task-weight", "nope=2"],
+        "unknown task(s) nope",
+    ),
+    (
+        ["train-mtl", "--task", "a={data}/ag_news", "--task", "a={data}/imdb", "-o", "{tmp}/e"]
+        + ["--tokenizer", "{tok}"],
+        "give each task once",
+    ),
+    (["evaluate", "--model", "{default}", "--task", "nope={data}/ag_news"], "has no task nope"),
+    (
+        ["train-mtl", "--task", "t={data}/ag_news", "--tokenizer", "{tok}", "-o", "{tmp}/e"]
+        + ["--device", "cpu", "--precision", "fp16"],
+        "fp16 needs a CUDA GPU",
+    ),
+    (
+        ["train-mtl", "--task", "t={data}/ag_news", "--tokenizer", "{tok}", "-o", "{tmp}/e"]
+        + ["--skip-nonfinite", "-1"],
+        "skip_nonfinite must be 0 or more",
+    ),
+    (
+        ["pretrain", "{data}/imdb_unsup", "--tokenizer", "{tok}", "-o", "{lm}"],
+        "--overwrite",
+    ),
 ]
+"""The bad-input table: each case runs through the CLI and must exit 2 with its one-line
+message, no traceback and no output written. (More cases for embed/predict live in
+test_embed.py, for import-hf in test_hf.py.)"""
 
 
 @pytest.mark.parametrize("args,message", BAD_CASES, ids=[f"{c[0][0]}:{c[1]}" for c in BAD_CASES])
 def test_bad_input_exits_2_with_one_line(
     args: list[str], message: str, bad: Path, pipeline: Path, tmp_path: Path
 ) -> None:
-    if "cuda" in args and torch.cuda.is_available():
-        pytest.skip("this machine has CUDA, so --device cuda is valid here")
+    if ("cuda" in args or "fp16" in args) and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA, so --device cuda / fp16 is valid here")
     values = {"bad": bad, "data": DATA, "tmp": tmp_path, "tok": pipeline / "tok.json"}
+    values |= {"lm": pipeline / "lm", "default": DEFAULT_MODEL}
+    before = {p: p.stat().st_mtime_ns for p in (pipeline / "lm").rglob("*")}
     result = run(*[a.format(**values) for a in args])
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "lm").exists() and not (tmp_path / "e").exists()  # nothing half-written
+    assert before == {p: p.stat().st_mtime_ns for p in (pipeline / "lm").rglob("*")}
+
+
+def test_the_bad_input_table_has_at_least_30_cases() -> None:
+    assert len(BAD_CASES) >= 30
 
 
 def test_sigterm_saves_a_resumable_state_and_exits_143(
