@@ -288,9 +288,7 @@ def pretrain(
     summary |= _check_in_step(model, ranks)
     if ranks.main:
         write_summary(output, summary)
-    return TrainResult(
-        output, config, steps, seen, interrupted, history, throughput=speed
-    )
+    return TrainResult(output, config, steps, seen, interrupted, history, throughput=speed)
 
 
 def _check_in_step(model: nn.Module, ranks: dist.Dist) -> dict[str, Any]:

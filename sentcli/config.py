@@ -135,6 +135,9 @@ class TrainConfig:
     """Skip up to N steps whose loss is NaN/inf (no update) before stopping; 0 stops at the
     first. Above 0 every step's loss is read back before its update (one sync per step)."""
     compile: bool = False
+    max_time: float = 0.0
+    """Stop after this many seconds of training (the LR schedule follows the clock); 0: no
+    limit. Evaluations count; a resumed run continues the clock."""
     """torch.compile the training step (worth it on GPUs; compiling takes a while)."""
 
     def __post_init__(self) -> None:
@@ -155,6 +158,7 @@ class TrainConfig:
                 "unfreeze_every",
                 "max_samples_per_task",
                 "skip_nonfinite",
+                "max_time",
             )
             if getattr(self, name) < 0
         ]

@@ -124,13 +124,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def get_lr(step: int, lr: float, warmup: int, total: int, min_lr: float) -> float:
-    """Linear warmup to `lr` over `warmup` steps, then cosine decay to `min_lr` at `total`."""
+def get_lr(
+    step: int, lr: float, warmup: int, total: int, min_lr: float, clock: float = 0.0
+) -> float:
+    """Linear warmup to `lr` over `warmup` steps, then cosine decay to `min_lr` at `total`.
+    `clock` (the share of --max-time used) moves the decay on when it is ahead of the steps."""
     if step < warmup:
         return lr * (step + 1) / (warmup + 1)
-    if step >= total:
+    ratio = max((step - warmup) / max(1, total - warmup), clock)
+    if ratio >= 1.0:
         return min_lr
-    ratio = (step - warmup) / max(1, total - warmup)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
 
 
@@ -263,6 +266,7 @@ def train_loop(
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.backbone_lr_scale)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     step, epoch, start, seen, skipped = 0, 0, 0, 0, 0
+    spent = 0.0  # seconds of training before this session (for --max-time)
     saved: int | None = None
     # Train loss summed since the last log, and over how many steps (saved for --resume, so
     # a resumed run logs the same averages as an uninterrupted one).
@@ -272,6 +276,7 @@ def train_loop(
         scaler.load_state_dict(state["scaler"])
         step, epoch, start, seen = state["step"], state["epoch"], state["batch"], state["seen"]
         skipped, saved = state.get("skipped", 0), step
+        spent = state.get("elapsed", 0.0)
         loss_sum.fill_(state["log_loss"])
         n_acc = state["log_count"]
         rngs = state.get("rng_ranks")
@@ -296,6 +301,7 @@ def train_loop(
             "batch": batch,
             "seen": seen,
             "skipped": skipped,
+            "elapsed": spent + time.perf_counter() - t0,
             "log_loss": loss_sum.item(),
             "log_count": n_acc,
             "freeze_epoch": freeze_epoch,
@@ -364,10 +370,18 @@ def train_loop(
                     runner = wrapped()  # DDP registers the trainable set when it wraps
             for i in range(start, len(batches)):
                 stop = dist.agree_max(flag["stop"], ranks) if ranks.on else flag["stop"]
+                used = spent + time.perf_counter() - t0
+                if cfg.max_time and ranks.on:  # every rank follows the slowest clock
+                    used = dist.agree_max(int(used * 1000), ranks) / 1000
                 if stop:
                     yield checked_save(epoch, i) or Interrupted(step, stop)
                     return
-                lr = get_lr(step, cfg.lr, warmup, total, cfg.lr * cfg.min_lr_ratio)
+                # With --max-time the schedule follows the clock: the cosine reaches its end
+                # when the time is up (or at the last step, whichever comes first).
+                clock = used / cfg.max_time if cfg.max_time else 0.0
+                lr = get_lr(step, cfg.lr, warmup, total, cfg.lr * cfg.min_lr_ratio, clock)
+                if cfg.max_time and used >= cfg.max_time:
+                    total = step + 1  # this step is the last: evaluate, save, stop
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group["lr_scale"]
                 with autocast(device, dtype):

@@ -89,3 +89,23 @@ def test_compile_trains_like_eager(
         losses.append([r["loss"] for r in ckpt.read_metrics(run) if r["kind"] == "train"])
     assert len(losses[1]) == 4
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+
+
+def test_the_clock_moves_the_decay_on() -> None:
+    assert get_lr(50, 1.0, 10, 1000, 0.1, clock=0.0) > 0.99
+    assert get_lr(50, 1.0, 10, 1000, 0.1, clock=0.5) == pytest.approx(0.55)
+    assert get_lr(50, 1.0, 10, 1000, 0.1, clock=1.0) == 0.1
+    assert get_lr(5, 1.0, 10, 1000, 0.1, clock=0.9) < 1.0  # warmup still counts steps
+
+
+def test_max_time_stops_on_the_clock_with_a_final_evaluation(
+    tmp_path: Path, corpus_file: Path, tokenizer_path: Path
+) -> None:
+    opts = {**FAST, "epochs": 1000, "max_time": 2.0, "log_every": 1, "max_eval_batches": 1}
+    result = api.pretrain([str(corpus_file)], tmp_path / "lm", tokenizer_path, opts)
+    records = ckpt.read_metrics(tmp_path / "lm")
+    train = [r for r in records if r["kind"] == "train"]
+    assert 1 < result.steps == train[-1]["step"] and records[-1]["kind"] == "eval"
+    assert records[-1]["step"] == result.steps and 2.0 <= train[-1]["elapsed"] < 10.0
+    assert train[-1]["lr"] == pytest.approx(1e-3 * 0.1)  # the schedule ended with the clock
+    assert ckpt.load_train_state(tmp_path / "lm", result.steps)["elapsed"] >= 2.0

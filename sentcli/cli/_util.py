@@ -66,6 +66,13 @@ EpochsOpt = Annotated[int | None, typer.Option(help="\\[default: 1]", rich_help_
 MaxStepsOpt = Annotated[
     int | None, typer.Option(help="Stop after N steps (0: all epochs)", rich_help_panel=TRAIN)
 ]
+MaxTimeOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Stop after this many seconds; the LR schedule follows the clock (0: no limit)",
+        rich_help_panel=TRAIN,
+    ),
+]
 LrOpt = Annotated[
     float | None, typer.Option(help="Peak LR \\[default: 1e-3]", rich_help_panel=TRAIN)
 ]
