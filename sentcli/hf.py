@@ -139,6 +139,7 @@ def read_checkpoint(folder: Path) -> Imported:
             n_head=int(hf["num_attention_heads"]),
             n_embd=int(hf["hidden_size"]),
             dropout=float(hf.get("hidden_dropout_prob", 0.1)),
+            attn_dropout=float(hf.get("attention_probs_dropout_prob", 0.1)),
             causal=False,
             activation=ACTIVATIONS[act],
             norm="post",

@@ -40,7 +40,7 @@ class SelfAttention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
-        self.dropout = config.dropout
+        self.dropout = config.attn_dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # fused QKV
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -125,8 +125,11 @@ class Transformer(nn.Module):
         x = self.drop(self.ln_e(self.wte(idx) + self.wpe(pos)))  # [B, T, C]
         # All-real batches need no mask; SDPA then takes its fastest path.
         mask = None
-        if attention_mask is not None and not self.config.causal and not attention_mask.all():
-            mask = key_padding_mask(attention_mask)
+        if attention_mask is not None and not self.config.causal:
+            # All-real batches need no mask and SDPA then takes its fastest path; the check
+            # is a host sync, so only on the CPU (where it costs nothing).
+            if attention_mask.device.type != "cpu" or not attention_mask.all():
+                mask = key_padding_mask(attention_mask)
         for block in self.h:
             x = block(x, mask, self.config.causal)
         return self.ln_f(x)

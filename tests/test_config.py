@@ -54,3 +54,10 @@ def test_newer_format_version_is_refused() -> None:
     d["format_version"] = 99
     with pytest.raises(CheckpointError, match="newer than this sentcli"):
         RunConfig.from_dict(d)
+
+
+def test_runs_written_before_attn_dropout_keep_dropout_on_attention() -> None:
+    d = RunConfig("lm", ModelConfig(dropout=0.2), TrainConfig()).to_dict()
+    assert d["model"]["attn_dropout"] == 0.0  # new runs: off unless asked for
+    del d["model"]["attn_dropout"]  # a config.json from an earlier version
+    assert RunConfig.from_dict(d).model.attn_dropout == 0.2

@@ -116,6 +116,10 @@ BlockOpt = Annotated[
     int | None, typer.Option(help="Max tokens per text \\[default: 128]", rich_help_panel=MODEL)
 ]
 DropoutOpt = Annotated[float | None, typer.Option(help="\\[default: 0.1]", rich_help_panel=MODEL)]
+AttnDropoutOpt = Annotated[
+    float | None,
+    typer.Option(help="On attention probabilities \\[default: 0]", rich_help_panel=MODEL),
+]
 OutputDir = Annotated[
     Path, typer.Option("--output", "-o", file_okay=False, help="Run folder to write.")
 ]

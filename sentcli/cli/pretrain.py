@@ -10,6 +10,7 @@ import typer
 from sentcli import api
 from sentcli.cli import app
 from sentcli.cli._util import (
+    AttnDropoutOpt,
     BatchOpt,
     BlockOpt,
     ClipOpt,
@@ -97,6 +98,7 @@ def pretrain_cli(
     n_embd: NEmbdOpt = None,
     block_size: BlockOpt = None,
     dropout: DropoutOpt = None,
+    attn_dropout: AttnDropoutOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,

@@ -8,6 +8,7 @@ import typer
 from sentcli import api
 from sentcli.cli import app
 from sentcli.cli._util import (
+    AttnDropoutOpt,
     BatchOpt,
     BlockOpt,
     ClipOpt,
@@ -89,6 +90,7 @@ def train_encoder_cli(
     n_embd: NEmbdOpt = None,
     block_size: BlockOpt = None,
     dropout: DropoutOpt = None,
+    attn_dropout: AttnDropoutOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,

@@ -9,6 +9,7 @@ import typer
 from sentcli import api
 from sentcli.cli import app
 from sentcli.cli._util import (
+    AttnDropoutOpt,
     BatchOpt,
     BlockOpt,
     ClipOpt,
@@ -172,6 +173,7 @@ def train_mtl_cli(
     n_embd: NEmbdOpt = None,
     block_size: BlockOpt = None,
     dropout: DropoutOpt = None,
+    attn_dropout: AttnDropoutOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
