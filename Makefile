@@ -15,6 +15,7 @@ DEMO_MODEL := --n-layer 4 --n-head 4 --n-embd 128 --block-size 128
 SHARED ?= ../shared/data
 DEFAULT_RUN ?= runs/default
 BENCH_ARGS ?= --quick
+EMBED_ARGS ?= --skip-memory
 
 .PHONY: help install install-bench test lint format demo data clean default-model bench bench-full
 
@@ -70,11 +71,13 @@ default-model: install ## retrain the default model shipped in sentcli/default_m
 	$(PY) scripts/ship_default_model.py $(DEFAULT_RUN)/mtl
 	$(SENTCLI) evaluate --model sentcli/default_model
 
-bench: $(VENV)/.bench ## benchmarks against their peers (quick: minutes; make bench-full for all)
-	$(PY) bench/embed.py $(BENCH_ARGS)
+bench: $(VENV)/.bench ## benchmarks against their peers (quick; make bench-full for the long runs)
+	$(PY) bench/train_speed.py $(BENCH_ARGS)
+	$(PY) bench/budget.py $(BENCH_ARGS)
+	$(PY) bench/embed.py $(BENCH_ARGS) $(EMBED_ARGS)
 
-bench-full: $(VENV)/.bench ## the benchmarks on the full text sets and a 1,000,000-line file
-	$(MAKE) bench BENCH_ARGS=
+bench-full: $(VENV)/.bench ## full data sets ($(SHARED)), 10-minute budgets, a 1,000,000-line file
+	$(MAKE) bench BENCH_ARGS= EMBED_ARGS=
 
 data: ## re-make data/ from ../shared/data (seeded, byte-identical)
 	$(PY) scripts/make_sample_data.py
