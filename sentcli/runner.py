@@ -72,6 +72,7 @@ def run_training(
                 "device": str(device),
                 "precision": dtype_name(resolve_precision(config.train.precision, device)),
                 "resumed_at": state["step"] if state else 0,
+                "max_time": config.train.max_time,
             }
         )
 

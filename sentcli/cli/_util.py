@@ -240,9 +240,10 @@ class TrainView:
             )
         elif kind == "start":
             resumed = f", resuming at step {event['resumed_at']}" if event["resumed_at"] else ""
+            budget = f" (or {event['max_time']:g} s)" if event.get("max_time") else ""
             err.print(
                 f"training {human(event['parameters'])} parameters on {event['device']} "
-                f"({event['precision']}) for {event['total_steps']:,} steps{resumed}"
+                f"({event['precision']}) for {event['total_steps']:,} steps{budget}{resumed}"
             )
             self.task = self.bar.add_task(
                 "training", total=event["total_steps"], completed=event["resumed_at"], info=""
