@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,25 +22,11 @@ from typing import Any
 
 import torch
 
-from sentcli import api
-from sentcli.train import resolve_device, resolve_precision
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_speed import matmul_peak  # noqa: E402
 
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, seconds: float = 3.0) -> float:
-    """Achieved FLOP/s of a square n×n matmul loop (the realistic ceiling for our matmuls)."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(3):
-        a @ b
-    sync()
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for _ in range(10):
-            a @ b
-        count += 10
-        sync()
-    return 2 * n**3 * count / (time.perf_counter() - start)
+from sentcli import api  # noqa: E402
+from sentcli.train import resolve_device, resolve_precision  # noqa: E402
 
 
 def main() -> None:
@@ -58,7 +45,7 @@ def main() -> None:
     results: dict[str, Any] = {"device": str(device), "dtype": str(dtype)}
     if device.type == "cuda":
         results["gpu"] = torch.cuda.get_device_name()
-    peak = matmul_peak(device, dtype, 8192 if device.type == "cuda" else 1024)
+    peak = matmul_peak(device, dtype)
     results["matmul_peak_tflops"] = peak / 1e12
     print(f"{results.get('gpu', device)}: measured {dtype} matmul peak {peak / 1e12:.1f} TFLOP/s")
     root = Path(tempfile.mkdtemp(prefix="gpu_check_"))
