@@ -45,6 +45,7 @@ from sentcli import api  # noqa: E402
 MODEL = {"n_layer": 4, "n_head": 4, "n_embd": 192, "block_size": 256, "dropout": 0.1}
 TRAIN = {"batch_size": 32, "lr": 1e-3, "warmup": 50, "precision": "auto", "device": "auto"}
 MTL = {**TRAIN, "epochs": 1000, "schedule": "proportional", "eval_every": 0, "log_every": 20}
+BALANCE = ["upsample"]  # set from --balance
 
 
 def task_folder(source: Path, out: Path, test_rows: int) -> Path:
@@ -66,7 +67,7 @@ def task_folder(source: Path, out: Path, test_rows: int) -> Path:
 def train_mtl(
     tasks: list[api.TaskConfig], out: Path, seconds: float, init: Path | None, tok: Path | None
 ) -> dict[str, Any]:
-    options = {**MTL, "max_time": max(seconds, 1.0)}
+    options = {**MTL, "max_time": max(seconds, 1.0), "balance": BALANCE[0]}
     if init is None:
         options |= MODEL
     result = api.train_mtl(tasks, out, init=init, tokenizer=tok, options=options)
@@ -101,10 +102,12 @@ def main() -> None:
     parser.add_argument("--budget", type=float)
     parser.add_argument("--data", type=Path)
     parser.add_argument("--pretrain-share", type=float, default=0.4)
+    parser.add_argument("--balance", default="upsample", help="train-mtl --balance")
     parser.add_argument("--pipelines", help="default: tfidf,scratch,clm,mlm(,minilm if full)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    BALANCE[0] = args.balance
     data = args.data or (ROOT / "data" if args.quick else ROOT.parent / "shared" / "data")
     budget = args.budget or (90.0 if args.quick else 600.0)
     test_rows = {"ag_news": 2000, "imdb": 1000} if args.quick else {"ag_news": 0, "imdb": 10000}
@@ -121,6 +124,7 @@ def main() -> None:
         ","
     )
     results: dict[str, Any] = {"budget_s": budget, "data": str(data), "pipelines": {}}
+    results["balance"] = args.balance
     print(f"budget {budget:.0f} s per sentcli pipeline; data {data}; work in {root}")
 
     def report(name: str, row: dict[str, Any]) -> None:

@@ -533,14 +533,14 @@ def train_tasks(
 
     def epoch_batches(epoch: int) -> list[Any]:
         rng = np.random.default_rng([cfg.seed, epoch])
-        per_task = {
-            t: [
-                b
-                for b in D.length_batches(lengths[t], cfg.batch_size, rng)
-                if dist.usable(b, ranks)
-            ]
-            for t in names
-        }
+        per_task = {t: D.length_batches(lengths[t], cfg.batch_size, rng) for t in names}
+        if cfg.balance == "upsample":  # smaller tasks go round again (reshuffled) per epoch
+            most = max(len(b) for b in per_task.values())
+            for t, batches in per_task.items():
+                while len(batches) < most:
+                    batches += D.length_batches(lengths[t], cfg.batch_size, rng)
+                per_task[t] = batches[:most]
+        per_task = {t: [b for b in v if dist.usable(b, ranks)] for t, v in per_task.items()}
         return plan_steps(per_task, cfg.schedule, rng, cfg.temperature)
 
     on_epoch(0)

@@ -16,7 +16,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OBJECTIVES = ("clm", "mlm")
 SCHEDULES = ("round-robin", "proportional", "joint")
-BALANCES = ("none", "downsample")
+BALANCES = ("none", "downsample", "upsample")
 KINDS = ("lm", "encoder", "mtl")
 
 

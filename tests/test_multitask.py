@@ -384,6 +384,17 @@ def test_balance_and_max_samples_cut_the_train_splits(
         options={**opts, "max_samples_per_task": 50},
     )
     assert capped.history[1]["topic/examples"] == capped.history[1]["sentiment/examples"] == 50
+    # upsample: sentiment (108 rows, 7 batches of 16) goes round until it has topic's count
+    up = api.train_mtl(
+        specs(topic_dir, sentiment_dir),
+        tmp_path / "u",
+        init=lm,
+        options={**opts, "balance": "upsample"},
+    )
+    n_topic = 240 - round(240 * 0.1)
+    assert up.history[1]["topic/examples"] == n_topic
+    assert up.history[1]["topic/batches"] == up.history[1]["sentiment/batches"] == 14
+    assert up.history[1]["sentiment/examples"] > 2 * n_sentiment - 16
 
 
 def test_zero_head_weights_trigger_vanishing_gradient_warnings(

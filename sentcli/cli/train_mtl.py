@@ -63,6 +63,7 @@ class Schedule(StrEnum):
 class Balance(StrEnum):
     none = "none"
     downsample = "downsample"
+    upsample = "upsample"
 
 
 def _per_task(values: list[str], tasks: list[str], what: str) -> dict[str, str]:
@@ -136,7 +137,11 @@ def train_mtl_cli(
     ] = None,
     balance: Annotated[
         Balance | None,
-        typer.Option(help="downsample: cut tasks to the smallest.", rich_help_panel=MTL),
+        typer.Option(
+            help="downsample: cut tasks to the smallest; upsample: repeat smaller tasks "
+            "within an epoch to the largest's batch count.",
+            rich_help_panel=MTL,
+        ),
     ] = None,
     max_samples_per_task: Annotated[
         int | None, typer.Option(help="Cut each task's train split to N rows.", rich_help_panel=MTL)
