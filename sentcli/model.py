@@ -123,7 +123,6 @@ class Transformer(nn.Module):
             raise ValueError(f"sequence of {T} tokens > block_size {self.config.block_size}")
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.ln_e(self.wte(idx) + self.wpe(pos)))  # [B, T, C]
-        # All-real batches need no mask; SDPA then takes its fastest path.
         mask = None
         if attention_mask is not None and not self.config.causal:
             # All-real batches need no mask and SDPA then takes its fastest path; the check
