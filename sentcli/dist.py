@@ -107,14 +107,14 @@ def total(values: list[float], d: Dist) -> list[float]:
     return t.tolist()
 
 
-def agree_max(value: int, d: Dist) -> int:
-    """The largest of every rank's `value` (a stop signal seen by any rank stops all), over
-    the CPU control group: no device sync."""
+def agree_max(values: list[int], d: Dist) -> list[int]:
+    """The largest of every rank's values, elementwise, over the CPU control group: no
+    device sync."""
     if not d.on:
-        return value
-    t = torch.tensor([value], dtype=torch.int64)
+        return values
+    t = torch.tensor(values, dtype=torch.int64)
     td.all_reduce(t, op=td.ReduceOp.MAX, group=_control)
-    return int(t.item())
+    return t.tolist()
 
 
 def all_min(t: torch.Tensor, d: Dist) -> torch.Tensor:

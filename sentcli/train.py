@@ -315,24 +315,27 @@ def train_loop(
             out["carry"] = carry[0]()
         return out
 
+    def unchecked() -> NonFinite | None:
+        """The first non-finite loss since the last check, if any (the check is consumed)."""
+        bad = _first_nonfinite(pending, ranks)
+        pending.clear()
+        return NonFinite(*bad, saved) if bad else None
+
     def checked_save(epoch: int, batch: int) -> NonFinite | None:
         """Save unless a loss since the last check was not finite (then report it)."""
         nonlocal saved
-        bad = _first_nonfinite(pending, ranks)
-        pending.clear()
-        if bad:
-            return NonFinite(*bad, saved)
-        save(train_state(epoch, batch))
-        saved = step
-        return None
+        problem = unchecked()
+        if problem is None:
+            save(train_state(epoch, batch))
+            saved = step
+        return problem
 
     def run_eval(epoch: int, resume_at: tuple[int, int]) -> EvalLog | NonFinite:
         """Evaluate during `epoch` (0-based) and save; `resume_at` = (epoch, batch) to
         continue from. Weights after a non-finite loss are neither evaluated nor saved."""
-        bad = _first_nonfinite(pending, ranks)
-        pending.clear()
-        if bad:
-            return NonFinite(*bad, saved)
+        problem = unchecked()
+        if problem is not None:
+            return problem
         model.eval()
         metrics = evaluate()
         model.train()
@@ -369,10 +372,11 @@ def train_loop(
                     params = [p for p in model.parameters() if p.requires_grad]
                     runner = wrapped()  # DDP registers the trainable set when it wraps
             for i in range(start, len(batches)):
-                stop = dist.agree_max(flag["stop"], ranks) if ranks.on else flag["stop"]
                 used = spent + time.perf_counter() - t0
-                if cfg.max_time and ranks.on:  # every rank follows the slowest clock
-                    used = dist.agree_max(int(used * 1000), ranks) / 1000
+                # One small CPU all-reduce a step under torchrun: a signal seen by any rank
+                # stops all, and every rank follows the slowest clock (for --max-time).
+                stop, used_ms = dist.agree_max([flag["stop"], int(used * 1000)], ranks)
+                used = used_ms / 1000 if ranks.on else used
                 if stop:
                     yield checked_save(epoch, i) or Interrupted(step, stop)
                     return
@@ -418,10 +422,9 @@ def train_loop(
                 tokens += n_tokens
                 seen += n_tokens
                 if log_now:
-                    bad = _first_nonfinite(pending, ranks)
-                    pending.clear()
-                    if bad:
-                        yield NonFinite(*bad, saved)
+                    problem = unchecked()
+                    if problem is not None:
+                        yield problem
                         return
                     now = time.perf_counter()  # .item() below is the loop's only host sync
                     log = StepLog(
