@@ -45,7 +45,6 @@ from sentcli import api  # noqa: E402
 MODEL = {"n_layer": 4, "n_head": 4, "n_embd": 192, "block_size": 256, "dropout": 0.1}
 TRAIN = {"batch_size": 32, "lr": 1e-3, "warmup": 50, "precision": "auto", "device": "auto"}
 MTL = {**TRAIN, "epochs": 1000, "schedule": "proportional", "eval_every": 0, "log_every": 20}
-BALANCE = ["upsample"]  # set from --balance
 
 
 def task_folder(source: Path, out: Path, test_rows: int) -> Path:
@@ -65,9 +64,14 @@ def task_folder(source: Path, out: Path, test_rows: int) -> Path:
 
 
 def train_mtl(
-    tasks: list[api.TaskConfig], out: Path, seconds: float, init: Path | None, tok: Path | None
+    tasks: list[api.TaskConfig],
+    out: Path,
+    seconds: float,
+    init: Path | None,
+    tok: Path | None,
+    balance: str,
 ) -> dict[str, Any]:
-    options = {**MTL, "max_time": max(seconds, 1.0), "balance": BALANCE[0]}
+    options = {**MTL, "max_time": max(seconds, 1.0), "balance": balance}
     if init is None:
         options |= MODEL
     result = api.train_mtl(tasks, out, init=init, tokenizer=tok, options=options)
@@ -107,7 +111,6 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    BALANCE[0] = args.balance
     data = args.data or (ROOT / "data" if args.quick else ROOT.parent / "shared" / "data")
     budget = args.budget or (90.0 if args.quick else 600.0)
     test_rows = {"ag_news": 2000, "imdb": 1000} if args.quick else {"ag_news": 0, "imdb": 10000}
@@ -144,7 +147,7 @@ def main() -> None:
         tok = root / "scratch_tok.json"
         api.build_tokenizer([t.source for t in tasks], tok, vocab_size=8000)
         spent = time.perf_counter() - start
-        row = train_mtl(tasks, root / "scratch", budget - spent, None, tok)
+        row = train_mtl(tasks, root / "scratch", budget - spent, None, tok, args.balance)
         report("scratch", {**row, "tokenizer_s": round(spent, 1)})
     clm_steps = 0
     for objective in ("clm", "mlm"):
@@ -167,7 +170,9 @@ def main() -> None:
             f"{lm['val_ppl']:.1f}"
         )
         spent = time.perf_counter() - start
-        row = train_mtl(tasks, root / f"{objective}_mtl", budget - spent, root / objective, None)
+        row = train_mtl(
+            tasks, root / f"{objective}_mtl", budget - spent, root / objective, None, args.balance
+        )
         report(objective, {**row, "pretrain_s": round(lm["seconds"], 1)})
     if "minilm" in wanted:
         try:
@@ -178,7 +183,9 @@ def main() -> None:
             start = time.perf_counter()
             api.import_hf(Path(minilm.get_model_path()), root / "minilm")
             spent = time.perf_counter() - start
-            row = train_mtl(tasks, root / "minilm_mtl", budget - spent, root / "minilm", None)
+            row = train_mtl(
+                tasks, root / "minilm_mtl", budget - spent, root / "minilm", None, args.balance
+            )
             report("minilm", row)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
