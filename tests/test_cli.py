@@ -186,6 +186,13 @@ def bad(tmp_path_factory: pytest.TempPathFactory, pipeline: Path) -> Path:
     return root
 
 
+def encoder_on(source: str) -> list[str]:
+    """train-encoder from scratch on one task source (placeholders are filled per case)."""
+    return ["train-encoder", "--task", "t=" + source, "--tokenizer", "{tok}", "-o", "{tmp}/e"]
+
+
+MTL_AG = ["train-mtl", "--task", "t={data}/ag_news", "--tokenizer", "{tok}", "-o", "{tmp}/e"]
+
 BAD_CASES = [
     (["build-tokenizer", "{bad}/missing.txt", "-o", "{tmp}/t.json"], "no such file"),
     (["build-tokenizer", "{bad}/empty.txt", "-o", "{tmp}/t.json"], "the file is empty"),
@@ -277,23 +284,23 @@ BAD_CASES = [
         "no label column 'stars'",
     ),
     (
-        ["train-encoder", "--task", "t={bad}/latin1.csv", "--tokenizer", "{tok}", "-o", "{tmp}/e"],
+        encoder_on("{bad}/latin1.csv"),
         "not UTF-8",
     ),
     (
-        ["train-encoder", "--task", "t={bad}/notrain", "--tokenizer", "{tok}", "-o", "{tmp}/e"],
+        encoder_on("{bad}/notrain"),
         "train",
     ),
     (
-        ["train-encoder", "--task", "t={bad}/mixed.jsonl", "--tokenizer", "{tok}", "-o", "{tmp}/e"],
+        encoder_on("{bad}/mixed.jsonl"),
         "numbers and strings mixed",
     ),
     (
-        ["train-encoder", "--task", "t={bad}/cut.csv.gz", "--tokenizer", "{tok}", "-o", "{tmp}/e"],
+        encoder_on("{bad}/cut.csv.gz"),
         "truncated gzip",
     ),
     (
-        ["train-encoder", "--task", "t={bad}/twolabels", "--tokenizer", "{tok}", "-o", "{tmp}/e"],
+        encoder_on("{bad}/twolabels"),
         "has label 5, outside 0..1",
     ),
     (
@@ -309,47 +316,26 @@ BAD_CASES = [
         "tokenizer was replaced",
     ),
     (
-        [
-            "train-mtl",
-            "--task",
-            "t={data}/ag_news",
-            "--tokenizer",
-            "{tok}",
-            "--freeze",
-            "layers:x",
-            "-o",
-            "{tmp}/e",
-        ],
+        MTL_AG + ["--freeze", "layers:x"],
         "freeze",
     ),
     (
-        [
-            "train-mtl",
-            "--task",
-            "t={data}/ag_news",
-            "--tokenizer",
-            "{tok}",
-            "--freeze",
-            "head:nope",
-            "-o",
-            "{tmp}/e",
-        ],
+        MTL_AG + ["--freeze", "head:nope"],
         "nope",
     ),
     (["evaluate", "--model", "{bad}/corrupt"], "corrupt"),
     (["evaluate", "--model", "{bad}/notarun"], "missing config.json"),
     (["evaluate", "--model", "{bad}/nomodel"], "missing model.safetensors"),
     (
-        ["train-encoder", "--task", "t={bad}/ragged.csv", "--tokenizer", "{tok}", "-o", "{tmp}/e"],
+        encoder_on("{bad}/ragged.csv"),
         "Expected 2 fields in line 3",
     ),
     (
-        ["train-encoder", "--task", "t={bad}/short.csv", "--tokenizer", "{tok}", "-o", "{tmp}/e"],
+        encoder_on("{bad}/short.csv"),
         "row 2 has no label",
     ),
     (
-        ["train-mtl", "--task", "t={data}/ag_news", "--tokenizer", "{tok}", "-o", "{tmp}/e"]
-        + ["--task-weight", "nope=2"],
+        MTL_AG + ["--task-weight", "nope=2"],
         "unknown task(s) nope",
     ),
     (
@@ -359,13 +345,11 @@ BAD_CASES = [
     ),
     (["evaluate", "--model", "{default}", "--task", "nope={data}/ag_news"], "has no task nope"),
     (
-        ["train-mtl", "--task", "t={data}/ag_news", "--tokenizer", "{tok}", "-o", "{tmp}/e"]
-        + ["--device", "cpu", "--precision", "fp16"],
+        MTL_AG + ["--device", "cpu", "--precision", "fp16"],
         "fp16 needs a CUDA GPU",
     ),
     (
-        ["train-mtl", "--task", "t={data}/ag_news", "--tokenizer", "{tok}", "-o", "{tmp}/e"]
-        + ["--skip-nonfinite", "-1"],
+        MTL_AG + ["--skip-nonfinite", "-1"],
         "skip_nonfinite must be 0 or more",
     ),
     (
