@@ -10,6 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO ?= runs/demo
 # Model and budget for the demo: about 4 minutes on 2 CPU cores.
 DEMO_MODEL := --n-layer 4 --n-head 4 --n-embd 128 --block-size 128
+SMOKE_MODEL := --n-layer 1 --n-head 2 --n-embd 16 --block-size 32
 
 # The default model: trained on the full offline data sets (not shipped with the repo).
 SHARED ?= ../shared/data
@@ -17,7 +18,7 @@ DEFAULT_RUN ?= runs/default
 BENCH_ARGS ?= --quick
 EMBED_ARGS ?= --skip-memory
 
-.PHONY: help install install-bench test lint format demo data clean default-model bench bench-full
+.PHONY: help install install-bench test test-all smoke lint format demo data clean default-model bench bench-full
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,8 +38,24 @@ $(VENV)/.bench: $(VENV)/.installed
 
 install-bench: $(VENV)/.bench ## also install the bench extra (sentence-transformers, transformers, all-MiniLM-L6-v2)
 
-test: install ## run the test suite (offline, CPU, a few minutes)
+test: install ## the fast tests (offline, CPU, under 90 s on 2 cores; `slow` ones left out)
 	$(PY) -m pytest -q
+
+test-all: install ## every test, the slow ones too (what CI runs; about 4 minutes)
+	$(PY) -m pytest -q -m "slow or not slow"
+
+smoke: install ## every training command end to end on data/, tiny model (under a minute)
+	mkdir -p runs/smoke
+	$(SENTCLI) build-tokenizer data/ag_news --vocab-size 500 --quiet -o runs/smoke/tokenizer.json
+	$(SENTCLI) pretrain data/ag_news --tokenizer runs/smoke/tokenizer.json $(SMOKE_MODEL) \
+		--max-steps 6 --eval-every 3 --max-eval-batches 2 --quiet --overwrite -o runs/smoke/lm
+	$(SENTCLI) train-mtl --task topic=data/ag_news --task sentiment=data/imdb \
+		--init runs/smoke/lm --max-steps 6 --max-samples-per-task 200 --quiet --overwrite \
+		-o runs/smoke/mtl
+	zcat data/imdb_unsup/train.txt.gz | head -n 3 | $(SENTCLI) predict - --model runs/smoke/mtl \
+		--task sentiment --quiet
+	$(SENTCLI) embed data/ag_news/test.csv.gz --model runs/smoke/mtl --quiet \
+		-o runs/smoke/vectors.npy
 
 lint: install ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check sentcli tests scripts bench

@@ -33,6 +33,7 @@ import torch.nn as nn
 from sentcli import api
 from sentcli.checkpoint import save_run
 from sentcli.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
+from sentcli.inference.embed import InferenceOptions
 from sentcli.model import MultiTaskModel
 from sentcli.tokenizer import load_tokenizer
 
@@ -110,9 +111,9 @@ def time_st(st: object, texts: list[str], batch_size: int) -> tuple[float, np.nd
 def time_sentcli(
     run: Path, text_file: Path, out: Path, batch_size: int, device: str, precision: str
 ) -> tuple[float, np.ndarray, int]:
-    kw = {"batch_size": batch_size, "device": device, "precision": precision}
-    api.embed(str(text_file), out, run, **kw)  # type: ignore[arg-type]  # warm-up
-    result = api.embed(str(text_file), out, run, **kw)  # type: ignore[arg-type]
+    opts = InferenceOptions(batch_size=batch_size, device=device, precision=precision)
+    api.embed(str(text_file), out, run, options=opts)  # warm-up
+    result = api.embed(str(text_file), out, run, options=opts)
     return result.stats.seconds, np.load(out), result.stats.tokens
 
 
@@ -165,8 +166,10 @@ def throughput_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, obje
             # the reference: sentcli fp32, each text of a sample embedded alone
             step = max(1, len(texts) // 200)
             (tmp / "sample.txt").write_text("\n".join(texts[::step]) + "\n", "utf-8")
-            kw = {"batch_size": 1, "chunk_size": 1, "device": args.device, "precision": "fp32"}
-            api.embed(str(tmp / "sample.txt"), tmp / "a.npy", run, **kw)  # type: ignore[arg-type]
+            opts = InferenceOptions(
+                batch_size=1, chunk_size=1, device=args.device, precision="fp32"
+            )
+            api.embed(str(tmp / "sample.txt"), tmp / "a.npy", run, options=opts)
             alone = np.load(tmp / "a.npy")
             st_fp32: tuple[float, np.ndarray] | None = None
             for precision in precisions:

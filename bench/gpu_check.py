@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import matmul_peak  # noqa: E402
 
 from sentcli import api  # noqa: E402
-from sentcli.train import resolve_device, resolve_precision  # noqa: E402
+from sentcli.device import resolve_device, resolve_precision  # noqa: E402
+from sentcli.inference.embed import InferenceOptions  # noqa: E402
 
 
 def main() -> None:
@@ -98,11 +99,10 @@ def main() -> None:
         res = api.embed(
             reviews,
             root / f"imdb_test_{precision}.npy",
-            model=last_run,
-            text_column="text",
-            device=args.device,
-            precision=precision,
-            batch_size=128,
+            last_run,
+            options=InferenceOptions(
+                text_column="text", device=args.device, precision=precision, batch_size=128
+            ),
         )
         s = res.stats
         row = {

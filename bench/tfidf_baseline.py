@@ -1,7 +1,7 @@
 """TF-IDF + logistic regression baseline on a task's train/test split (the accuracy peer).
 
 Usage: python bench/tfidf_baseline.py [SOURCE ...]   (default: data/ag_news data/imdb)
-Reads sources the way sentcli does (sentcli.data.load_task), so both see the same rows.
+Reads sources the way sentcli does (sentcli.data.tasks.load_task), so both see the same rows.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
-from sentcli.data import load_task
+from sentcli.data.tasks import load_task
 
 
 def baseline(source: str) -> dict[str, float]:

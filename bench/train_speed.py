@@ -35,11 +35,12 @@ import numpy as np
 import torch
 
 from sentcli import api
-from sentcli import data as D
 from sentcli.config import ModelConfig
+from sentcli.data.batching import collate, encode_rows, length_batches
+from sentcli.data.tasks import cut_train, load_task
+from sentcli.device import resolve_device, resolve_precision
 from sentcli.model import training_flops_per_token
 from sentcli.tokenizer import load_tokenizer
-from sentcli.train import resolve_device, resolve_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER = ROOT / "sentcli" / "default_model" / "tokenizer.json"
@@ -101,7 +102,7 @@ def peer_run(
         if step == warmup:
             sync()
             tokens, start = 0, time.perf_counter()
-        x, mask = D.collate([ids[i] for i in rows])
+        x, mask = collate([ids[i] for i in rows])
         y = torch.from_numpy(labels[rows])
         x, mask, y = x.to(device), mask.to(device), y.to(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -167,10 +168,10 @@ def main() -> None:
     ):
         if key not in args.tasks.split(","):
             continue
-        td = D.load_task("t", str(source), None, None, 0.1, 1337)
+        td = load_task("t", str(source), None, None, 0.1, 1337)
         n = (steps + warmup) * args.batch_size
-        D.cut_train(td, n, 1337)
-        ids = D.encode_rows(tok, td.train, block)
+        cut_train(td, n, 1337)
+        ids = encode_rows(tok, td.train, block)
         labels = np.asarray(td.train.with_format("numpy")["label"], dtype=np.int64)
         n_labels = len(td.label_names)
         lengths = np.array([len(x) for x in ids])
@@ -179,7 +180,7 @@ def main() -> None:
             rng.permutation(len(ids))[i : i + args.batch_size]
             for i in range(0, len(ids) - args.batch_size + 1, args.batch_size)
         ]
-        bucketed = D.length_batches(lengths, args.batch_size, np.random.default_rng(0))
+        bucketed = length_batches(lengths, args.batch_size, np.random.default_rng(0))
         bucketed = [b for b in bucketed if len(b) == args.batch_size]
         # sentcli reads the same rows from a folder of its own (no test split: no test pass)
         folder = Path(tempfile.mkdtemp(prefix="train_speed_data_"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -25,11 +26,18 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 TOKENIZER = "tokenizer.json"
 METRICS = "metrics.jsonl"
+SUMMARY = "report/summary.json"
 STATE = "train_state.pt"
 NEXT_STATE = "train_state.next.pt"
 REQUIRED = (CONFIG, WEIGHTS, TOKENIZER)
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+
+@functools.cache
+def _umask() -> int:
+    """The process umask (read once, on first use: reading it means setting it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -40,7 +48,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual mode
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -243,3 +251,9 @@ def truncate_metrics(run_dir: Path, step: int) -> None:
     uninterrupted one."""
     kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]
     write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """report/summary.json: what the run's commands print at the end, for machines."""
+    (run_dir / "report").mkdir(exist_ok=True)
+    write_text(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")

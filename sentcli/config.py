@@ -1,10 +1,13 @@
-"""Configuration dataclasses, their validation and their JSON round trip (stdlib only)."""
+"""Configuration: the choice enums (each set of choices defined once, used by the dataclasses
+and the CLI), the config dataclasses with their validation and JSON round trip, and the
+merging of defaults, a config file, flags and a resumed run's settings (stdlib only)."""
 
 from __future__ import annotations
 
 import json
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +15,96 @@ from sentcli import __version__
 from sentcli.errors import CheckpointError, ConfigError
 
 FORMAT_VERSION = 1
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-OBJECTIVES = ("clm", "mlm")
-SCHEDULES = ("round-robin", "proportional", "joint")
-BALANCES = ("none", "downsample", "upsample")
-KINDS = ("lm", "encoder", "mtl")
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Precision(StrEnum):
+    """Training and inference autocast dtype; auto: bf16 where the hardware has it."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class InferPrecision(StrEnum):
+    """Precision for embed/predict: the training ones and int8 (dynamic quantisation, CPU)."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+class Objective(StrEnum):
+    clm = "clm"
+    mlm = "mlm"
+
+
+class Schedule(StrEnum):
+    round_robin = "round-robin"
+    proportional = "proportional"
+    joint = "joint"
+
+
+class Balance(StrEnum):
+    none = "none"
+    downsample = "downsample"
+    upsample = "upsample"
+
+
+class RunKind(StrEnum):
+    lm = "lm"
+    encoder = "encoder"
+    mtl = "mtl"
+
+
+class TokenizerKind(StrEnum):
+    bpe = "bpe"
+    wordpiece = "wordpiece"
+    unigram = "unigram"
+
+
+class Activation(StrEnum):
+    gelu_tanh = "gelu_tanh"
+    gelu = "gelu"
+
+
+class Norm(StrEnum):
+    pre = "pre"
+    post = "post"
+
+
+class Pooling(StrEnum):
+    mean = "mean"
+    cls = "cls"
+    max = "max"
+
+
+def choices(enum: type[StrEnum]) -> str:
+    """The values of a choice set, comma-separated, for messages."""
+    return ", ".join(m.value for m in enum)
+
+
+def _coerce(obj: object, name: str, enum: type[StrEnum], problems: list[str]) -> None:
+    """Turn a field's plain string (from JSON, TOML or Python) into its enum member."""
+    value = getattr(obj, name)
+    try:
+        setattr(obj, name, enum(value))
+    except ValueError:
+        problems.append(f"{name} must be one of {choices(enum)} (got {value!r})")
 
 
 def _raise_if(problems: list[str], what: str) -> None:
     if problems:
         raise ConfigError(f"invalid {what}: " + "; ".join(problems))
-
-
-ACTIVATIONS = ("gelu_tanh", "gelu")
-NORMS = ("pre", "post")
-POOLINGS = ("mean", "cls", "max")
 
 
 @dataclass
@@ -51,18 +128,18 @@ class ModelConfig:
     """Causal attention (next-token pretraining) or bidirectional (masked-LM, encoders)."""
     head_hidden: int = 0
     """Hidden width of the task heads' MLP; 0 means a linear head."""
-    activation: str = "gelu_tanh"
+    activation: Activation = Activation.gelu_tanh
     """The MLP's GELU: gelu_tanh (GPT-2's approximation) or gelu (exact, erf; BERT's, and
     the faster one on CPUs)."""
     # What imported BERT-family checkpoints need (sentcli's own models keep the defaults):
-    norm: str = "pre"
+    norm: Norm = Norm.pre
     """pre: x + f(LN(x)), then a final LayerNorm (GPT-2); post: LN(x + f(x)) (BERT)."""
     embed_norm: bool = False
     """A LayerNorm after the token + position embeddings (BERT)."""
     norm_eps: float = 1e-5
     n_inner: int = 0
     """The MLP's hidden width; 0 means 4 * n_embd."""
-    pooling: str = "mean"
+    pooling: Pooling = Pooling.mean
     """The sentence vector: mean of the real tokens (masked), the first token (cls) or the
     masked maximum (max)."""
 
@@ -79,17 +156,11 @@ class ModelConfig:
                 problems.append(f"{name} must be in [0, 1) (got {getattr(self, name)})")
         if self.head_hidden < 0:
             problems.append(f"head_hidden must be 0 or more (got {self.head_hidden})")
-        for name, allowed in (("norm", NORMS), ("pooling", POOLINGS)):
-            if getattr(self, name) not in allowed:
-                problems.append(
-                    f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})"
-                )
+        for name, enum in (("norm", Norm), ("pooling", Pooling)):
+            _coerce(self, name, enum, problems)
         if self.n_inner < 0 or not self.norm_eps > 0:
             problems.append("n_inner must be 0 or more and norm_eps above 0")
-        if self.activation not in ACTIVATIONS:
-            problems.append(
-                f"activation must be one of {', '.join(ACTIVATIONS)} (got {self.activation!r})"
-            )
+        _coerce(self, "activation", Activation, problems)
         _raise_if(problems, "model options")
 
 
@@ -109,8 +180,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this; 0 disables clipping."""
     seed: int = 1337
-    device: str = "auto"
-    precision: str = "auto"
+    device: Device = Device.auto
+    precision: Precision = Precision.auto
     eval_every: int = 0
     """Evaluate every N steps; 0 means once per epoch (and always at the end)."""
     log_every: int = 10
@@ -119,7 +190,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     """Share of train held out for validation when a source has no validation split."""
     max_eval_batches: int = 50
-    objective: str = "clm"
+    objective: Objective = Objective.clm
     """Pretraining objective: next-token prediction (clm) or masked language modelling."""
     mlm_probability: float = 0.15
     freeze: str = "none"
@@ -128,11 +199,11 @@ class TrainConfig:
     """Give one more frozen block back, from the top, every N epochs; 0 never."""
     backbone_lr_scale: float = 1.0
     """The trunk's learning rate as a share of the heads'."""
-    schedule: str = "round-robin"
+    schedule: Schedule = Schedule.round_robin
     temperature: float = 1.0
     """Proportional schedule: tasks drawn with probability ∝ size^(1/temperature)."""
     task_weights: dict[str, float] = field(default_factory=dict)
-    balance: str = "none"
+    balance: Balance = Balance.none
     max_samples_per_task: int = 0
     """Cut every task's train split to at most N rows (seeded); 0 keeps all."""
     explode_threshold: float = 1e3
@@ -141,10 +212,10 @@ class TrainConfig:
     """Skip up to N steps whose loss is NaN/inf (no update) before stopping; 0 stops at the
     first. Above 0 every step's loss is read back before its update (one sync per step)."""
     compile: bool = False
+    """torch.compile the training step (worth it on GPUs; compiling takes a while)."""
     max_time: float = 0.0
     """Stop after this many seconds of training (the LR schedule follows the clock); 0: no
     limit. Evaluations count; a resumed run continues the clock."""
-    """torch.compile the training step (worth it on GPUs; compiling takes a while)."""
 
     def __post_init__(self) -> None:
         problems = [
@@ -183,15 +254,14 @@ class TrainConfig:
         ]
         if not 0.0 < self.mlm_probability < 1.0:
             problems.append(f"mlm_probability must be in (0, 1) (got {self.mlm_probability})")
-        for name, value, allowed in (
-            ("device", self.device, DEVICES),
-            ("precision", self.precision, PRECISIONS),
-            ("objective", self.objective, OBJECTIVES),
-            ("schedule", self.schedule, SCHEDULES),
-            ("balance", self.balance, BALANCES),
+        for name, enum in (
+            ("device", Device),
+            ("precision", Precision),
+            ("objective", Objective),
+            ("schedule", Schedule),
+            ("balance", Balance),
         ):
-            if value not in allowed:
-                problems.append(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
+            _coerce(self, name, enum, problems)
         _raise_if(problems, "training options")
 
 
@@ -210,7 +280,7 @@ class TaskConfig:
 class RunConfig:
     """Everything `config.json` in a run folder holds."""
 
-    kind: str
+    kind: RunKind
     model: ModelConfig
     train: TrainConfig
     tasks: list[TaskConfig] = field(default_factory=list)
@@ -237,11 +307,11 @@ class RunConfig:
                 f"run format version {version} is newer than this sentcli understands "
                 f"({FORMAT_VERSION}); upgrade sentcli (pip install -U sentcli)"
             )
-        if d.get("kind") not in KINDS:
+        if d.get("kind") not in {k.value for k in RunKind}:
             raise CheckpointError(f"config.json has an unknown kind {d.get('kind')!r}")
         try:
             return cls(
-                kind=d["kind"],
+                kind=RunKind(d["kind"]),
                 # Runs written before attn_dropout existed used `dropout` there too.
                 model=ModelConfig(**{"attn_dropout": d["model"].get("dropout", 0.0), **d["model"]}),
                 train=TrainConfig(**d["train"]),
@@ -289,3 +359,43 @@ def build_configs(
     except TypeError as e:
         raise ConfigError(f"invalid option: {e}") from e
     return model, train
+
+
+STRUCTURAL = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias", "activation")
+"""Model settings an --init run fixes (its weights have their shapes)."""
+
+
+def merge_configs(
+    options: dict[str, Any], config_file: Path | None, base: ModelConfig | None
+) -> tuple[ModelConfig, TrainConfig, set[str]]:
+    """Model and train configs from defaults (or `base`, an --init run's model), the file and
+    the flags; also the names the user set."""
+    file_values = read_config_file(config_file) if config_file else {}
+    given = {**file_values, **{k: v for k, v in options.items() if v is not None}}
+    if base is not None:
+        clash = [k for k in STRUCTURAL if k in given and given[k] != getattr(base, k)]
+        if clash:
+            raise ConfigError(
+                f"{', '.join('--' + k.replace('_', '-') for k in clash)} conflicts with the "
+                "--init run's model; drop it (the architecture comes from the --init run)"
+            )
+    return (*build_configs(file_values, options, base), set(given))
+
+
+RUNTIME = ("device", "compile", "skip_nonfinite")
+"""Settings a resumed run takes from the command line: where and how it runs, not what it
+learns."""
+
+
+def resumed_config(
+    config: RunConfig, options: dict[str, Any] | None, config_file: Path | None
+) -> tuple[RunConfig, list[str]]:
+    """A resumed run's config with the RUNTIME flags given now, and the other flags given
+    (as --names), which a resumed run ignores: it keeps its own settings."""
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    runtime = {k: v for k, v in given.items() if k in RUNTIME}
+    if runtime:
+        config.train = TrainConfig(**{**asdict(config.train), **runtime})
+    ignored = [f"--{k.replace('_', '-')}" for k in given if k not in RUNTIME]
+    ignored += ["--config"] if config_file else []
+    return config, ignored

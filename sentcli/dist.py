@@ -160,3 +160,22 @@ def wrap(module: nn.Module, d: Dist, device: torch.device) -> nn.Module:
         return module
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+
+
+def check_global_batch(batch_size: int, d: Dist) -> None:
+    """--batch-size is the global batch: every rank needs at least one row of it."""
+    if batch_size < d.world:
+        raise ConfigError(
+            f"--batch-size {batch_size} is the global batch, split over {d.world} "
+            f"processes: use at least {d.world}"
+        )
+
+
+def check_weights_agree(model: nn.Module, d: Dist) -> dict[str, Any]:
+    """Under torchrun: every rank's weight digest (they must agree), for the run summary."""
+    if not d.on:
+        return {}
+    digests = gather_objects(weights_digest(model), d)
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"the ranks ended with different weights: {digests}")
+    return {"ranks": d.world, "weights_sha256": digests}

@@ -18,13 +18,25 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
-from sentcli.config import ModelConfig
+from sentcli.config import (
+    Activation,
+    ModelConfig,
+    Norm,
+    Pooling,
+    RunConfig,
+    RunKind,
+    TrainConfig,
+)
 from sentcli.errors import CheckpointError
+from sentcli.model import MultiTaskModel
 
 SUPPORTED = "BERT-family encoders: model_type bert (BertModel, BertForMaskedLM, BertFor…)"
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
-POOLING_KEYS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
-POOLING_KEYS["pooling_mode_max_tokens"] = "max"
+POOLING_KEYS = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+}
 SKIPPED_PREFIXES = ("pooler.", "cls.", "classifier.", "embeddings.position_ids")
 
 
@@ -141,12 +153,12 @@ def read_checkpoint(folder: Path) -> Imported:
             dropout=float(hf.get("hidden_dropout_prob", 0.1)),
             attn_dropout=float(hf.get("attention_probs_dropout_prob", 0.1)),
             causal=False,
-            activation=ACTIVATIONS[act],
-            norm="post",
+            activation=Activation(ACTIVATIONS[act]),
+            norm=Norm.post,
             embed_norm=True,
             norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
             n_inner=int(hf["intermediate_size"]),
-            pooling=pooling,
+            pooling=Pooling(pooling),
         )
     except KeyError as e:
         raise CheckpointError(f"{folder}/config.json has no {e.args[0]!r}") from e
@@ -205,3 +217,30 @@ def _map(
             f"{SUPPORTED}"
         )
     return out, sorted(extra)
+
+
+def import_checkpoint(folder: Path) -> tuple[RunConfig, MultiTaskModel, Tokenizer, dict[str, Any]]:
+    """A checkpoint folder → the run config, the model (trunk only, no heads), the tokenizer
+    and what was imported (shapes checked against the config first)."""
+    imp = read_checkpoint(folder)
+    model = MultiTaskModel(imp.config, {})
+    for name, tensor in model.trunk.state_dict().items():
+        got = imp.weights[name].shape
+        if got != tensor.shape:
+            raise CheckpointError(
+                f"{folder}: tensor for {name} has shape {tuple(got)}, config.json implies "
+                f"{tuple(tensor.shape)}; the weights and config.json do not belong together"
+            )
+    model.trunk.load_state_dict(imp.weights, strict=True)
+    info: dict[str, Any] = {
+        "from": str(folder),
+        "architecture": imp.architecture,
+        "tensors_read": imp.tensors_read,
+        "tensors_written": len(imp.weights),
+        "parameters": sum(v.numel() for v in imp.weights.values()),
+        "skipped": imp.skipped,
+        "pooling": imp.config.pooling,
+        "max_length": imp.config.block_size,
+    }
+    run = RunConfig(RunKind.encoder, imp.config, TrainConfig(), imported=info)
+    return run, model, imp.tokenizer, {**info, "notes": imp.notes}

@@ -1,11 +1,14 @@
-"""Classification metrics, confusion matrices and the plots written to a run's report/."""
+"""Classification metrics, what a run's metrics log says (evaluations, throughput,
+gradient-norm warnings and summary) and the plots written to its report/."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 
@@ -94,3 +97,77 @@ def plot_confusion(
             ax.text(j, i, str(counts[i, j]), ha="center", va="center", color=color, fontsize=8)
     fig.colorbar(im, ax=ax)
     fig.savefig(path)
+
+
+def history_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluations of a metrics log, flattened: step, epoch and the metrics."""
+    return [
+        {"step": r["step"], "epoch": r["epoch"], **r["metrics"]}
+        for r in records
+        if r["kind"] == "eval"
+    ]
+
+
+def throughput(
+    records: list[dict[str, Any]], flops_per_token: float, device: torch.device
+) -> dict[str, Any]:
+    """Training speed for the summary: the median tokens/s of the logged windows (robust to
+    the windows that held an evaluation or compilation), the model FLOP/s it implies and,
+    on CUDA, the peak memory allocated."""
+    rates = sorted(r["tokens_per_s"] for r in records if r["kind"] == "train")
+    if not rates:
+        return {}
+    tps = rates[len(rates) // 2]
+    out: dict[str, Any] = {
+        "tokens_per_s": tps,
+        "flops_per_token": flops_per_token,
+        "model_flops_per_s": tps * flops_per_token,
+    }
+    if device.type == "cuda":
+        out["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)
+    return out
+
+
+def plot_curves(run_dir: Path, records: list[dict[str, Any]]) -> None:
+    """report/losses.png and report/grad_norms.png from a run's metrics records."""
+    history = history_of(records)
+    curves = {"train": [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]}
+    for key in sorted({k for h in history for k in h if k.endswith("loss")}):
+        curves[key.replace("/", " ")] = [
+            (h["step"], h[key]) for h in history if h.get(key) is not None
+        ]
+    (run_dir / "report").mkdir(exist_ok=True)
+    plot_losses(run_dir / "report" / "losses.png", curves)
+    if any(r.get("group_norms") for r in records):
+        plot_grad_norms(run_dir / "report" / "grad_norms.png", records)
+
+
+VANISHING = 1e-7
+
+
+def grad_warnings(
+    step: int, norms: dict[str, float], threshold: float, vanishing: float = VANISHING
+) -> list[str]:
+    """Warnings for groups whose gradient norm vanished, exploded or is not finite."""
+    out = []
+    for group, norm in norms.items():
+        if not math.isfinite(norm):
+            out.append(f"step {step}: gradient norm of {group} is {norm} (non-finite)")
+        elif norm > threshold:
+            out.append(
+                f"step {step}: gradient norm of {group} is {norm:.3g} > {threshold:g} (exploding)"
+            )
+        elif norm < vanishing:
+            out.append(
+                f"step {step}: gradient norm of {group} is {norm:.3g} < {vanishing:g} (vanishing)"
+            )
+    return out
+
+
+def grad_summary(records: list[dict[str, Any]]) -> list[tuple[str, float, float, float, float]]:
+    """(group, first, last, min, max) gradient norm per group over the logged steps."""
+    series: dict[str, list[float]] = {}
+    for r in records:
+        for group, norm in r.get("group_norms", {}).items():
+            series.setdefault(group, []).append(norm)
+    return [(g, v[0], v[-1], min(v), max(v)) for g, v in series.items()]

@@ -62,7 +62,8 @@ class SelfAttention(nn.Module):
             is_causal=causal,
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # [B, T, C]
-        return self.resid_dropout(self.c_proj(y))
+        out: torch.Tensor = self.resid_dropout(self.c_proj(y))
+        return out
 
 
 class MLP(nn.Module):
@@ -75,7 +76,9 @@ class MLP(nn.Module):
         self.approximate = "tanh" if config.activation == "gelu_tanh" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
+        h = F.gelu(self.c_fc(x), approximate=self.approximate)
+        out: torch.Tensor = self.dropout(self.c_proj(h))
+        return out
 
 
 def layer_norm(config: ModelConfig) -> nn.LayerNorm:
@@ -94,7 +97,8 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
         if self.post_norm:  # BERT: normalise each residual sum
             x = self.ln_1(x + self.attn(x, mask, causal))
-            return self.ln_2(x + self.mlp(x))
+            out: torch.Tensor = self.ln_2(x + self.mlp(x))
+            return out
         x = x + self.attn(self.ln_1(x), mask, causal)
         x = x + self.mlp(self.ln_2(x))
         return x
@@ -119,19 +123,23 @@ class Transformer(nn.Module):
     ) -> torch.Tensor:
         """[B, T] token ids (and [B, T] bool mask, True = real) → hidden states [B, T, C]."""
         B, T = idx.size()
-        if T > self.config.block_size:
+        if self.config.block_size < T:
             raise ValueError(f"sequence of {T} tokens > block_size {self.config.block_size}")
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.ln_e(self.wte(idx) + self.wpe(pos)))  # [B, T, C]
         mask = None
-        if attention_mask is not None and not self.config.causal:
-            # All-real batches need no mask and SDPA then takes its fastest path; the check
-            # is a host sync, so only on the CPU (where it costs nothing).
-            if attention_mask.device.type != "cpu" or not attention_mask.all():
-                mask = key_padding_mask(attention_mask)
+        # All-real batches need no mask and SDPA then takes its fastest path; the check is a
+        # host sync, so only on the CPU (where it costs nothing).
+        if (
+            attention_mask is not None
+            and not self.config.causal
+            and (attention_mask.device.type != "cpu" or not attention_mask.all())
+        ):
+            mask = key_padding_mask(attention_mask)
         for block in self.h:
             x = block(x, mask, self.config.causal)
-        return self.ln_f(x)
+        out: torch.Tensor = self.ln_f(x)
+        return out
 
 
 def init_weights(model: nn.Module, n_layer: int) -> None:

@@ -17,12 +17,12 @@ from tokenizers import (
     trainers,
 )
 
+from sentcli.config import TokenizerKind, choices
 from sentcli.errors import TokenizerError
 
 # Fixed ids: every sentcli tokenizer has these five tokens first, in this order.
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID, MASK_ID = range(5)
-KINDS = ("bpe", "wordpiece", "unigram")
 
 
 @dataclass
@@ -78,7 +78,9 @@ def new_tokenizer(
             vocab_size=vocab_size, special_tokens=specials, unk_token="[UNK]", show_progress=False
         )
     else:
-        raise TokenizerError(f"unknown tokenizer kind {kind!r}; use one of {', '.join(KINDS)}")
+        raise TokenizerError(
+            f"unknown tokenizer kind {kind!r}; use one of {choices(TokenizerKind)}"
+        )
     tok.normalizer = normalizers.Sequence(norm)
     tok.post_processor = processors.TemplateProcessing(
         single="[BOS] $A [EOS]", special_tokens=[("[BOS]", BOS_ID), ("[EOS]", EOS_ID)]

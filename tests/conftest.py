@@ -1,7 +1,5 @@
 """Shared fixtures: a tokenizer trained in-process on real texts, tiny configs, small files."""
 
-import csv
-import gzip
 from pathlib import Path
 
 import pytest
@@ -10,18 +8,7 @@ from tokenizers import Tokenizer
 from sentcli.config import ModelConfig
 from sentcli.tokenizer import train_tokenizer
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "data"
-TINY = {"n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 16, "dropout": 0.0}
-# Options for tiny, quick CPU runs through api.* and the CLI.
-FAST = {**TINY, "device": "cpu", "precision": "fp32", "batch_size": 8, "warmup": 2}
-
-
-def read_rows(path: Path, n: int) -> list[tuple[str, str]]:
-    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        next(reader)
-        return [(row[0], row[1]) for _, row in zip(range(n), reader, strict=False)]
+from helpers import DATA, TINY, read_rows, task_dir
 
 
 @pytest.fixture(scope="session")
@@ -44,24 +31,6 @@ def tokenizer_path(tokenizer: Tokenizer, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture
 def tiny_config(tokenizer: Tokenizer) -> ModelConfig:
     return ModelConfig(vocab_size=tokenizer.get_vocab_size(), **TINY)
-
-
-def write_csv(
-    path: Path, rows: list[tuple[object, ...]], header: tuple[str, ...] = ("text", "label")
-) -> Path:
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
-def task_dir(root: Path, dataset: str, n_train: int, n_test: int) -> Path:
-    """A small real task folder: the first rows of a shipped dataset, and its labels.txt."""
-    write_csv(root / "train.csv", read_rows(DATA / dataset / "train.csv.gz", n_train))
-    write_csv(root / "test.csv", read_rows(DATA / dataset / "test.csv.gz", n_test))
-    (root / "labels.txt").write_text((DATA / dataset / "labels.txt").read_text())
-    return root
 
 
 @pytest.fixture(scope="session")

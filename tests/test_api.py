@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from tokenizers import Tokenizer
 
 from sentcli import api
 from sentcli import checkpoint as ckpt
-from sentcli.data import collate
+from sentcli.config import ModelConfig, RunConfig, RunKind, TaskConfig, TrainConfig
+from sentcli.data.batching import collate
 from sentcli.errors import CheckpointError, ConfigError
+from sentcli.events import EvalLog, StepLog, TrainWarning
+from sentcli.model import LanguageModel, MultiTaskModel
 
-from conftest import FAST
+from helpers import FAST
 
 PRE = {**FAST, "max_steps": 8, "eval_every": 4, "max_eval_batches": 2}
 
@@ -49,15 +53,34 @@ def test_pretrain_writes_the_run_folder_contract(lm_run: Path) -> None:
     assert not list(lm_run.glob(".*.tmp"))  # no temporary files left behind
 
 
-def test_save_load_gives_identical_outputs(lm_run: Path) -> None:
-    config, model, tok, step = ckpt.load_run(lm_run)
-    again = ckpt.load_run(lm_run)[1]
-    x = torch.tensor([tok.encode("Oil prices rise again").ids])
-    model.eval(), again.eval()
-    assert step == 8
-    assert torch.equal(model(x)[0], again(x)[0])
-    weights = load_file(str(lm_run / "model.safetensors"))
-    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+@pytest.mark.parametrize("kind", [RunKind.lm, RunKind.mtl])
+def test_a_saved_model_reloads_as_the_model_that_was_saved(
+    tmp_path: Path, tokenizer: Tokenizer, tiny_config: ModelConfig, kind: RunKind
+) -> None:
+    torch.manual_seed(0)
+    tasks = [TaskConfig("topic", "x", label_names=list("abcd")), TaskConfig("s", "y")]
+    tasks[1].label_names = ["n", "p"]
+    if kind == RunKind.lm:
+        model: torch.nn.Module = LanguageModel(tiny_config)
+        config = RunConfig(kind, tiny_config, TrainConfig())
+    else:
+        model = MultiTaskModel(tiny_config, {"topic": 4, "s": 2})
+        config = RunConfig(kind, tiny_config, TrainConfig(), tasks=tasks)
+    run = tmp_path / "run"
+    ckpt.create_run_dir(run)
+    ckpt.save_run(run, config, model, tokenizer, step=3)
+    _, loaded, _, step = ckpt.load_run(run)
+    assert step == 3 and type(loaded) is type(model)
+    saved = model.state_dict()
+    assert list(loaded.state_dict()) == list(saved)
+    assert all(torch.equal(v, saved[k]) for k, v in loaded.state_dict().items())
+    ids, mask = collate([np.array(tokenizer.encode(t).ids) for t in ("Oil prices rise", "a")])
+    model.eval(), loaded.eval()
+    if isinstance(model, MultiTaskModel):
+        for task in ("topic", "s"):
+            assert torch.equal(model(ids, mask, task)[0], loaded(ids, mask, task)[0])
+    else:
+        assert torch.equal(model(ids)[0], loaded(ids)[0])
 
 
 def _without_timing(records: list[dict]) -> list[dict]:
@@ -68,7 +91,7 @@ def test_interrupt_then_resume_equals_uninterrupted(
     tmp_path: Path, corpus_file: Path, tokenizer_path: Path
 ) -> None:
     def interrupt_after_step_4(event: object) -> None:
-        if getattr(event, "kind", None) == "eval" and event.step == 4:  # type: ignore[attr-defined]
+        if isinstance(event, EvalLog) and event.step == 4:
             os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, deferred to the step boundary
 
     # logs every 3 steps, evaluates every 2: the stop at step 4 falls inside a log window
@@ -87,7 +110,7 @@ def test_interrupt_then_resume_equals_uninterrupted(
         [str(corpus_file)], cut, resume=True, options={"lr": 0.5}, on_event=events.append
     )
     assert second.steps == 8 and not second.interrupted
-    warnings = [e["message"] for e in events if isinstance(e, dict) and e["kind"] == "warning"]
+    warnings = [e.message for e in events if isinstance(e, TrainWarning)]
     assert warnings[0].endswith("ignored: --lr")  # and the run kept its own lr (same weights)
     a, b = load_file(str(full / "model.safetensors")), load_file(str(cut / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical on CPU
@@ -197,7 +220,7 @@ def test_save_every_checkpoints_between_evaluations(
     saved_steps = []
 
     def watch(event: object) -> None:
-        if getattr(event, "kind", None) == "train":  # logged before that step's save
+        if isinstance(event, StepLog):  # logged before that step's save
             weights = tmp_path / "lm" / "model.safetensors"
             saved_steps.append(ckpt.load_weights(tmp_path / "lm")[1] if weights.exists() else 0)
 

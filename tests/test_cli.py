@@ -11,28 +11,9 @@ from sentcli import __version__
 from sentcli.api import DEFAULT_MODEL
 from sentcli.cli import app
 
-from conftest import DATA, write_csv
+from helpers import DATA, FAST_FLAGS, write_csv
 
 runner = CliRunner()
-FAST_FLAGS = [
-    "--device",
-    "cpu",
-    "--precision",
-    "fp32",
-    "--n-layer",
-    "2",
-    "--n-head",
-    "2",
-    "--n-embd",
-    "16",
-    "--block-size",
-    "16",
-    "--batch-size",
-    "8",
-    "--warmup",
-    "2",
-    "--quiet",
-]
 
 
 def run(*args: str) -> object:
@@ -192,6 +173,7 @@ def encoder_on(source: str) -> list[str]:
 
 
 MTL_AG = ["train-mtl", "--task", "t={data}/ag_news", "--tokenizer", "{tok}", "-o", "{tmp}/e"]
+PRETRAIN = ["pretrain", "{data}/imdb_unsup", "--tokenizer", "{tok}", "-o", "{tmp}/lm"]
 
 BAD_CASES = [
     (["build-tokenizer", "{bad}/missing.txt", "-o", "{tmp}/t.json"], "no such file"),
@@ -210,45 +192,10 @@ BAD_CASES = [
         ["pretrain", "{data}/imdb_unsup", "--tokenizer", "{bad}/wordlevel.json", "-o", "{tmp}/lm"],
         "[PAD] is not id 0",
     ),
+    ([*PRETRAIN, "--batch-size", "0"], "batch_size must be at least 1"),
+    ([*PRETRAIN, "--n-embd", "30", "--n-head", "4"], "divisible"),
     (
-        [
-            "pretrain",
-            "{data}/imdb_unsup",
-            "--tokenizer",
-            "{tok}",
-            "-o",
-            "{tmp}/lm",
-            "--batch-size",
-            "0",
-        ],
-        "batch_size must be at least 1",
-    ),
-    (
-        [
-            "pretrain",
-            "{data}/imdb_unsup",
-            "--tokenizer",
-            "{tok}",
-            "-o",
-            "{tmp}/lm",
-            "--n-embd",
-            "30",
-            "--n-head",
-            "4",
-        ],
-        "divisible",
-    ),
-    (
-        [
-            "pretrain",
-            "{data}/imdb_unsup",
-            "--tokenizer",
-            "{tok}",
-            "-o",
-            "{tmp}/lm",
-            "--device",
-            "cuda",
-        ],
+        [*PRETRAIN, "--device", "cuda"],
         "CUDA",
     ),
     (

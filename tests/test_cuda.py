@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from sentcli import api, multitask
+from sentcli import api
 from sentcli import checkpoint as ckpt
+from sentcli.inference.embed import InferenceOptions
+from sentcli.training import classify
 
-from conftest import FAST
+from helpers import FAST
 
 pytestmark = [
     pytest.mark.cuda,
@@ -38,7 +40,7 @@ def test_no_host_sync_between_logs(
     blocking copy there fails the run."""
     steps = 12
     calls = {"n": 0}
-    original = multitask.weighted_loss
+    original = classify.weighted_loss
 
     def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls["n"] += 1
@@ -48,7 +50,7 @@ def test_no_host_sync_between_logs(
             torch.cuda.set_sync_debug_mode("default")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(multitask, "weighted_loss", watched)
+    monkeypatch.setattr(classify, "weighted_loss", watched)
     opts = {**GPU, "max_steps": steps, "log_every": steps, "schedule": "joint"}
     try:
         result = api.train_mtl(
@@ -83,7 +85,8 @@ def test_cuda_embeddings_match_the_cpu(
     vectors = {}
     for device, precision in (("cpu", "fp32"), ("cuda", "fp32"), ("cuda", "bf16")):
         out = tmp_path / f"{device}-{precision}.npy"
-        api.embed(str(texts), out, model=run, device=device, precision=precision)
+        options = InferenceOptions(device=device, precision=precision)
+        api.embed(str(texts), out, run, options=options)
         vectors[device, precision] = np.load(out)
     base = vectors["cpu", "fp32"]
     for key, v in vectors.items():

@@ -5,14 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentcli import data as D
+from sentcli.data import batching, tasks
 from sentcli.errors import DataError
 
-from conftest import write_csv
+from helpers import write_csv
 
 
 def test_folder_with_labels_txt_and_integer_labels(topic_dir: Path) -> None:
-    td = D.load_task("topic", str(topic_dir), val_fraction=0.25, seed=0)
+    td = tasks.load_task("topic", str(topic_dir), val_fraction=0.25, seed=0)
     assert td.label_names == ["World", "Sports", "Business", "Sci/Tech"]
     assert len(td.train) == 180 and len(td.validation) == 60 and len(td.test) == 80
     assert td.train.column_names == ["text", "label"]
@@ -20,9 +20,9 @@ def test_folder_with_labels_txt_and_integer_labels(topic_dir: Path) -> None:
 
 
 def test_validation_split_is_seeded(topic_dir: Path) -> None:
-    a = list(D.load_task("t", str(topic_dir), seed=3).validation["text"])
-    b = list(D.load_task("t", str(topic_dir), seed=3).validation["text"])
-    c = list(D.load_task("t", str(topic_dir), seed=4).validation["text"])
+    a = list(tasks.load_task("t", str(topic_dir), seed=3).validation["text"])
+    b = list(tasks.load_task("t", str(topic_dir), seed=3).validation["text"])
+    c = list(tasks.load_task("t", str(topic_dir), seed=4).validation["text"])
     assert a == b and a != c
 
 
@@ -44,7 +44,7 @@ def test_file_formats_and_string_labels(tmp_path: Path, fmt: str) -> None:
     else:
         with gzip.open(path, "wt") as f:
             f.write("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
-    td = D.load_task("s", str(path), val_fraction=0.2)
+    td = tasks.load_task("s", str(path), val_fraction=0.2)
     assert td.label_names == ["neg", "pos"]
     text, label = td.train[0]["text"], td.train[0]["label"]
     assert int(text.split()[-1]) % 2 == label
@@ -52,7 +52,7 @@ def test_file_formats_and_string_labels(tmp_path: Path, fmt: str) -> None:
 
 def test_text_na_stays_a_text(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "d.csv", [("NA", 0), ("null", 1), ("fine", 0), ("ok", 1)])
-    td = D.load_task("s", str(path), val_fraction=0.5)
+    td = tasks.load_task("s", str(path), val_fraction=0.5)
     assert sorted(list(td.train["text"]) + list(td.validation["text"])) == [
         "NA",
         "fine",
@@ -84,7 +84,7 @@ def test_bad_files_name_the_problem(
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        D.load_task("t", str(path))
+        tasks.load_task("t", str(path))
 
 
 def test_truncated_gzip_is_refused(tmp_path: Path) -> None:
@@ -92,27 +92,27 @@ def test_truncated_gzip_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "cut.csv.gz"
     path.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(DataError, match="corrupt or truncated gzip"):
-        D.load_task("t", str(path))
+        tasks.load_task("t", str(path))
 
 
 def test_folder_without_train_file(tmp_path: Path) -> None:
     (tmp_path / "test.csv").write_text("text,label\na,0\n")
     with pytest.raises(DataError, match="no train"):
-        D.load_task("t", str(tmp_path))
+        tasks.load_task("t", str(tmp_path))
 
 
 def test_label_beyond_labels_txt(tmp_path: Path) -> None:
     write_csv(tmp_path / "train.csv", [("a", 0), ("b", 1), ("c", 2)])
     (tmp_path / "labels.txt").write_text("neg\npos\n")
     with pytest.raises(DataError, match=r"row 3 has label 2, outside 0..1 \(2 label names\)"):
-        D.load_task("t", str(tmp_path))
+        tasks.load_task("t", str(tmp_path))
 
 
 def test_string_label_unknown_to_labels_txt(tmp_path: Path) -> None:
     write_csv(tmp_path / "train.csv", [("a", "neg"), ("b", "pos"), ("c", "meh")])
     (tmp_path / "labels.txt").write_text("neg\npos\n")
     with pytest.raises(DataError, match="row 3 has label 'meh'"):
-        D.load_task("t", str(tmp_path))
+        tasks.load_task("t", str(tmp_path))
 
 
 def test_hub_source_fails_fast_offline(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,7 +125,7 @@ def test_hub_source_fails_fast_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(DataError, match="hub cannot be reached"):
-        D.load_task("t", "hf:ag_news")
+        tasks.load_task("t", "hf:ag_news")
 
 
 def test_hub_source_offline_and_uncached(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -137,35 +137,35 @@ def test_hub_source_offline_and_uncached(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(DataError, match="not in your cache.*pass a local file"):
-        D.load_task("t", "hf:sentcli-test/no-such-dataset")
+        tasks.load_task("t", "hf:sentcli-test/no-such-dataset")
 
 
 def test_task_spec_parsing() -> None:
-    assert D.parse_task_spec("topic=data/ag_news") == ("topic", "data/ag_news")
+    assert tasks.parse_task_spec("topic=data/ag_news") == ("topic", "data/ag_news")
     with pytest.raises(DataError, match="NAME=SOURCE"):
-        D.parse_task_spec("data/ag_news")
+        tasks.parse_task_spec("data/ag_news")
 
 
 def test_length_batches_cover_every_index_once_and_group_lengths() -> None:
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 100, size=1000)
-    batches = D.length_batches(lengths, 16, np.random.default_rng(1))
+    batches = batching.length_batches(lengths, 16, np.random.default_rng(1))
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == list(range(1000))
     spread = np.mean([np.ptp(lengths[b]) for b in batches])
     assert spread < 20  # random batches would span ~90
-    again = D.length_batches(lengths, 16, np.random.default_rng(1))
+    again = batching.length_batches(lengths, 16, np.random.default_rng(1))
     assert all((a == b).all() for a, b in zip(batches, again, strict=True))
 
 
 def test_collate_pads_right_with_mask() -> None:
-    ids, mask = D.collate([np.array([5, 6, 7]), np.array([8])])
+    ids, mask = batching.collate([np.array([5, 6, 7]), np.array([8])])
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]]
     assert mask.tolist() == [[True, True, True], [True, False, False]]
 
 
 def test_pack_blocks_makes_every_token_a_target_once() -> None:
     stream = [np.arange(0, 10), np.arange(10, 23)]
-    blocks = D.pack_blocks(stream, 4)
+    blocks = batching.pack_blocks(stream, 4)
     assert blocks.shape == (5, 5)
     assert blocks[:, 1:].ravel().tolist() == list(range(1, 21))

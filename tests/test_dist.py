@@ -17,7 +17,10 @@ from sentcli import checkpoint as ckpt
 from sentcli import dist
 from sentcli.cli import app
 
-from conftest import DATA
+from helpers import DATA
+
+# Every test here shares one pair of torchrun runs (about 20 s).
+pytestmark = pytest.mark.slow
 
 ARGS = [
     "train-mtl",

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -15,10 +16,12 @@ from typer.testing import CliRunner
 from sentcli import api
 from sentcli.checkpoint import load_run
 from sentcli.cli import app
-from sentcli.embed import apply_batched, prepare, vector_fn
+from sentcli.errors import ConfigError
+from sentcli.inference import embed as inference_embed
+from sentcli.inference.embed import InferenceOptions, apply_batched, prepare, vector_fn
 from sentcli.tokenizer import encode
 
-from conftest import DATA, FAST, read_rows, write_csv
+from helpers import DATA, FAST, read_rows, write_csv
 
 runner = CliRunner()
 
@@ -65,9 +68,10 @@ def reference(run_dir: Path, texts: list[str], normalize: bool = True) -> np.nda
     return np.stack([apply_batched(vector_fn(model, normalize), [s], 1, dev)[0] for s in seqs])
 
 
-def embed(run_dir: Path, source: str, output: Path | None = None, **kw: object) -> object:
-    kw = {"precision": "fp32", "device": "cpu", **kw}
-    return api.embed(source, output, run_dir, **kw)  # type: ignore[arg-type]
+def embed(run_dir: Path, source: str, output: Path | None = None, **kw: Any) -> object:
+    normalize = kw.pop("normalize", True)
+    options = InferenceOptions(**{"precision": "fp32", "device": "cpu", **kw})
+    return api.embed(source, output, run_dir, normalize=normalize, options=options)
 
 
 def test_order_and_vectors_hold_across_chunks_and_batches(
@@ -207,10 +211,10 @@ def test_default_model_lookup_order(
     mtl_run: Path, lines_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(api.MODEL_ENV, raising=False)
-    monkeypatch.setattr(api, "DEFAULT_MODEL", tmp_path / "none")
-    with pytest.raises(api.ConfigError, match="no model: pass --model"):
+    monkeypatch.setattr(inference_embed, "DEFAULT_MODEL", tmp_path / "none")
+    with pytest.raises(ConfigError, match="no model: pass --model"):
         api.resolve_model(None)
-    monkeypatch.setattr(api, "DEFAULT_MODEL", mtl_run)
+    monkeypatch.setattr(inference_embed, "DEFAULT_MODEL", mtl_run)
     assert api.resolve_model(None) == (mtl_run, "the default model")
     monkeypatch.setenv(api.MODEL_ENV, str(tmp_path / "env-run"))
     assert api.resolve_model(None)[0] == tmp_path / "env-run"

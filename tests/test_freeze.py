@@ -5,7 +5,7 @@ from sentcli.config import ModelConfig
 from sentcli.errors import ConfigError
 from sentcli.freeze import apply_freeze, parameter_groups, parse_freeze
 from sentcli.model import MultiTaskModel
-from sentcli.train import make_optimizer
+from sentcli.training.loop import make_optimizer
 
 TASKS = ["topic", "sentiment"]
 EMB = {"trunk.wte.weight", "trunk.wpe.weight"}

@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 from sentcli import api
 from sentcli.checkpoint import load_run
 from sentcli.cli import app
+from sentcli.inference.embed import InferenceOptions
 from sentcli.tokenizer import encode
 
-from conftest import DATA
+from helpers import DATA
 
 runner = CliRunner()
 TINY_BERT = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}
@@ -137,10 +138,8 @@ def test_imported_encoder_computes_bert(imported: Path, bert_dir: Path, texts: l
         str(imported.parent / "in.txt"),
         imported.parent / "v.npy",
         imported,
-        precision="fp32",
-        device="cpu",
         normalize=False,
-        batch_size=7,
+        options=InferenceOptions(batch_size=7, device="cpu", precision="fp32"),
     )
     got = np.load(imported.parent / "v.npy")
     for i, ids in enumerate(encode(tok, texts[:20], 40)):
@@ -247,6 +246,7 @@ def read_texts(path: Path, n: int) -> list[str]:
         return [row[0] for _, row in zip(range(n), reader, strict=False)]
 
 
+@pytest.mark.slow
 def test_parity_with_sentence_transformers_on_all_minilm(tmp_path: Path) -> None:
     st = pytest.importorskip(
         "sentence_transformers", reason="needs the bench extra: pip install -e '.[bench]'"
@@ -267,8 +267,7 @@ def test_parity_with_sentence_transformers_on_all_minilm(tmp_path: Path) -> None
         str(tmp_path / "in.txt"),
         tmp_path / "v.npy",
         tmp_path / "run",
-        precision="fp32",
-        device="cpu",
+        options=InferenceOptions(device="cpu", precision="fp32"),
     )
     ours = np.load(tmp_path / "v.npy")
     model = st.SentenceTransformer(str(minilm.get_model_path()), device="cpu")

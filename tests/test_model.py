@@ -1,7 +1,7 @@
 import torch
 
 from sentcli.config import ModelConfig
-from sentcli.data import collate
+from sentcli.data.batching import collate
 from sentcli.model import LanguageModel, MultiTaskModel, key_padding_mask, mean_pool
 
 

@@ -13,12 +13,13 @@ from sentcli import api
 from sentcli import checkpoint as ckpt
 from sentcli.cli import app
 from sentcli.config import ModelConfig
-from sentcli.data import collate
-from sentcli.metrics import classification_metrics
+from sentcli.data.batching import collate
+from sentcli.events import StepLog
+from sentcli.metrics import classification_metrics, grad_warnings
 from sentcli.model import MultiTaskModel
-from sentcli.multitask import grad_warnings, plan_steps, weighted_loss
+from sentcli.training.classify import plan_steps, weighted_loss
 
-from conftest import FAST
+from helpers import FAST
 
 MTL = {**FAST, "epochs": 2, "batch_size": 16}
 
@@ -364,37 +365,22 @@ def test_report_of_a_language_model_run(lm: Path) -> None:
 def test_balance_and_max_samples_cut_the_train_splits(
     tmp_path: Path, lm: Path, topic_dir: Path, sentiment_dir: Path
 ) -> None:
-    opts = {**MTL, "epochs": 1, "freeze": "backbone"}
-    balanced = api.train_mtl(
-        specs(topic_dir, sentiment_dir),
-        tmp_path / "b",
-        init=lm,
-        options={**opts, "balance": "downsample"},
-    )
-    n_sentiment = 120 - round(120 * 0.1)
-    assert (
-        balanced.history[1]["topic/examples"]
-        == balanced.history[1]["sentiment/examples"]
-        == n_sentiment
-    )
-    capped = api.train_mtl(
-        specs(topic_dir, sentiment_dir),
-        tmp_path / "c",
-        init=lm,
-        options={**opts, "max_samples_per_task": 50},
-    )
-    assert capped.history[1]["topic/examples"] == capped.history[1]["sentiment/examples"] == 50
+    def examples(name: str, **extra: object) -> dict[str, int]:
+        opts = {**MTL, "epochs": 1, "freeze": "backbone", **extra}
+        run = api.train_mtl(specs(topic_dir, sentiment_dir), tmp_path / name, lm, options=opts)
+        last = run.history[1]
+        return {k: last[k] for k in last if k.endswith(("/examples", "/batches"))}
+
+    n_topic, n_sentiment = 240 - round(240 * 0.1), 120 - round(120 * 0.1)
+    balanced = examples("b", balance="downsample")
+    assert balanced["topic/examples"] == balanced["sentiment/examples"] == n_sentiment
+    capped = examples("c", max_samples_per_task=50)
+    assert capped["topic/examples"] == capped["sentiment/examples"] == 50
     # upsample: sentiment (108 rows, 7 batches of 16) goes round until it has topic's count
-    up = api.train_mtl(
-        specs(topic_dir, sentiment_dir),
-        tmp_path / "u",
-        init=lm,
-        options={**opts, "balance": "upsample"},
-    )
-    n_topic = 240 - round(240 * 0.1)
-    assert up.history[1]["topic/examples"] == n_topic
-    assert up.history[1]["topic/batches"] == up.history[1]["sentiment/batches"] == 14
-    assert up.history[1]["sentiment/examples"] > 2 * n_sentiment - 16
+    up = examples("u", balance="upsample")
+    assert up["topic/examples"] == n_topic
+    assert up["topic/batches"] == up["sentiment/batches"] == 14
+    assert up["sentiment/examples"] > 2 * n_sentiment - 16
 
 
 def test_zero_head_weights_trigger_vanishing_gradient_warnings(
@@ -430,7 +416,7 @@ def test_loss_table_accuracy_equals_a_recomputation(
     mtl_run: tuple[Path, str], topic_dir: Path
 ) -> None:
     from sentcli import checkpoint as ckpt
-    from sentcli.data import load_task
+    from sentcli.data.tasks import load_task
     from sentcli.tokenizer import encode
 
     run, _ = mtl_run
@@ -467,7 +453,7 @@ def test_interrupted_multitask_run_resumes_to_the_same_weights(
     import signal
 
     def interrupt_after_first_step(event: object) -> None:
-        if getattr(event, "kind", None) == "train" and event.step == 1:  # type: ignore[attr-defined]
+        if isinstance(event, StepLog) and event.step == 1:
             os.kill(os.getpid(), signal.SIGINT)
 
     opts = {**MTL, "log_every": 1, "schedule": "joint", "freeze": "layers:1"}

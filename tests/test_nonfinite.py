@@ -11,12 +11,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from sentcli import api, multitask
+from sentcli import api
 from sentcli import checkpoint as ckpt
 from sentcli.cli import app
 from sentcli.errors import TrainingError
+from sentcli.events import TrainWarning
+from sentcli.training import classify
 
-from conftest import FAST
+from helpers import FAST
 
 OPTS = {**FAST, "batch_size": 16, "log_every": 2, "eval_every": 4, "max_steps": 16}
 
@@ -26,7 +28,7 @@ def poison(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
     """Calls (1-based training steps) listed in `state["at"]` get a NaN loss; the tasks of
     each poisoned step are recorded."""
     state: dict = {"at": set(), "calls": 0, "tasks": {}}
-    original = multitask.weighted_loss
+    original = classify.weighted_loss
 
     def weighted_loss(model, batches, weights, shares=None):  # type: ignore[no-untyped-def]
         total, losses = original(model, batches, weights, shares)
@@ -37,7 +39,7 @@ def poison(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
             total = total * float("nan")
         return total, losses
 
-    monkeypatch.setattr(multitask, "weighted_loss", weighted_loss)
+    monkeypatch.setattr(classify, "weighted_loss", weighted_loss)
     yield state
 
 
@@ -81,8 +83,8 @@ def test_skip_nonfinite_steps_over_bad_steps_then_stops_past_the_tolerance(
     warnings: list[str] = []
 
     def on_event(e: object) -> None:
-        if isinstance(e, dict) and e["kind"] == "warning":
-            warnings.append(e["message"])
+        if isinstance(e, TrainWarning):
+            warnings.append(e.message)
 
     run = tmp_path / "skip"
     opts = {**OPTS, "skip_nonfinite": 2}

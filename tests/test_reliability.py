@@ -6,9 +6,11 @@ import sys
 import time
 from pathlib import Path
 
-from test_cli import FAST_FLAGS
+import pytest
 
 from sentcli import checkpoint as ckpt
+
+from helpers import FAST_FLAGS
 
 
 def saved_at(run_dir: Path) -> float:
@@ -16,6 +18,7 @@ def saved_at(run_dir: Path) -> float:
     return path.stat().st_mtime if path.is_file() else 0.0
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_always_leaves_a_loadable_resumable_run(
     tmp_path: Path, corpus_file: Path, tokenizer_path: Path
 ) -> None:

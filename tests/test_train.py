@@ -7,11 +7,12 @@ import torch
 from sentcli import api
 from sentcli import checkpoint as ckpt
 from sentcli.config import TrainConfig
+from sentcli.device import resolve_device, resolve_precision
 from sentcli.errors import ConfigError
 from sentcli.model import MultiTaskModel
-from sentcli.train import get_lr, make_optimizer, resolve_device, resolve_precision, total_steps
+from sentcli.training.loop import get_lr, make_optimizer, total_steps
 
-from conftest import FAST
+from helpers import FAST
 
 
 def test_get_lr_hits_its_endpoints() -> None:
@@ -44,7 +45,7 @@ def test_optimizer_sees_only_trainable_params_with_decay_split(tiny_config) -> N
 
 def test_group_norms_match_a_manual_computation(tiny_config) -> None:
     from sentcli.freeze import group_of
-    from sentcli.train import group_norms
+    from sentcli.training.loop import group_norms
 
     model = MultiTaskModel(tiny_config, {"t": 2})
     ids = torch.randint(5, 100, (3, 6))
@@ -73,6 +74,7 @@ def test_device_and_precision_resolution() -> None:
             resolve_device("cuda")
 
 
+@pytest.mark.slow
 def test_compile_trains_like_eager(
     tmp_path: Path, topic_dir: Path, sentiment_dir: Path, tokenizer_path: Path
 ) -> None:

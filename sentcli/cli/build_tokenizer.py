@@ -1,20 +1,15 @@
 """`sentcli build-tokenizer`: train a BPE, WordPiece or Unigram tokenizer on text files."""
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from sentcli import api
-from sentcli.cli import app
-from sentcli.cli._util import TextColOpt, err, handle_errors, out, progress
-
-
-class Kind(StrEnum):
-    bpe = "bpe"
-    wordpiece = "wordpiece"
-    unigram = "unigram"
+from sentcli.cli._util import app, err, handle_errors, out
+from sentcli.cli.options import QuietOpt, TextColOpt
+from sentcli.cli.render import TokenizerView, progress
+from sentcli.config import TokenizerKind
 
 
 @app.command("build-tokenizer")
@@ -26,14 +21,14 @@ def build_tokenizer_cli(
     output: Annotated[
         Path, typer.Option("--output", "-o", dir_okay=False, help="tokenizer.json to write.")
     ],
-    kind: Annotated[Kind, typer.Option(help="Subword model.")] = Kind.bpe,
+    kind: Annotated[TokenizerKind, typer.Option(help="Subword model.")] = TokenizerKind.bpe,
     vocab_size: Annotated[int, typer.Option(help="Tokens in the vocabulary.")] = 8000,
     min_frequency: Annotated[int, typer.Option(help="Least count for a merge/word.")] = 2,
     lowercase: Annotated[
         bool, typer.Option("--lowercase", help="Lowercase before splitting.")
     ] = False,
     text_column: TextColOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train a subword tokenizer (BPE, WordPiece or Unigram) on text files.
 
@@ -42,15 +37,10 @@ def build_tokenizer_cli(
     Example: sentcli build-tokenizer data/imdb_unsup data/ag_news --vocab-size 8000 -o tok.json
     """
     with progress(quiet) as bar:
-        task = bar.add_task("reading texts", total=None, info="")
-
-        def on_event(event: object) -> None:
-            if isinstance(event, dict) and event.get("kind") == "progress":
-                bar.update(task, completed=event["texts"])
-
         summary = api.build_tokenizer(
-            data, output, kind.value, vocab_size, min_frequency, lowercase, text_column, on_event
-        )
+            data, output, kind.value, vocab_size, min_frequency, lowercase, text_column,
+            TokenizerView(bar),
+        )  # fmt: skip
     out.print(f"wrote {output}")
     out.print(f"vocab size          {summary.vocab_size:,}")
     out.print(f"texts read          {summary.texts:,}")

@@ -7,47 +7,22 @@ from typing import Annotated
 import typer
 
 from sentcli import api
-from sentcli.cli import app
-from sentcli.cli._util import (
+from sentcli.cli._util import app, handle_errors
+from sentcli.cli.options import (
+    INFER_BATCH,
+    BatchSizeOpt,
     DeviceOpt,
-    InferenceView,
-    InferPrecision,
+    IdColumnOpt,
+    InferPrecisionOpt,
+    InputArg,
+    MaxLengthOpt,
+    ModelOpt,
     QuietOpt,
-    handle_errors,
-    inference_summary,
+    TextColumnOpt,
 )
-
-InputArg = Annotated[
-    str,
-    typer.Argument(
-        metavar="INPUT",
-        help="Text file (one text per line, .gz ok), - for stdin, or .csv/.tsv/.jsonl/.parquet.",
-    ),
-]
-ModelOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--model",
-        "-m",
-        file_okay=False,
-        help="Run folder (default: $SENTCLI_MODEL, else the model shipped with sentcli).",
-    ),
-]
-TextColumnOpt = Annotated[
-    str | None, typer.Option(help="Tables: the text column (default: text/sentence/review/…).")
-]
-IdColumnOpt = Annotated[
-    str | None, typer.Option(help="Tables: a column whose value replaces the text in the output.")
-]
-BatchSizeOpt = Annotated[int, typer.Option(help="Texts per batch.")]
-MaxLengthOpt = Annotated[
-    int | None,
-    typer.Option(help="Cut texts to N tokens (default: the model's block size); cuts are counted."),
-]
-InferPrecisionOpt = Annotated[
-    InferPrecision,
-    typer.Option(help="auto: bf16 where native; int8: dynamic quantisation (CPU)."),
-]
+from sentcli.cli.render import InferenceView, inference_summary
+from sentcli.config import InferPrecision
+from sentcli.inference.embed import InferenceOptions
 
 
 @app.command("embed")
@@ -66,7 +41,7 @@ def embed_cli(
     model: ModelOpt = None,
     text_column: TextColumnOpt = None,
     id_column: IdColumnOpt = None,
-    batch_size: BatchSizeOpt = 128,
+    batch_size: BatchSizeOpt = INFER_BATCH,
     max_length: MaxLengthOpt = None,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the vectors.")] = True,
     device: DeviceOpt = None,
@@ -88,14 +63,15 @@ def embed_cli(
             input,
             output,
             model,
-            text_column=text_column,
-            id_column=id_column,
-            batch_size=batch_size,
-            max_length=max_length,
-            normalize=normalize,
-            device=device.value if device else "auto",
-            precision=precision.value,
-            stdout=sys.stdout.buffer,
+            options=InferenceOptions(
+                text_column=text_column,
+                id_column=id_column,
+                batch_size=batch_size,
+                max_length=max_length,
+                device=device.value if device else "auto",
+                precision=precision.value,
+                stdout=sys.stdout.buffer,
+            ),
             on_event=view,
         )
     inference_summary("embedded", result, quiet)

@@ -5,27 +5,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from sentcli import api
-from sentcli.cli import app
-from sentcli.cli._util import DeviceOpt, confusion_table, handle_errors, out
-from sentcli.data import parse_task_spec
-
-
-def per_class_table(title: str, per_class: dict[str, dict[str, float]]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for col in ("label", "precision", "recall", "F1", "support"):
-        table.add_column(col, justify="left" if col == "label" else "right")
-    for name, m in per_class.items():
-        table.add_row(
-            name,
-            f"{m['precision']:.4f}",
-            f"{m['recall']:.4f}",
-            f"{m['f1']:.4f}",
-            f"{m['support']:,}",
-        )
-    return table
+from sentcli.cli._util import app, handle_errors, out
+from sentcli.cli.options import DeviceOpt
+from sentcli.cli.render import confusion_table, per_class_table
+from sentcli.config import TaskConfig
+from sentcli.data.tasks import parse_task_spec
 
 
 @app.command("evaluate")
@@ -50,7 +36,7 @@ def evaluate_cli(
 
     Example: sentcli evaluate --model runs/mtl --task sentiment=data/imdb --json
     """
-    specs = [api.TaskConfig(*parse_task_spec(t)) for t in task or []]
+    specs = [TaskConfig(*parse_task_spec(t)) for t in task or []]
     result = api.evaluate(model, specs or None, batch_size, device.value if device else "auto")
     if as_json:
         out.print_json(json.dumps(result))

@@ -6,8 +6,9 @@ from typing import Annotated
 import typer
 
 from sentcli import api
-from sentcli.cli import app
-from sentcli.cli._util import OutputDir, OverwriteOpt, err, handle_errors, human, out
+from sentcli.cli._util import app, err, handle_errors, out
+from sentcli.cli.options import OutputDir, OverwriteOpt
+from sentcli.cli.render import human
 
 
 @app.command("import-hf")

@@ -1,36 +1,29 @@
 """`sentcli predict`: one label (and probability) per input row, for pipelines."""
 
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from sentcli import api
-from sentcli.cli import app
-from sentcli.cli._util import (
-    DeviceOpt,
-    InferenceView,
-    InferPrecision,
-    QuietOpt,
-    handle_errors,
-    inference_summary,
-)
-from sentcli.cli.embed import (
+from sentcli.cli._util import app, handle_errors
+from sentcli.cli.options import (
+    INFER_BATCH,
     BatchSizeOpt,
+    DeviceOpt,
     IdColumnOpt,
     InferPrecisionOpt,
     InputArg,
     MaxLengthOpt,
     ModelOpt,
+    QuietOpt,
     TextColumnOpt,
 )
-
-
-class Format(StrEnum):
-    tsv = "tsv"
-    jsonl = "jsonl"
+from sentcli.cli.render import InferenceView, inference_summary
+from sentcli.config import InferPrecision
+from sentcli.inference.embed import InferenceOptions
+from sentcli.inference.outputs import LabelFormat
 
 
 @app.command("predict")
@@ -43,16 +36,16 @@ def predict_cli(
     model: ModelOpt = None,
     top_k: Annotated[int, typer.Option(help="Labels per row, most probable first.")] = 1,
     fmt: Annotated[
-        Format,
+        LabelFormat,
         typer.Option("--format", help="tsv: label<TAB>probability; jsonl: one object per row."),
-    ] = Format.tsv,
+    ] = LabelFormat.tsv,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", dir_okay=False, help="File to write (default: stdout)."),
     ] = None,
     text_column: TextColumnOpt = None,
     id_column: IdColumnOpt = None,
-    batch_size: BatchSizeOpt = 128,
+    batch_size: BatchSizeOpt = INFER_BATCH,
     max_length: MaxLengthOpt = None,
     device: DeviceOpt = None,
     precision: InferPrecisionOpt = InferPrecision.auto,
@@ -76,13 +69,15 @@ def predict_cli(
             task,
             top_k=top_k,
             fmt=fmt.value,
-            text_column=text_column,
-            id_column=id_column,
-            batch_size=batch_size,
-            max_length=max_length,
-            device=device.value if device else "auto",
-            precision=precision.value,
-            stdout=sys.stdout.buffer,
+            options=InferenceOptions(
+                text_column=text_column,
+                id_column=id_column,
+                batch_size=batch_size,
+                max_length=max_length,
+                device=device.value if device else "auto",
+                precision=precision.value,
+                stdout=sys.stdout.buffer,
+            ),
             on_event=view,
         )
     inference_summary("predicted", result, quiet)

@@ -1,15 +1,13 @@
 """`sentcli pretrain`: train the transformer by next-token prediction (or masked-LM)."""
 
-import math
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from sentcli import api
-from sentcli.cli import app
-from sentcli.cli._util import (
+from sentcli.cli._util import app, config_options, handle_errors, out
+from sentcli.cli.options import (
     AttnDropoutOpt,
     BatchOpt,
     BlockOpt,
@@ -22,11 +20,13 @@ from sentcli.cli._util import (
     EvalEveryOpt,
     LogEveryOpt,
     LrOpt,
+    MaxEvalBatchesOpt,
     MaxStepsOpt,
     MaxTimeOpt,
     NEmbdOpt,
     NHeadOpt,
     NLayerOpt,
+    ObjectiveOpt,
     OutputDir,
     OverwriteOpt,
     PrecisionOpt,
@@ -36,30 +36,11 @@ from sentcli.cli._util import (
     SeedOpt,
     SkipNonfiniteOpt,
     TextColOpt,
-    TrainView,
     ValFracOpt,
     WarmupOpt,
     WdOpt,
-    config_options,
-    handle_errors,
-    human,
-    out,
-    progress,
-    throughput_line,
 )
-
-
-class Objective(StrEnum):
-    clm = "clm"
-    mlm = "mlm"
-
-
-def _eval_line(event: Any, train_loss: float | None) -> str:
-    m = event.metrics
-    train = ""
-    if train_loss is not None:
-        train = f"train loss {train_loss:.4f} ppl {math.exp(min(train_loss, 50.0)):.1f} | "
-    return f"step {event.step:>6} | {train}val loss {m['val_loss']:.4f} ppl {m['val_ppl']:.1f}"
+from sentcli.cli.render import TrainView, finish_training, human, lm_eval_line, progress
 
 
 @app.command("pretrain")
@@ -70,10 +51,8 @@ def pretrain_cli(
     tokenizer: Annotated[
         Path | None, typer.Option(exists=True, dir_okay=False, help="tokenizer.json to use.")
     ] = None,
-    objective: Annotated[Objective | None, typer.Option(help="\\[default: clm]")] = None,
-    max_eval_batches: Annotated[
-        int | None, typer.Option(help="Validation batches per evaluation \\[default: 50]")
-    ] = None,
+    objective: ObjectiveOpt = None,
+    max_eval_batches: MaxEvalBatchesOpt = None,
     text_column: TextColOpt = None,
     config: ConfigOpt = None,
     device: DeviceOpt = None,
@@ -114,11 +93,9 @@ def pretrain_cli(
     with progress(quiet) as bar:
         result = api.pretrain(
             data, output, tokenizer, opts, config, text_column, resume, overwrite,
-            on_event=TrainView(bar, _eval_line),
+            on_event=TrainView(bar, lm_eval_line),
         )  # fmt: skip
-    if result.interrupted:
-        raise typer.Exit(128 + result.interrupted)  # 130 Ctrl-C, 143 SIGTERM
-    throughput_line(result, quiet)
+    finish_training(result, quiet)
     last = result.history[-1] if result.history else {}
     out.print(
         f"done: {result.steps:,} steps, {human(result.tokens_seen)} tokens seen, "

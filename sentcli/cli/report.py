@@ -5,20 +5,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from sentcli import api
-from sentcli.cli import app
-from sentcli.cli._util import err, grad_table, handle_errors, loss_table, out, print_test_results
-
-
-def lm_table(history: list[dict]) -> Table:
-    table = Table(title="evaluations", title_justify="left")
-    for col in ("step", "val loss", "val ppl"):
-        table.add_column(col, justify="right")
-    for h in history:
-        table.add_row(str(h["step"]), f"{h['val_loss']:.4f}", f"{h['val_ppl']:.1f}")
-    return table
+from sentcli.cli._util import app, err, handle_errors, out
+from sentcli.cli.render import grad_table, lm_table, loss_table, print_test_results
 
 
 @app.command("report")

@@ -6,8 +6,8 @@ from typing import Annotated
 import typer
 
 from sentcli import api
-from sentcli.cli import app
-from sentcli.cli._util import (
+from sentcli.cli._util import app, config_options, handle_errors, out
+from sentcli.cli.options import (
     AttnDropoutOpt,
     BatchOpt,
     BlockOpt,
@@ -34,17 +34,16 @@ from sentcli.cli._util import (
     SeedOpt,
     SkipNonfiniteOpt,
     TextColOpt,
-    TrainView,
     ValFracOpt,
     WarmupOpt,
     WdOpt,
+)
+from sentcli.cli.render import (
+    TrainView,
     classifier_eval_line,
-    config_options,
-    handle_errors,
-    out,
+    finish_training,
     print_test_results,
     progress,
-    throughput_line,
 )
 
 
@@ -110,8 +109,6 @@ def train_encoder_cli(
             task or "", output, init, tokenizer, opts, config, text_column, label_column,
             resume, overwrite, on_event=TrainView(bar, classifier_eval_line),
         )  # fmt: skip
-    if result.interrupted:
-        raise typer.Exit(128 + result.interrupted)  # 130 Ctrl-C, 143 SIGTERM
-    throughput_line(result, quiet)
+    finish_training(result, quiet)
     print_test_results(result.test, result.test_splits)
     out.print(f"wrote {output}")

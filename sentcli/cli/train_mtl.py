@@ -1,15 +1,16 @@
 """`sentcli train-mtl`: one shared encoder, one head per task, freeze modes and schedules."""
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from sentcli import api
-from sentcli.cli import app
-from sentcli.cli._util import (
+from sentcli.cli._util import app, config_options, handle_errors, out
+from sentcli.cli.options import (
     AttnDropoutOpt,
+    BackboneLrOpt,
+    BalanceOpt,
     BatchOpt,
     BlockOpt,
     ClipOpt,
@@ -19,8 +20,12 @@ from sentcli.cli._util import (
     DropoutOpt,
     EpochsOpt,
     EvalEveryOpt,
+    ExplodeOpt,
+    FreezeOpt,
+    HeadHiddenOpt,
     LogEveryOpt,
     LrOpt,
+    MaxSamplesOpt,
     MaxStepsOpt,
     MaxTimeOpt,
     NEmbdOpt,
@@ -32,38 +37,28 @@ from sentcli.cli._util import (
     QuietOpt,
     ResumeOpt,
     SaveEveryOpt,
+    ScheduleOpt,
     SeedOpt,
     SkipNonfiniteOpt,
-    TrainView,
+    TaskWeightOpt,
+    TemperatureOpt,
+    UnfreezeEveryOpt,
     ValFracOpt,
     WarmupOpt,
     WdOpt,
+)
+from sentcli.cli.render import (
+    TrainView,
     classifier_eval_line,
-    config_options,
+    finish_training,
     grad_table,
-    handle_errors,
     loss_table,
-    out,
     print_test_results,
     progress,
-    throughput_line,
 )
-from sentcli.data import parse_task_spec
+from sentcli.config import TaskConfig
+from sentcli.data.tasks import parse_task_spec
 from sentcli.errors import ConfigError
-
-MTL = "Multi-task"
-
-
-class Schedule(StrEnum):
-    round_robin = "round-robin"
-    proportional = "proportional"
-    joint = "joint"
-
-
-class Balance(StrEnum):
-    none = "none"
-    downsample = "downsample"
-    upsample = "upsample"
 
 
 def _per_task(values: list[str], tasks: list[str], what: str) -> dict[str, str]:
@@ -110,49 +105,16 @@ def train_mtl_cli(
         Path | None,
         typer.Option(exists=True, dir_okay=False, help="tokenizer.json (training from scratch)."),
     ] = None,
-    freeze: Annotated[
-        str | None,
-        typer.Option(
-            help="none, backbone, embeddings, layers:K, head:NAME, all; comma-separated "
-            "\\[default: none]",
-            rich_help_panel=MTL,
-        ),
-    ] = None,
-    unfreeze_every: Annotated[
-        int | None,
-        typer.Option(help="Unfreeze one more block every N epochs.", rich_help_panel=MTL),
-    ] = None,
-    backbone_lr_scale: Annotated[
-        float | None, typer.Option(help="Encoder LR as a share of the heads'.", rich_help_panel=MTL)
-    ] = None,
-    schedule: Annotated[
-        Schedule | None, typer.Option(help="\\[default: round-robin]", rich_help_panel=MTL)
-    ] = None,
-    temperature: Annotated[
-        float | None,
-        typer.Option(help="Proportional: p ∝ size^(1/T) \\[default: 1]", rich_help_panel=MTL),
-    ] = None,
-    task_weight: Annotated[
-        list[str] | None, typer.Option(help="NAME=W: weight of a task's loss.", rich_help_panel=MTL)
-    ] = None,
-    balance: Annotated[
-        Balance | None,
-        typer.Option(
-            help="downsample: cut tasks to the smallest; upsample: repeat smaller tasks "
-            "within an epoch to the largest's batch count.",
-            rich_help_panel=MTL,
-        ),
-    ] = None,
-    max_samples_per_task: Annotated[
-        int | None, typer.Option(help="Cut each task's train split to N rows.", rich_help_panel=MTL)
-    ] = None,
-    head_hidden: Annotated[
-        int | None, typer.Option(help="MLP heads of this width (0: linear).", rich_help_panel=MTL)
-    ] = None,
-    explode_threshold: Annotated[
-        float | None,
-        typer.Option(help="Warn above this gradient norm \\[default: 1000].", rich_help_panel=MTL),
-    ] = None,
+    freeze: FreezeOpt = None,
+    unfreeze_every: UnfreezeEveryOpt = None,
+    backbone_lr_scale: BackboneLrOpt = None,
+    schedule: ScheduleOpt = None,
+    temperature: TemperatureOpt = None,
+    task_weight: TaskWeightOpt = None,
+    balance: BalanceOpt = None,
+    max_samples_per_task: MaxSamplesOpt = None,
+    head_hidden: HeadHiddenOpt = None,
+    explode_threshold: ExplodeOpt = None,
     text_column: Annotated[list[str] | None, typer.Option(help="COL or NAME=COL.")] = None,
     label_column: Annotated[list[str] | None, typer.Option(help="COL or NAME=COL.")] = None,
     config: ConfigOpt = None,
@@ -200,15 +162,13 @@ def train_mtl_cli(
     names = [n for n, _ in pairs]
     texts = _per_task(text_column or [], names, "text-column")
     labels = _per_task(label_column or [], names, "label-column")
-    specs = [api.TaskConfig(n, s, texts.get(n), labels.get(n)) for n, s in pairs]
+    specs = [TaskConfig(n, s, texts.get(n), labels.get(n)) for n, s in pairs]
     with progress(quiet) as bar:
         result = api.train_mtl(
             specs, output, init, tokenizer, opts, config, resume, overwrite,
             on_event=TrainView(bar, classifier_eval_line),
         )  # fmt: skip
-    if result.interrupted:
-        raise typer.Exit(128 + result.interrupted)  # 130 Ctrl-C, 143 SIGTERM
-    throughput_line(result, quiet)
+    finish_training(result, quiet)
     out.print(loss_table(result.history, [t.name for t in result.config.tasks]))
     print_test_results(result.test, result.test_splits)
     if result.grad_norms:

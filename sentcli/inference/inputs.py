@@ -1,29 +1,23 @@
-"""Streaming input and output for embed and predict.
-
-Texts come in chunks from a line file, stdin or a csv/tsv/jsonl/parquet column; vectors and
-labels go out as .npy (written row by row), JSON lines or csv/tsv. Memory is bounded by the
-chunk size whatever the input's size, and row i of every output is input row i.
-"""
+"""Streaming input for embed and predict: texts in chunks from a line file, stdin or a
+csv/tsv/jsonl/parquet column, checked before any work. Memory is bounded by the chunk size
+whatever the input's size."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import sys
 import zlib
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
-import numpy as np
-
-from sentcli.data import TEXT_NAMES, extension, open_binary
+from sentcli.data.sources import TEXT_NAMES, check_file, extension, open_binary, pick_column
 from sentcli.errors import ConfigError, DataError
 
 TABLES = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
-VECTOR_FORMATS = (".npy", ".jsonl", ".csv", ".tsv")
-NPY_HEADER = 128  # bytes reserved for the .npy header, rewritten with the final row count
 
 
 @dataclass
@@ -72,19 +66,17 @@ class TextInput:
                 "apply to .csv, .tsv, .jsonl and .parquet input"
             )
         if spec != "-":
-            self._check_file()
+            check_file(
+                self.path,
+                missing="no such file; check the path",
+                not_a_file="give a text file, - for stdin, or a table",
+                empty="give at least one line",
+                scan_gz=False,  # line files are scanned below; tables are read as they stream
+            )
         if self.kind == "lines" and spec != "-":
             self.total = self._scan_lines()
         elif self.kind != "lines":
             self._check_columns()
-
-    def _check_file(self) -> None:
-        if not self.path.exists():
-            raise DataError(f"{self.path}: no such file; check the path")
-        if not self.path.is_file():
-            raise DataError(f"{self.path}: not a file; give a text file, - for stdin, or a table")
-        if self.path.stat().st_size == 0:
-            raise DataError(f"{self.path}: the file is empty; give at least one line")
 
     def _scan_lines(self) -> int:
         """Count the lines and check they decode, before any output is written."""
@@ -100,20 +92,11 @@ class TextInput:
         return n
 
     def _pick(self, columns: list[str]) -> None:
-        if self.text_column is None:
-            found = [c for c in TEXT_NAMES if c in columns]
-            if not found:
-                raise DataError(
-                    f"{self.name}: no text column found (looked for {', '.join(TEXT_NAMES)}); "
-                    f"columns are {', '.join(columns)}; pass --text-column NAME"
-                )
-            self.text_column = found[0]
-        for what, col in (("text", self.text_column), ("id", self.id_column)):
-            if col is not None and col not in columns:
-                raise DataError(
-                    f"{self.name}: no column {col!r}; columns are {', '.join(columns)}; "
-                    f"pass --{what}-column with one of them"
-                )
+        self.text_column = pick_column(
+            columns, self.text_column, TEXT_NAMES, "text", self.name, say_what=False
+        )
+        if self.id_column is not None:
+            pick_column(columns, self.id_column, (), "id", self.name, say_what=False)
 
     def _check_columns(self) -> None:
         if self.kind == "parquet":
@@ -139,7 +122,8 @@ class TextInput:
         texts: list[str] = []
         ids: list[Any] = []
         n = 0
-        for n, (text, row_id) in enumerate(self._rows(), start=1):
+        for text, row_id in self._rows():
+            n += 1
             texts.append(text)
             ids.append(row_id)
             if len(texts) == size:
@@ -162,7 +146,7 @@ class TextInput:
 
     def _lines(self) -> Iterator[tuple[str, Any]]:
         if self._stdin is not None or self.name == "stdin":
-            stream = self._stdin if self._stdin is not None else _stdin_bytes()
+            stream = self._stdin if self._stdin is not None else sys.stdin.buffer
             for n, raw in enumerate(stream, start=1):
                 yield _line_text(raw, self.name, n), None
             return
@@ -244,141 +228,3 @@ class TextInput:
                         f"(got {type(text).__name__}); fill or drop it"
                     )
                 yield text, (ids[i] if ids is not None else None)
-
-
-def _stdin_bytes() -> IO[bytes]:
-    import sys
-
-    return sys.stdin.buffer
-
-
-# --- output -------------------------------------------------------------------------------
-
-
-def check_output(path: Path | None, formats: tuple[str, ...], inputs: list[str]) -> None:
-    """Refuse, before any work, an output that cannot be written or would eat the input."""
-    if path is None:
-        return
-    if extension(path) not in formats or path.suffix.lower() == ".gz":
-        raise ConfigError(
-            f"-o {path}: unknown output format; end the name with {', '.join(formats)}"
-        )
-    if path.is_dir():
-        raise ConfigError(f"-o {path} is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise ConfigError(f"-o {path}: folder {path.parent} does not exist; create it first")
-    for spec in inputs:
-        if spec != "-" and Path(spec).exists() and path.exists() and path.samefile(spec):
-            raise ConfigError(f"-o {path} is the input file; write to another file")
-
-
-def _round(values: np.ndarray) -> list[Any]:
-    # 7 decimals hold a float32's precision for |x| <= 1 and keep the lines short
-    return np.round(values.astype(np.float64), 7).tolist()
-
-
-class Sink(Protocol):
-    def write(self, chunk: Chunk, values: np.ndarray) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class NpyWriter:
-    """float32 [N, D] .npy written row block by row block; the header (with N) is rewritten
-    at close, so the whole matrix is never in memory."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f = f
-        self.rows = 0
-        self.dim: int | None = None
-        f.write(b"\0" * NPY_HEADER)
-
-    def write(self, chunk: Chunk, values: np.ndarray) -> None:
-        self.dim = values.shape[1]
-        self.f.write(np.ascontiguousarray(values, dtype="<f4").tobytes())
-        self.rows += len(values)
-
-    def close(self) -> None:
-        header = {"descr": "<f4", "fortran_order": False, "shape": (self.rows, self.dim or 0)}
-        text = repr(header).encode("latin1")
-        text += b" " * (NPY_HEADER - 10 - len(text) - 1) + b"\n"
-        self.f.seek(0)
-        self.f.write(b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text)
-        self.f.seek(0, io.SEEK_END)
-
-
-class JsonlVectorWriter:
-    """One JSON object per row: {"text" or "id": …, "embedding": […]}."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f = f
-
-    def write(self, chunk: Chunk, values: np.ndarray) -> None:
-        keys, key = (chunk.ids, "id") if chunk.ids is not None else (chunk.texts, "text")
-        lines = (
-            json.dumps({key: k, "embedding": v}, ensure_ascii=False)
-            for k, v in zip(keys, _round(values), strict=True)
-        )
-        self.f.write(("\n".join(lines) + "\n").encode("utf-8"))
-
-    def close(self) -> None:
-        self.f.flush()
-
-
-class CsvVectorWriter:
-    """A header (text or id, then dim_0 … dim_{D-1}) and one row per input row."""
-
-    def __init__(self, f: IO[bytes], delimiter: str) -> None:
-        self.text = io.TextIOWrapper(f, encoding="utf-8", newline="", write_through=True)
-        self.writer = csv.writer(self.text, delimiter=delimiter)
-        self.header_written = False
-
-    def write(self, chunk: Chunk, values: np.ndarray) -> None:
-        keys, key = (chunk.ids, "id") if chunk.ids is not None else (chunk.texts, "text")
-        if not self.header_written:
-            self.writer.writerow([key] + [f"dim_{i}" for i in range(values.shape[1])])
-            self.header_written = True
-        self.writer.writerows([k, *v] for k, v in zip(keys, _round(values), strict=True))
-
-    def close(self) -> None:
-        self.text.flush()
-        self.text.detach()  # leave the binary stream open for its owner
-
-
-def vector_sink(f: IO[bytes], path: Path | None) -> Sink:
-    ext = extension(path) if path is not None else ".jsonl"
-    if ext == ".npy":
-        return NpyWriter(f)
-    if ext in (".csv", ".tsv"):
-        return CsvVectorWriter(f, "\t" if ext == ".tsv" else ",")
-    return JsonlVectorWriter(f)
-
-
-class LabelWriter:
-    """predict's output: per row the top-k labels and probabilities, as TSV (id first with
-    --id-column; no header, so `cut -f1` gives the labels) or JSON lines."""
-
-    def __init__(self, f: IO[bytes], label_names: list[str], top_k: int, fmt: str) -> None:
-        self.f, self.names, self.k, self.fmt = f, label_names, top_k, fmt
-
-    def write(self, chunk: Chunk, values: np.ndarray) -> None:
-        top = np.argsort(-values, axis=1, kind="stable")[:, : self.k]
-        probs = np.take_along_axis(values, top, axis=1)
-        lines = []
-        for i in range(len(values)):
-            pairs = [(self.names[j], float(p)) for j, p in zip(top[i], probs[i], strict=True)]
-            if self.fmt == "jsonl":
-                key, value = ("id", chunk.ids[i]) if chunk.ids is not None else ("text", None)
-                obj: dict[str, Any] = {key: value if key == "id" else chunk.texts[i]}
-                obj |= {"label": pairs[0][0], "probability": round(pairs[0][1], 6)}
-                if self.k > 1:
-                    obj["top"] = [{"label": n, "probability": round(p, 6)} for n, p in pairs]
-                lines.append(json.dumps(obj, ensure_ascii=False))
-            else:
-                cells = [str(chunk.ids[i])] if chunk.ids is not None else []
-                cells += [f"{n}\t{p:.4f}" for n, p in pairs]
-                lines.append("\t".join(cells))
-        self.f.write(("\n".join(lines) + "\n").encode("utf-8"))
-
-    def close(self) -> None:
-        self.f.flush()

@@ -1,0 +1,239 @@
+"""Every option alias the commands share. Choices come from the enums in sentcli.config and
+the `[default: …]` texts from the config dataclasses' defaults, so neither is written twice."""
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sentcli.config import (
+    Balance,
+    Device,
+    InferPrecision,
+    ModelConfig,
+    Objective,
+    Precision,
+    Schedule,
+    TrainConfig,
+)
+from sentcli.inference.embed import InferenceOptions
+
+TRAIN = "Training"
+MODEL = "Model size"
+MTL = "Multi-task"
+
+
+def default(value: Any) -> str:
+    """The `[default: …]` text of a help string (rich markup needs the escape)."""
+    return f"\\[default: {value:g}]" if isinstance(value, float) else f"\\[default: {value}]"
+
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", exists=True, dir_okay=False, help="JSON or TOML file of options; flags win."
+    ),
+]
+DeviceOpt = Annotated[
+    Device | None, typer.Option(help=default(TrainConfig.device), rich_help_panel=TRAIN)
+]
+PrecisionOpt = Annotated[
+    Precision | None,
+    typer.Option(
+        help=f"Autocast dtype \\[default: {TrainConfig.precision}: bf16 where native]",
+        rich_help_panel=TRAIN,
+    ),
+]
+SeedOpt = Annotated[int | None, typer.Option(help=default(TrainConfig.seed), rich_help_panel=TRAIN)]
+BatchOpt = Annotated[
+    int | None, typer.Option(help=default(TrainConfig.batch_size), rich_help_panel=TRAIN)
+]
+EpochsOpt = Annotated[
+    int | None, typer.Option(help=default(TrainConfig.epochs), rich_help_panel=TRAIN)
+]
+MaxStepsOpt = Annotated[
+    int | None, typer.Option(help="Stop after N steps (0: all epochs)", rich_help_panel=TRAIN)
+]
+MaxTimeOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Stop after this many seconds; the LR schedule follows the clock (0: no limit)",
+        rich_help_panel=TRAIN,
+    ),
+]
+LrOpt = Annotated[
+    float | None,
+    typer.Option(help=f"Peak LR {default(TrainConfig.lr)}", rich_help_panel=TRAIN),
+]
+WarmupOpt = Annotated[
+    int | None,
+    typer.Option(help=f"Warmup steps {default(TrainConfig.warmup)}", rich_help_panel=TRAIN),
+]
+WdOpt = Annotated[
+    float | None, typer.Option(help=default(TrainConfig.weight_decay), rich_help_panel=TRAIN)
+]
+ClipOpt = Annotated[
+    float | None,
+    typer.Option(help=default(TrainConfig.grad_clip), rich_help_panel=TRAIN),
+]
+EvalEveryOpt = Annotated[
+    int | None, typer.Option(help="Evaluate every N steps (0: per epoch)", rich_help_panel=TRAIN)
+]
+LogEveryOpt = Annotated[
+    int | None,
+    typer.Option(
+        help=f"Log train loss every N steps {default(TrainConfig.log_every)}",
+        rich_help_panel=TRAIN,
+    ),
+]
+SaveEveryOpt = Annotated[
+    int | None,
+    typer.Option(help="Also checkpoint every N steps (0: at evaluations)", rich_help_panel=TRAIN),
+]
+SkipNonfiniteOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Skip up to N steps whose loss is NaN/inf (0: stop at the first)",
+        rich_help_panel=TRAIN,
+    ),
+]
+CompileOpt = Annotated[
+    bool | None,
+    typer.Option("--compile/--no-compile", help="torch.compile the step", rich_help_panel=TRAIN),
+]
+ValFracOpt = Annotated[
+    float | None,
+    typer.Option(
+        help=f"Held-out share without a validation split {default(TrainConfig.val_fraction)}",
+        rich_help_panel=TRAIN,
+    ),
+]
+NLayerOpt = Annotated[
+    int | None, typer.Option(help=default(ModelConfig.n_layer), rich_help_panel=MODEL)
+]
+NHeadOpt = Annotated[
+    int | None, typer.Option(help=default(ModelConfig.n_head), rich_help_panel=MODEL)
+]
+NEmbdOpt = Annotated[
+    int | None, typer.Option(help=default(ModelConfig.n_embd), rich_help_panel=MODEL)
+]
+BlockOpt = Annotated[
+    int | None,
+    typer.Option(
+        help=f"Max tokens per text {default(ModelConfig.block_size)}", rich_help_panel=MODEL
+    ),
+]
+DropoutOpt = Annotated[
+    float | None, typer.Option(help=default(ModelConfig.dropout), rich_help_panel=MODEL)
+]
+AttnDropoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        help=f"On attention probabilities {default(ModelConfig.attn_dropout)}",
+        rich_help_panel=MODEL,
+    ),
+]
+OutputDir = Annotated[
+    Path, typer.Option("--output", "-o", file_okay=False, help="Run folder to write.")
+]
+TextColOpt = Annotated[
+    str | None, typer.Option(help="Text column (default: text/sentence/review/content).")
+]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --output.")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing, non-empty --output.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+# pretrain
+ObjectiveOpt = Annotated[Objective | None, typer.Option(help=default(TrainConfig.objective))]
+MaxEvalBatchesOpt = Annotated[
+    int | None,
+    typer.Option(help=f"Validation batches per evaluation {default(TrainConfig.max_eval_batches)}"),
+]
+
+# train-mtl
+FreezeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="none, backbone, embeddings, layers:K, head:NAME, all; comma-separated "
+        + default(TrainConfig.freeze),
+        rich_help_panel=MTL,
+    ),
+]
+UnfreezeEveryOpt = Annotated[
+    int | None,
+    typer.Option(help="Unfreeze one more block every N epochs.", rich_help_panel=MTL),
+]
+BackboneLrOpt = Annotated[
+    float | None, typer.Option(help="Encoder LR as a share of the heads'.", rich_help_panel=MTL)
+]
+ScheduleOpt = Annotated[
+    Schedule | None, typer.Option(help=default(TrainConfig.schedule), rich_help_panel=MTL)
+]
+TemperatureOpt = Annotated[
+    float | None,
+    typer.Option(
+        help=f"Proportional: p ∝ size^(1/T) {default(TrainConfig.temperature)}",
+        rich_help_panel=MTL,
+    ),
+]
+TaskWeightOpt = Annotated[
+    list[str] | None, typer.Option(help="NAME=W: weight of a task's loss.", rich_help_panel=MTL)
+]
+BalanceOpt = Annotated[
+    Balance | None,
+    typer.Option(
+        help="downsample: cut tasks to the smallest; upsample: repeat smaller tasks "
+        "within an epoch to the largest's batch count.",
+        rich_help_panel=MTL,
+    ),
+]
+MaxSamplesOpt = Annotated[
+    int | None, typer.Option(help="Cut each task's train split to N rows.", rich_help_panel=MTL)
+]
+HeadHiddenOpt = Annotated[
+    int | None, typer.Option(help="MLP heads of this width (0: linear).", rich_help_panel=MTL)
+]
+ExplodeOpt = Annotated[
+    float | None,
+    typer.Option(
+        help=f"Warn above this gradient norm {default(TrainConfig.explode_threshold)}.",
+        rich_help_panel=MTL,
+    ),
+]
+
+# embed and predict
+InputArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="INPUT",
+        help="Text file (one text per line, .gz ok), - for stdin, or .csv/.tsv/.jsonl/.parquet.",
+    ),
+]
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        "-m",
+        file_okay=False,
+        help="Run folder (default: $SENTCLI_MODEL, else the model shipped with sentcli).",
+    ),
+]
+TextColumnOpt = Annotated[
+    str | None, typer.Option(help="Tables: the text column (default: text/sentence/review/…).")
+]
+IdColumnOpt = Annotated[
+    str | None, typer.Option(help="Tables: a column whose value replaces the text in the output.")
+]
+BatchSizeOpt = Annotated[int, typer.Option(help="Texts per batch.")]
+MaxLengthOpt = Annotated[
+    int | None,
+    typer.Option(help="Cut texts to N tokens (default: the model's block size); cuts are counted."),
+]
+InferPrecisionOpt = Annotated[
+    InferPrecision,
+    typer.Option(help="auto: bf16 where native; int8: dynamic quantisation (CPU)."),
+]
+INFER_BATCH = InferenceOptions.batch_size
+"""embed/predict's default --batch-size."""

@@ -1,0 +1,1 @@
+"""Data: sources (files, folders, hf:) → datasets, tasks (labels, checks) and batching."""

@@ -1,0 +1,104 @@
+"""Batching: texts in batches, token ids → padded tensors, length-bucketed and shuffled
+index batches, and pretraining's packed blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from sentcli.errors import DataError
+from sentcli.tokenizer import PAD_ID, encode
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+
+def iter_text_batches(
+    ds: Dataset, batch_size: int = 1000, skip_empty: bool = True
+) -> Iterator[list[str]]:
+    """The texts of a dataset's `text` column in batches; `skip_empty` drops blank ones
+    (right for tokenizers and pretraining, wrong where rows must stay aligned with labels)."""
+    for start in range(0, len(ds), batch_size):
+        batch = ds[start : start + batch_size]["text"]
+        if skip_empty:
+            batch = [t for t in batch if t and not t.isspace()]
+        if batch:
+            yield batch
+
+
+def length_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None
+) -> list[np.ndarray]:
+    """Index batches of similar length, so little padding is computed.
+
+    With `rng`: shuffle, sort by length within windows of 50 batches, shuffle the batch order
+    (random but length-homogeneous). Without: sorted by length (evaluation).
+    """
+    if rng is None:
+        order = np.argsort(lengths, kind="stable")
+    else:
+        order = rng.permutation(len(lengths))
+        window = batch_size * 50
+        order = np.concatenate(
+            [
+                chunk[np.argsort(lengths[chunk], kind="stable")]
+                for chunk in np.array_split(order, max(1, -(-len(order) // window)))
+            ]
+        )
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def shuffled_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def collate(seqs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id arrays → (input_ids [B, T] int64, attention_mask [B, T] bool)."""
+    width = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), width), PAD_ID, dtype=np.int64)
+    mask = np.zeros((len(seqs), width), dtype=bool)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+        mask[i, : len(s)] = True
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def encode_rows(tok: Tokenizer, ds: Dataset, max_length: int) -> list[np.ndarray]:
+    """Token ids of every row (blank texts included, so rows stay aligned with labels)."""
+    batches = iter_text_batches(ds, 10_000, skip_empty=False)
+    return [ids for batch in batches for ids in encode(tok, batch, max_length)]
+
+
+def pack_blocks(token_arrays: list[np.ndarray], block_size: int) -> np.ndarray:
+    """Concatenate texts into one stream and cut windows of block_size + 1 tokens.
+
+    Windows step by block_size, so every token is a prediction target once. [N, block_size+1]
+    """
+    stream = np.concatenate(token_arrays) if token_arrays else np.zeros(0, dtype=np.int32)
+    n = (len(stream) - 1) // block_size
+    if n < 1:
+        return np.zeros((0, block_size + 1), dtype=np.int32)
+    windows = np.lib.stride_tricks.sliding_window_view(stream, block_size + 1)
+    return np.ascontiguousarray(windows[: n * block_size : block_size])
+
+
+def pack_texts(tok: Tokenizer, parts: list[Dataset], block_size: int, what: str) -> np.ndarray:
+    arrays = [
+        ids for ds in parts for batch in iter_text_batches(ds, 10_000) for ids in encode(tok, batch)
+    ]
+    blocks = pack_blocks(arrays, block_size)
+    if len(blocks) == 0:
+        n = sum(len(a) for a in arrays)
+        raise DataError(
+            f"the {what} texts give {n} tokens, fewer than one block of {block_size + 1}; "
+            "give more text or a smaller --block-size"
+        )
+    return blocks

@@ -1,0 +1,1 @@
+"""Inference: streaming embed/predict (inputs → batches → outputs), int8 quantisation."""

@@ -1,0 +1,330 @@
+"""Batched, streaming inference: sentence vectors and task probabilities, in input order.
+
+Each chunk of input is sorted by token length into batches (little padding), run under
+`inference_mode` at the chosen precision and scattered back into input order. The next
+chunk is read and tokenized in a worker thread while the model runs on the current one.
+`run_inference` is the pipeline embed and predict share: check, load, stream, write.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
+from sentcli import checkpoint as ckpt
+from sentcli.config import Device, InferPrecision, RunConfig, choices
+from sentcli.data.batching import collate, length_batches
+from sentcli.device import autocast, dtype_name, resolve_device, resolve_precision
+from sentcli.errors import CheckpointError, ConfigError
+from sentcli.events import InferProgress, InferStart, OnEvent
+from sentcli.inference.inputs import Chunk, TextInput
+from sentcli.inference.outputs import LabelWriter, Sink, check_output, vector_sink
+from sentcli.inference.quantize import quantize_int8
+from sentcli.model import LanguageModel, MultiTaskModel, pool
+from sentcli.tokenizer import encode_counting
+
+MODEL_ENV = "SENTCLI_MODEL"
+DEFAULT_MODEL = Path(__file__).parent.parent / "default_model"
+"""The multi-task model (topic + sentiment) shipped in the package; `make default-model`."""
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, looked up on first use (not at every command's start-up)."""
+    if os.name != "posix":
+        return None
+    return getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
+
+
+def _release_memory() -> None:
+    """Give freed heap pages back to the OS (glibc's malloc keeps them otherwise: every batch
+    has a new shape, and the resident size would creep up with the input's length)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+BatchFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class InferenceStats:
+    texts: int = 0
+    tokens: int = 0
+    """Real (non-padding) tokens, [BOS]/[EOS] included."""
+    truncated: int = 0
+    seconds: float = 0.0
+
+
+def prepare(model: nn.Module, device: torch.device, precision: str) -> torch.dtype | None:
+    """Eval mode on `device` at `precision`; returns the autocast dtype (None: none).
+
+    int8 (CPU): the encoder's Linear layers become `Int8Linear` (dynamic quantisation:
+    weights once, activations per token); attention, norms, embeddings and the task heads
+    stay fp32."""
+    model.eval()
+    if precision == "int8":
+        if device.type != "cpu":
+            raise ConfigError("--precision int8 runs on the CPU; use bf16 on a GPU")
+        quantize_int8(model.get_submodule("trunk"))
+        return None
+    model.to(device)
+    return resolve_precision(precision, device)
+
+
+def vector_fn(model: MultiTaskModel | LanguageModel, normalize: bool) -> BatchFn:
+    """ids, mask → sentence vectors (the model's pooling, masked mean by default;
+    L2-normalised with `normalize`)."""
+    trunk = model.trunk
+    mode = trunk.config.pooling
+
+    def fn(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        v = pool(trunk(ids, mask).float(), mask, mode)
+        return F.normalize(v, dim=-1) if normalize else v
+
+    return fn
+
+
+def proba_fn(model: MultiTaskModel, task: str) -> BatchFn:
+    """ids, mask → class probabilities of `task`'s head."""
+    return lambda ids, mask: torch.softmax(model(ids, mask, task)[0].float(), dim=-1)
+
+
+@torch.inference_mode()
+def apply_batched(
+    fn: BatchFn,
+    seqs: list[np.ndarray],
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+) -> np.ndarray:
+    """`fn(ids, mask) → [B, D]` over length-sorted batches; row i of the result is seqs[i]."""
+    if not seqs:
+        return np.zeros((0, 0), dtype=np.float32)
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    out: np.ndarray | None = None
+    pin = device.type == "cuda"
+    for idx in length_batches(lengths, batch_size):
+        ids, mask = collate([seqs[i] for i in idx])
+        if pin:  # page-locked host memory: the copy overlaps with queued GPU work
+            ids, mask = ids.pin_memory(), mask.pin_memory()
+        with autocast(device, dtype):
+            rows = fn(ids.to(device, non_blocking=pin), mask.to(device, non_blocking=pin))
+        values = rows.float().cpu().numpy()
+        if out is None:
+            out = np.empty((len(seqs), values.shape[1]), dtype=np.float32)
+        out[idx] = values  # scatter back: restores the input order
+    assert out is not None
+    return out
+
+
+def predict_logits(
+    model: MultiTaskModel,
+    task: str,
+    seqs: list[np.ndarray],
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+) -> np.ndarray:
+    """Logits [N, n_labels] of `task`'s head for each token id array."""
+    model.eval()
+    return apply_batched(lambda i, m: model(i, m, task)[0], seqs, batch_size, device, dtype)
+
+
+def stream(
+    chunks: Iterator[Chunk],
+    tokenizer: Tokenizer,
+    max_length: int,
+    fn: BatchFn,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    stats: InferenceStats,
+) -> Iterator[tuple[Chunk, np.ndarray]]:
+    """(chunk, its rows of `fn`) in input order; the next chunk is read and tokenized in a
+    worker thread (tokenizers and torch both release the GIL) while this one runs."""
+
+    def load() -> tuple[Chunk, list[np.ndarray], int] | None:
+        chunk = next(chunks, None)
+        if chunk is None:
+            return None
+        seqs, cut = encode_counting(tokenizer, chunk.texts, max_length)
+        return chunk, seqs, cut
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentcli-read") as pool:
+        pending: Future[tuple[Chunk, list[np.ndarray], int] | None] = pool.submit(load)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(load)
+            chunk, seqs, cut = item
+            rows = apply_batched(fn, seqs, batch_size, device, dtype)
+            stats.texts += len(seqs)
+            stats.tokens += sum(len(s) for s in seqs)
+            stats.truncated += cut
+            stats.seconds = time.perf_counter() - start
+            yield chunk, rows
+            _release_memory()
+
+
+@dataclass
+class InferenceOptions:
+    """How embed and predict read, batch and run their input (the same for both)."""
+
+    text_column: str | None = None
+    """Tables: the text column (default: the first of text, sentence, review, content)."""
+    id_column: str | None = None
+    """Tables: a column whose value stands for the text in the output."""
+    batch_size: int = 128
+    max_length: int | None = None
+    """Cut texts to this many tokens; None: the model's block size."""
+    device: str = Device.auto
+    precision: str = InferPrecision.auto
+    """An InferPrecision (checked by `run_inference`)."""
+    stdin: IO[bytes] | None = field(default=None, repr=False)
+    """Where `-` reads from (default: the process's stdin)."""
+    stdout: IO[bytes] | None = field(default=None, repr=False)
+    """Where output goes without a file (default: the process's stdout)."""
+    chunk_size: int | None = None
+    """Rows read, tokenized and written at a time (default: max(1024, 32 × batch size))."""
+
+
+@dataclass
+class InferenceResult:
+    model: Path
+    origin: str
+    """Where the model came from: --model, $SENTCLI_MODEL or the default model."""
+    device: str
+    precision: str
+    max_length: int
+    stats: InferenceStats
+    output: Path | None
+
+
+def resolve_model(model: Path | None) -> tuple[Path, str]:
+    """The run to use and where it came from: --model, else $SENTCLI_MODEL, else the default
+    model shipped in the package."""
+    if model is not None:
+        return model, "--model"
+    env = os.environ.get(MODEL_ENV, "").strip()
+    if env:
+        return Path(env), f"${MODEL_ENV}"
+    if (DEFAULT_MODEL / ckpt.CONFIG).is_file():
+        return DEFAULT_MODEL, "the default model"
+    raise ConfigError(
+        f"no model: pass --model RUN (a train-encoder or train-mtl run), set {MODEL_ENV}=RUN, "
+        "or build the default model with `make default-model`"
+    )
+
+
+MakeFn = Callable[[nn.Module, RunConfig], tuple[BatchFn, Callable[[IO[bytes]], Sink]]]
+"""(model, its run config) → (the batch function, a sink factory for the output stream)."""
+
+
+def vector_pipeline(normalize: bool, output: Path | None) -> MakeFn:
+    """embed: sentence vectors, written in the format `output`'s name says."""
+
+    def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
+        assert isinstance(net, MultiTaskModel | LanguageModel)
+        return vector_fn(net, normalize), lambda f: vector_sink(f, output)
+
+    return make
+
+
+def label_pipeline(task: str | None, top_k: int, fmt: str) -> MakeFn:
+    """predict: the top-k labels of `task` (the model's only task when None)."""
+
+    def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
+        names = {t.name: t.label_names for t in config.tasks}
+        if not isinstance(net, MultiTaskModel) or not names:
+            raise ConfigError(
+                "the model has no task heads (a pretraining or import-hf run); train them with "
+                "train-encoder or train-mtl --init, then predict with that run"
+            )
+        name = task if task is not None else (next(iter(names)) if len(names) == 1 else None)
+        if name is None:
+            raise ConfigError(f"the model has several tasks; pass --task {' or '.join(names)}")
+        if name not in names:
+            raise ConfigError(f"the model has no task {name!r}; its tasks: {', '.join(names)}")
+        k = min(top_k, len(names[name]))
+        return proba_fn(net, name), lambda f: LabelWriter(f, names[name], k, fmt)
+
+    return make
+
+
+def run_inference(
+    input: str,
+    output: Path | None,
+    model: Path | None,
+    formats: tuple[str, ...],
+    options: InferenceOptions,
+    make: MakeFn,
+    on_event: OnEvent,
+) -> InferenceResult:
+    """Check everything, load the run, stream the input through `make(net, config)`, write
+    atomically (or to `options.stdout`)."""
+    if options.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1 (got {options.batch_size})")
+    try:
+        precision = InferPrecision(options.precision)
+    except ValueError:
+        raise ConfigError(
+            f"--precision {options.precision}: use one of {choices(InferPrecision)}"
+        ) from None
+    check_output(output, formats, [input])
+    source = TextInput(input, options.text_column, options.id_column, options.stdin)
+    path, origin = resolve_model(model)
+    try:
+        config, net, tok, _ = ckpt.load_run(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"{origin}: {e}" if origin != "--model" else str(e)) from e
+    block = config.model.block_size
+    max_length = block if options.max_length is None else options.max_length
+    if not 2 <= max_length <= block:
+        raise ConfigError(
+            f"--max-length {max_length}: the model reads 2 to {block} tokens per text"
+        )
+    dev = resolve_device(options.device)
+    dtype = prepare(net, dev, precision)
+    fn, make_sink = make(net, config)
+    name = "int8" if precision == InferPrecision.int8 else dtype_name(dtype)
+    if on_event:
+        on_event(InferStart(source.total, str(path), origin, str(dev), name))
+    stats = InferenceStats()
+    chunk_size = options.chunk_size or max(1024, 32 * options.batch_size)
+
+    def run(f: IO[bytes]) -> None:
+        sink = make_sink(f)
+        chunks = source.chunks(chunk_size)
+        batches = stream(chunks, tok, max_length, fn, options.batch_size, dev, dtype, stats)
+        for chunk, rows in batches:
+            sink.write(chunk, rows)
+            if on_event:
+                on_event(InferProgress(stats.texts))
+        sink.close()
+
+    if output is None:
+        import sys
+
+        run(options.stdout or sys.stdout.buffer)
+    else:
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                run(f)
+
+        ckpt.atomic_write(output, write)
+    return InferenceResult(path, origin, str(dev), name, max_length, stats, output)

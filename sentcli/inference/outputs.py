@@ -1,0 +1,160 @@
+"""Streaming output for embed and predict: vectors as .npy (written row block by row
+block), JSON lines or csv/tsv; labels as TSV or JSON lines. Row i of every output is input
+row i."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import numpy as np
+
+from sentcli.data.sources import extension
+from sentcli.errors import ConfigError
+from sentcli.inference.inputs import Chunk
+
+VECTOR_FORMATS = (".npy", ".jsonl", ".csv", ".tsv")
+
+
+class LabelFormat(StrEnum):
+    """predict's output: label<TAB>probability rows, or one JSON object per row."""
+
+    tsv = "tsv"
+    jsonl = "jsonl"
+
+
+NPY_HEADER = 128  # bytes reserved for the .npy header, rewritten with the final row count
+
+
+def check_output(path: Path | None, formats: tuple[str, ...], inputs: list[str]) -> None:
+    """Refuse, before any work, an output that cannot be written or would eat the input."""
+    if path is None:
+        return
+    if extension(path) not in formats or path.suffix.lower() == ".gz":
+        raise ConfigError(
+            f"-o {path}: unknown output format; end the name with {', '.join(formats)}"
+        )
+    if path.is_dir():
+        raise ConfigError(f"-o {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise ConfigError(f"-o {path}: folder {path.parent} does not exist; create it first")
+    for spec in inputs:
+        if spec != "-" and Path(spec).exists() and path.exists() and path.samefile(spec):
+            raise ConfigError(f"-o {path} is the input file; write to another file")
+
+
+def _round(values: np.ndarray) -> list[Any]:
+    # 7 decimals hold a float32's precision for |x| <= 1 and keep the lines short
+    rounded: list[Any] = np.round(values.astype(np.float64), 7).tolist()
+    return rounded
+
+
+class Sink(Protocol):
+    def write(self, chunk: Chunk, values: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NpyWriter:
+    """float32 [N, D] .npy written row block by row block; the header (with N) is rewritten
+    at close, so the whole matrix is never in memory."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.rows = 0
+        self.dim: int | None = None
+        f.write(b"\0" * NPY_HEADER)
+
+    def write(self, chunk: Chunk, values: np.ndarray) -> None:
+        self.dim = values.shape[1]
+        self.f.write(np.ascontiguousarray(values, dtype="<f4").tobytes())
+        self.rows += len(values)
+
+    def close(self) -> None:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (self.rows, self.dim or 0)}
+        text = repr(header).encode("latin1")
+        text += b" " * (NPY_HEADER - 10 - len(text) - 1) + b"\n"
+        self.f.seek(0)
+        self.f.write(b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text)
+        self.f.seek(0, io.SEEK_END)
+
+
+class JsonlVectorWriter:
+    """One JSON object per row: {"text" or "id": …, "embedding": […]}."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+
+    def write(self, chunk: Chunk, values: np.ndarray) -> None:
+        keys, key = (chunk.ids, "id") if chunk.ids is not None else (chunk.texts, "text")
+        lines = (
+            json.dumps({key: k, "embedding": v}, ensure_ascii=False)
+            for k, v in zip(keys, _round(values), strict=True)
+        )
+        self.f.write(("\n".join(lines) + "\n").encode("utf-8"))
+
+    def close(self) -> None:
+        self.f.flush()
+
+
+class CsvVectorWriter:
+    """A header (text or id, then dim_0 … dim_{D-1}) and one row per input row."""
+
+    def __init__(self, f: IO[bytes], delimiter: str) -> None:
+        self.text = io.TextIOWrapper(f, encoding="utf-8", newline="", write_through=True)
+        self.writer = csv.writer(self.text, delimiter=delimiter)
+        self.header_written = False
+
+    def write(self, chunk: Chunk, values: np.ndarray) -> None:
+        keys, key = (chunk.ids, "id") if chunk.ids is not None else (chunk.texts, "text")
+        if not self.header_written:
+            self.writer.writerow([key] + [f"dim_{i}" for i in range(values.shape[1])])
+            self.header_written = True
+        self.writer.writerows([k, *v] for k, v in zip(keys, _round(values), strict=True))
+
+    def close(self) -> None:
+        self.text.flush()
+        self.text.detach()  # leave the binary stream open for its owner
+
+
+def vector_sink(f: IO[bytes], path: Path | None) -> Sink:
+    ext = extension(path) if path is not None else ".jsonl"
+    if ext == ".npy":
+        return NpyWriter(f)
+    if ext in (".csv", ".tsv"):
+        return CsvVectorWriter(f, "\t" if ext == ".tsv" else ",")
+    return JsonlVectorWriter(f)
+
+
+class LabelWriter:
+    """predict's output: per row the top-k labels and probabilities, as TSV (id first with
+    --id-column; no header, so `cut -f1` gives the labels) or JSON lines."""
+
+    def __init__(self, f: IO[bytes], label_names: list[str], top_k: int, fmt: str) -> None:
+        self.f, self.names, self.k, self.fmt = f, label_names, top_k, fmt
+
+    def write(self, chunk: Chunk, values: np.ndarray) -> None:
+        top = np.argsort(-values, axis=1, kind="stable")[:, : self.k]
+        probs = np.take_along_axis(values, top, axis=1)
+        lines = []
+        for i in range(len(values)):
+            pairs = [(self.names[j], float(p)) for j, p in zip(top[i], probs[i], strict=True)]
+            if self.fmt == "jsonl":
+                key, value = ("id", chunk.ids[i]) if chunk.ids is not None else ("text", None)
+                obj: dict[str, Any] = {key: value if key == "id" else chunk.texts[i]}
+                obj |= {"label": pairs[0][0], "probability": round(pairs[0][1], 6)}
+                if self.k > 1:
+                    obj["top"] = [{"label": n, "probability": round(p, 6)} for n, p in pairs]
+                lines.append(json.dumps(obj, ensure_ascii=False))
+            else:
+                cells = [str(chunk.ids[i])] if chunk.ids is not None else []
+                cells += [f"{n}\t{p:.4f}" for n, p in pairs]
+                lines.append("\t".join(cells))
+        self.f.write(("\n".join(lines) + "\n").encode("utf-8"))
+
+    def close(self) -> None:
+        self.f.flush()

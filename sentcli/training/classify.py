@@ -1,0 +1,411 @@
+"""The classification recipe behind train-encoder (one task) and train-mtl (several): one
+shared encoder, one head per task, freeze modes, task schedules, per-task losses and scores,
+and the test pass with its confusion matrices."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tokenizers import Tokenizer
+
+from sentcli import checkpoint as ckpt
+from sentcli import dist
+from sentcli.config import Balance, RunConfig, TaskConfig
+from sentcli.data.batching import collate, encode_rows, length_batches
+from sentcli.data.tasks import TaskData, cut_train, load_task
+from sentcli.device import resolve_device, resolve_precision, seed_everything, to_device
+from sentcli.events import EvalLog, EvalOnly, Groups, InitFrom, OnEvent
+from sentcli.freeze import FreezeSpec, apply_freeze, group_of, parameter_groups, parse_freeze
+from sentcli.inference.embed import predict_logits
+from sentcli.metrics import (
+    classification_metrics,
+    grad_summary,
+    history_of,
+    plot_confusion,
+    throughput,
+)
+from sentcli.model import MultiTaskModel, training_flops_per_token
+from sentcli.training.runner import Outcome, TrainResult, run_training
+
+Step = list[tuple[str, np.ndarray]]
+"""One optimizer step: (task, row indices) for each batch it takes."""
+
+
+def plan_steps(
+    batches: dict[str, list[np.ndarray]],
+    schedule: str,
+    rng: np.random.Generator,
+    temperature: float = 1.0,
+) -> list[Step]:
+    """The steps of one epoch. Every batch is used once; a task that runs out drops out.
+
+    round-robin: one batch per step, tasks in turn. proportional: one batch per step from a
+    task drawn with probability ∝ size^(1/temperature) among those left. joint: one batch of
+    every task left per step (their losses are summed).
+    """
+    queues = {t: list(b) for t, b in batches.items() if b}
+    steps: list[Step] = []
+    if schedule == "joint":
+        while queues:
+            steps.append([(t, q.pop(0)) for t, q in queues.items()])
+            queues = {t: q for t, q in queues.items() if q}
+    elif schedule == "round-robin":
+        while queues:
+            for t in list(queues):
+                steps.append([(t, queues[t].pop(0))])
+            queues = {t: q for t, q in queues.items() if q}
+    elif schedule == "proportional":
+        sizes = {t: len(q) for t, q in queues.items()}
+        while queues:
+            names = list(queues)
+            weights = np.array([sizes[t] ** (1.0 / temperature) for t in names])
+            t = names[rng.choice(len(names), p=weights / weights.sum())]
+            steps.append([(t, queues[t].pop(0))])
+            if not queues[t]:
+                del queues[t]
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}")
+    return steps
+
+
+TaskBatch = tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]
+"""(task, input ids, attention mask, labels)."""
+
+
+def weighted_loss(
+    model: nn.Module,
+    batches: list[TaskBatch],
+    weights: dict[str, float],
+    shares: dict[str, float] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Σ weight[task] · loss(task) over a step's batches, and each task's unweighted loss.
+    `shares` scales a task's mean loss into its part of a batch split over ranks (dist.share)."""
+    losses = {}
+    for task, ids, mask, y in batches:
+        losses[task] = model(ids, mask, task, y)[1] * (shares or {}).get(task, 1.0)
+    total = torch.stack([weights.get(t, 1.0) * loss for t, loss in losses.items()]).sum()
+    return total, losses
+
+
+class StepLoss(nn.Module):
+    """A step's weighted loss as one forward call: DistributedDataParallel expects one
+    forward per backward, also when a joint step runs every task through the trunk."""
+
+    def __init__(self, model: MultiTaskModel, weights: dict[str, float]) -> None:
+        super().__init__()
+        self.model = model
+        self.weights = weights
+
+    def forward(
+        self, batches: list[TaskBatch], shares: dict[str, float] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return weighted_loss(self.model, batches, self.weights, shares)
+
+
+def scores(logits: np.ndarray, y: np.ndarray, label_names: list[str], full: bool) -> dict[str, Any]:
+    """Validation loss plus accuracy and macro-F1 (and, with `full`, the per-class detail)."""
+    t = torch.from_numpy(logits)
+    val_loss = float(torch.nn.functional.cross_entropy(t, torch.from_numpy(y)))
+    metrics = classification_metrics(y, logits.argmax(axis=1), label_names)
+    if not full:
+        metrics = {k: metrics[k] for k in ("accuracy", "macro_f1")}
+    return {"val_loss": val_loss, **metrics}
+
+
+def transfer_trunk(source: nn.Module, target: MultiTaskModel) -> dict[str, int]:
+    """Copy a trained run's trunk into `target` (strict: every tensor, every shape)."""
+    weights = source.get_submodule("trunk").state_dict()
+    target.trunk.load_state_dict(weights, strict=True)
+    return {"tensors": len(weights), "parameters": sum(v.numel() for v in weights.values())}
+
+
+def transfer(source: nn.Module, target: MultiTaskModel, init: str) -> InitFrom:
+    """The trunk, and the heads of tasks the source has with the same number of labels."""
+    moved = transfer_trunk(source, target)
+    kept = []
+    if isinstance(source, MultiTaskModel):
+        for name, head in target.heads.items():
+            # nn.ModuleDict has no .get
+            old = source.heads[name] if name in source.heads else None  # noqa: SIM401
+            if old is not None and [p.shape for p in old.parameters()] == [
+                p.shape for p in head.parameters()
+            ]:
+                head.load_state_dict(old.state_dict())
+                kept.append(name)
+    new = [n for n in target.heads if n not in kept]
+    return InitFrom(init, moved["tensors"], moved["parameters"], kept, new)
+
+
+Key = tuple[str, str]
+"""(task, split)."""
+
+
+@dataclass
+class TaskSet:
+    """The tasks' splits, tokenized: token ids and labels per (task, split)."""
+
+    data: dict[str, TaskData]
+    seqs: dict[Key, list[np.ndarray]]
+    labels: dict[Key, np.ndarray]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.data)
+
+    def lengths(self, task: str) -> np.ndarray:
+        """Token counts of the task's training rows."""
+        return np.array([len(x) for x in self.seqs[(task, "train")]])
+
+    def test_split(self, task: str) -> str:
+        return "test" if (task, "test") in self.seqs else "validation"
+
+
+def load_tasks(
+    specs: list[TaskConfig], config: RunConfig, tok: Tokenizer, label_names: bool
+) -> TaskSet:
+    """Load, check, cut (--max-samples-per-task, --balance downsample) and tokenize every
+    task; `label_names`: keep the specs' label names (a resumed run)."""
+    cfg = config.train
+    tds = {
+        s.name: load_task(
+            s.name, s.source, s.text_column, s.label_column, cfg.val_fraction, cfg.seed,
+            s.label_names if label_names else None,
+        )
+        for s in specs
+    }  # fmt: skip
+    for td in tds.values():
+        cut_train(td, cfg.max_samples_per_task, cfg.seed)
+    if cfg.balance == Balance.downsample:
+        smallest = min(len(td.train) for td in tds.values())
+        for td in tds.values():
+            cut_train(td, smallest, cfg.seed)
+    splits = {
+        (t, split): ds
+        for t, td in tds.items()
+        for split, ds in (("train", td.train), ("validation", td.validation), ("test", td.test))
+        if ds is not None
+    }
+    block = config.model.block_size
+    seqs = {key: encode_rows(tok, ds, block) for key, ds in splits.items()}
+    labels = {
+        key: np.asarray(ds.with_format("numpy")["label"], dtype=np.int64)
+        for key, ds in splits.items()
+    }
+    return TaskSet(tds, seqs, labels)
+
+
+class ClassifyRecipe:
+    """Batches are steps of (task, row indices); the loss is the weighted sum of the step's
+    task losses. Per-task train losses are summed between evaluations (and saved for
+    --resume, so a resumed run's table matches an uninterrupted one)."""
+
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        config: RunConfig,
+        tasks: TaskSet,
+        freeze: FreezeSpec,
+        device: torch.device,
+        ranks: dist.Dist,
+    ) -> None:
+        self.model, self.cfg, self.tasks, self.freeze = model, config.train, tasks, freeze
+        self.n_layer = config.model.n_layer
+        self.device, self.ranks = device, ranks
+        self.dtype = resolve_precision(self.cfg.precision, device)
+        self.names = tasks.names
+        self.lengths = {t: tasks.lengths(t) for t in self.names}
+        weights = {t: self.cfg.task_weights.get(t, 1.0) for t in self.names}
+        self.step_loss = StepLoss(model, weights)
+        self.sums = {t: torch.zeros((), device=device) for t in self.names}
+        self.counts = {t: [0, 0] for t in self.names}  # batches, examples since the last eval
+
+    def step_module(self) -> nn.Module:
+        return self.step_loss
+
+    def on_epoch(self, epoch: int) -> bool:
+        before = [p.requires_grad for p in self.model.parameters()]
+        every = self.cfg.unfreeze_every
+        apply_freeze(self.model, self.freeze, self.n_layer, epoch // every if every else 0)
+        return before != [p.requires_grad for p in self.model.parameters()]
+
+    def group_of(self, name: str) -> str | None:
+        return group_of(name)
+
+    def epoch_batches(self, epoch: int) -> Sequence[Step]:
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, epoch])
+        per_task = {t: length_batches(self.lengths[t], cfg.batch_size, rng) for t in self.names}
+        if cfg.balance == Balance.upsample:  # smaller tasks go round again (reshuffled)
+            most = max(len(b) for b in per_task.values())
+            for t, batches in per_task.items():
+                while len(batches) < most:
+                    batches += length_batches(self.lengths[t], cfg.batch_size, rng)
+                per_task[t] = batches[:most]
+        per_task = {t: [b for b in v if dist.usable(b, self.ranks)] for t, v in per_task.items()}
+        return plan_steps(per_task, cfg.schedule, rng, cfg.temperature)
+
+    def loss(
+        self, module: nn.Module, step: Step
+    ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
+        batches, shares = [], {}
+        dev, tasks = self.device, self.tasks
+        for t, idx in step:
+            rows = dist.shard(idx, self.ranks)  # this rank's part of the global batch
+            ids, mask = collate([tasks.seqs[(t, "train")][i] for i in rows])
+            y = torch.from_numpy(tasks.labels[(t, "train")][rows])
+            batches.append((t, to_device(ids, dev), to_device(mask, dev), to_device(y, dev)))
+            shares[t] = dist.share(idx, self.ranks)
+            self.counts[t][0] += 1
+            self.counts[t][1] += len(idx)
+        total, losses = module(batches, shares)
+        for t, loss in losses.items():
+            self.sums[t] += loss.detach()
+        return total, sum(int(self.lengths[t][idx].sum()) for t, idx in step), losses
+
+    def logits_of(self, t: str, split: str) -> np.ndarray:
+        """Each rank predicts its share of the rows; every rank gets all of them back."""
+        rows = self.tasks.seqs[(t, split)]
+        r = self.ranks
+        mine = [rows[i] for i in range(r.rank, len(rows), r.world)]
+        logits = predict_logits(
+            self.model, t, mine, self.cfg.batch_size * 2, self.device, self.dtype
+        )
+        return dist.gather_rows(logits, len(rows), r)
+
+    def evaluate(self) -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        for t in self.names:
+            logits = self.logits_of(t, "validation")
+            names = self.tasks.data[t].label_names
+            got = scores(logits, self.tasks.labels[(t, "validation")], names, full=False)
+            batches, examples = self.counts[t]
+            train_loss = dist.mean(self.sums[t], self.ranks).item() / batches if batches else None
+            metrics |= {f"{t}/{k}": v for k, v in got.items()}
+            metrics |= {
+                f"{t}/train_loss": train_loss,
+                f"{t}/batches": batches,
+                f"{t}/examples": examples,
+            }
+            self.sums[t].zero_()
+            self.counts[t] = [0, 0]
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        """The per-task train-loss accumulators."""
+        return {
+            t: [dist.mean(self.sums[t], self.ranks).item(), *self.counts[t]] for t in self.names
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for t, (loss, batches, examples) in state.items():
+            self.sums[t].fill_(loss)
+            self.counts[t] = [batches, examples]
+
+    def test(self, output: Path, write: bool) -> tuple[dict[str, Any], dict[str, str]]:
+        """Per task: full scores on the test split (validation without one), and the split;
+        with `write`, the confusion plots in report/."""
+        test: dict[str, Any] = {}
+        splits = {}
+        for t in self.names:
+            split = self.tasks.test_split(t)
+            names = self.tasks.data[t].label_names
+            test[t] = scores(self.logits_of(t, split), self.tasks.labels[(t, split)], names, True)
+            splits[t] = split
+            if write:
+                (output / "report").mkdir(exist_ok=True)
+                title = f"{t} ({split}, accuracy {test[t]['accuracy']:.3f})"
+                path = output / "report" / f"confusion_{t}.png"
+                plot_confusion(path, test[t]["confusion"], names, title)
+        return test, splits
+
+
+def _run(
+    recipe: ClassifyRecipe,
+    config: RunConfig,
+    tok: Tokenizer,
+    output: Path,
+    device: torch.device,
+    resume: bool,
+    on_event: OnEvent,
+) -> Outcome:
+    """The epoch-0 row (every task before any training), then training; with --freeze all,
+    only the evaluation."""
+    model, ranks = recipe.model, recipe.ranks
+    recipe.on_epoch(0)
+    if on_event:
+        on_event(Groups(parameter_groups(model), config.train.freeze))
+    if not resume:
+        model.eval()
+        before = EvalLog(0, -1, recipe.evaluate())
+        model.train()
+        if ranks.main:
+            ckpt.append_metrics(output, asdict(before))
+        if on_event:
+            on_event(before)
+    if recipe.freeze.all:  # nothing trains: the run is an evaluation of the model as it is
+        if ranks.main:
+            ckpt.save_run(output, config, model, tok, 0)
+        if on_event:
+            on_event(EvalOnly())
+        return Outcome(0, 0, 0, ckpt.read_metrics(output))
+    return run_training(output, config, model, tok, recipe, device, ranks, resume, on_event)
+
+
+def train_classifier(
+    config: RunConfig,
+    tok: Tokenizer,
+    output: Path,
+    resume: bool,
+    source_model: nn.Module | None,
+    on_event: OnEvent,
+) -> TrainResult:
+    """Load the tasks of `config`, build the model (from `source_model`'s weights with
+    --init), train it into run folder `output` and score it on each task's test split."""
+    cfg, specs = config.train, config.tasks
+    names = [s.name for s in specs]
+    freeze = parse_freeze(cfg.freeze, names, config.model.n_layer)
+    ranks, device = dist.setup(resolve_device(cfg.device))
+    dist.check_global_batch(cfg.batch_size, ranks)
+    resolve_precision(cfg.precision, device)
+    tasks = load_tasks(specs, config, tok, label_names=resume)
+    config.tasks = [
+        TaskConfig(s.name, s.source, s.text_column, s.label_column, tasks.data[s.name].label_names)
+        for s in specs
+    ]
+    dist.barrier(ranks)  # every rank has checked the output folder before it is created
+    if not resume and ranks.main:
+        ckpt.create_run_dir(output)
+    seed_everything(cfg.seed)
+    model = MultiTaskModel(config.model, {t: len(tasks.data[t].label_names) for t in names})
+    init = None
+    if source_model is not None:
+        init = asdict(transfer(source_model, model, str(config.init)))
+        if on_event:
+            on_event(InitFrom(**init))
+    model.to(device)
+    recipe = ClassifyRecipe(model, config, tasks, freeze, device, ranks)
+    run = _run(recipe, config, tok, output, device, resume, on_event)
+    # after Ctrl-C, exit promptly: no test pass
+    test, test_splits = ({}, {}) if run.interrupted else recipe.test(output, ranks.main)
+    history, grad_norms = history_of(run.records), grad_summary(run.records)
+    summary = {"kind": config.kind, "steps": run.steps, "tokens_seen": run.seen}
+    summary |= {"init": init, "freeze": cfg.freeze}
+    summary |= {"history": history, "test_splits": test_splits, "test": test}
+    summary["grad_norms"] = grad_norms
+    mean_length = float(np.mean(np.concatenate(list(recipe.lengths.values()))))
+    flops = training_flops_per_token(config.model, mean_length, lm_head=False)
+    speed = throughput(run.records, flops, device)
+    summary["throughput"] = speed
+    summary |= dist.check_weights_agree(model, ranks)
+    if ranks.main:
+        ckpt.write_summary(output, summary)
+    return TrainResult(
+        output, config, run.steps, run.seen, run.interrupted, history,
+        test, test_splits, init, grad_norms, speed,
+    )  # fmt: skip

@@ -1,0 +1,172 @@
+"""The run-folder side of training: drive the loop, write checkpoints, metrics, warnings and
+plots; the result every training command returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tokenizers import Tokenizer
+
+from sentcli import checkpoint as ckpt
+from sentcli import dist
+from sentcli.config import RunConfig, resumed_config
+from sentcli.device import dtype_name, resolve_precision
+from sentcli.errors import TrainingError
+from sentcli.events import (
+    Event,
+    Interrupted,
+    NonFinite,
+    OnEvent,
+    Start,
+    StepLog,
+    TrainWarning,
+    record,
+)
+from sentcli.metrics import grad_warnings, plot_curves
+from sentcli.training.loop import Recipe, total_steps, train_loop
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    config: RunConfig
+    steps: int
+    tokens_seen: int
+    interrupted: int
+    """The signal that stopped the run early (2 Ctrl-C, 15 SIGTERM; state saved), 0 if none."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """One dict of validation metrics per evaluation."""
+    test: dict[str, Any] = field(default_factory=dict)
+    """Classifier runs: per task, metrics on the test split (validation when there is none)."""
+    test_splits: dict[str, str] = field(default_factory=dict)
+    init: dict[str, Any] | None = None
+    """With --init: {"run", "tensors", "parameters"} actually transferred."""
+    grad_norms: list[tuple[str, float, float, float, float]] = field(default_factory=list)
+    """Classifier runs: (group, first, last, min, max) gradient norm over the logged steps."""
+    throughput: dict[str, Any] = field(default_factory=dict)
+    """tokens_per_s (median of the logged windows), flops_per_token, model_flops_per_s and,
+    on CUDA, peak_memory_bytes."""
+
+
+@dataclass
+class Outcome:
+    """What driving the loop gave: steps done, tokens seen, the signal that interrupted the
+    run (0: none) and every metrics record of the run (earlier sessions of a resumed run
+    included)."""
+
+    steps: int
+    seen: int
+    interrupted: int
+    records: list[dict[str, Any]]
+
+
+def resume_config(
+    run_dir: Path, options: dict[str, Any] | None, config_file: Path | None, on_event: OnEvent
+) -> RunConfig:
+    """A resumed run's config.json with the runtime flags given now; a warning names the
+    other flags, which are ignored (the run keeps its own settings)."""
+    config, ignored = resumed_config(ckpt.read_config(run_dir), options, config_file)
+    if ignored and on_event:
+        message = (
+            "--resume continues with the run's own settings (its config.json); ignored: "
+            + ", ".join(ignored)
+        )
+        on_event(TrainWarning(message))
+    return config
+
+
+def run_training(
+    run_dir: Path,
+    config: RunConfig,
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    recipe: Recipe,
+    device: torch.device,
+    ranks: dist.Dist,
+    resume: bool,
+    on_event: OnEvent,
+) -> Outcome:
+    """Drive train_loop, writing metrics.jsonl and checkpoints. Under torchrun only the main
+    rank writes. A non-finite loss raises TrainingError (the last checkpoint stays)."""
+    write = ranks.main
+    state = None
+    if resume:
+        weights, step = ckpt.load_weights(run_dir)
+        model.load_state_dict(weights, strict=True)
+        state = ckpt.load_train_state(run_dir, step)
+        if write:
+            ckpt.truncate_metrics(run_dir, step)
+    model.to(device)
+    if on_event:
+        on_event(
+            Start(
+                total_steps(config.train, len(recipe.epoch_batches(0))),
+                sum(p.numel() for p in model.parameters()),
+                str(device),
+                dtype_name(resolve_precision(config.train.precision, device)),
+                state["step"] if state else 0,
+                config.train.max_time,
+            )
+        )
+
+    def save(train_state: dict[str, Any]) -> None:
+        if write:
+            ckpt.save_run(run_dir, config, model, tokenizer, train_state["step"], train_state)
+
+    steps, seen = (state["step"], state["seen"]) if state else (0, 0)
+    interrupted = 0
+    diverged: NonFinite | None = None
+    allowed = config.train.skip_nonfinite
+    for event in train_loop(model, config.train, recipe, save, device, ranks, state):
+        steps = event.step
+        events: list[StepLog | Interrupted | NonFinite | TrainWarning | Any] = [event]
+        if isinstance(event, StepLog):
+            seen = event.tokens_seen
+            warnings = grad_warnings(event.step, event.group_norms, config.train.explode_threshold)
+            events += [TrainWarning(m, event.step) for m in warnings]
+        elif isinstance(event, Interrupted):
+            interrupted = event.signal
+        elif isinstance(event, NonFinite):
+            if event.skipped:
+                events = [TrainWarning(nonfinite_message(event, allowed), event.step)]
+            else:
+                diverged = event
+        for e in events:
+            if write:
+                ckpt.append_metrics(run_dir, record(e))
+            if on_event:
+                on_event(e)
+    if diverged:
+        raise TrainingError(diverged_message(diverged, allowed, run_dir))
+    records = ckpt.read_metrics(run_dir)
+    if write:
+        plot_curves(run_dir, records)
+    return Outcome(steps, seen, interrupted, records)
+
+
+def nonfinite_message(event: NonFinite, allowed: int) -> str:
+    where = f" of task {', '.join(event.tasks)}" if event.tasks else ""
+    text = f"step {event.step}: the loss{where} is {event.value}"
+    if event.skipped:
+        return f"{text}; step skipped, no update ({event.skipped} of {allowed} allowed)"
+    return text + (f" after {allowed} skipped steps" if allowed else "")
+
+
+def diverged_message(event: NonFinite, allowed: int, run_dir: Path) -> str:
+    """Why a run stopped on a non-finite loss, and how to go on."""
+    return f"{nonfinite_message(event, allowed)}; " + (
+        f"the last good checkpoint (step {event.saved}) is in {run_dir}: "
+        "continue it with --resume (add --skip-nonfinite N to step over bad batches) "
+        "or start again with a lower --lr"
+        if event.saved is not None
+        else "nothing was saved: start again with a lower --lr or --skip-nonfinite N"
+    )
+
+
+def emit(on_event: OnEvent, event: Event) -> None:
+    if on_event:
+        on_event(event)

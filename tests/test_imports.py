@@ -1,0 +1,99 @@
+"""The layering (DESIGN §6): imports go one way, cli → api → {training, inference} →
+library → foundation, read from the source with ast (nothing is imported)."""
+
+import ast
+from pathlib import Path
+
+from helpers import ROOT
+
+PACKAGE = ROOT / "sentcli"
+LAYERS = {
+    "cli": 4,
+    "__main__": 4,
+    "api": 3,
+    "training": 2,
+    "inference": 2,
+    "data": 1,
+    "model": 1,
+    "freeze": 1,
+    "checkpoint": 1,
+    "metrics": 1,
+    "tokenizer": 1,
+    "hf": 1,
+    "config": 0,
+    "events": 0,
+    "device": 0,
+    "dist": 0,
+    "errors": 0,
+    "__init__": 0,
+}
+UI = ("typer", "rich", "click")
+
+
+def _part(module: str) -> str:
+    """sentcli.training.loop → training; sentcli → __init__."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _is_module(name: str) -> bool:
+    return (PACKAGE / f"{name}.py").is_file() or (PACKAGE / name).is_dir()
+
+
+def _imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+            if node.module == "sentcli":  # from sentcli import api, dist, … (modules only)
+                names += [f"sentcli.{a.name}" for a in node.names if _is_module(a.name)]
+    return names
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        out[".".join(rel.parts)] = path
+    return out
+
+
+def test_every_module_has_a_layer() -> None:
+    assert {_part(m) for m in _modules()} <= set(LAYERS)
+
+
+def test_imports_go_one_way() -> None:
+    upward = []
+    for module, path in _modules().items():
+        mine = _part(module)
+        for name in _imports(path):
+            if not name.startswith("sentcli"):
+                continue
+            theirs = _part(name) if name != "sentcli" else "__init__"
+            if LAYERS[theirs] > LAYERS[mine]:
+                upward.append(f"{module} imports {name}")
+    assert upward == []
+
+
+def test_inference_never_imports_training() -> None:
+    found = [
+        f"{m} imports {n}"
+        for m, p in _modules().items()
+        if _part(m) == "inference"
+        for n in _imports(p)
+        if n.startswith("sentcli.training")
+    ]
+    assert found == []
+
+
+def test_only_the_cli_prints_with_typer_or_rich() -> None:
+    found = [
+        f"{m} imports {n}"
+        for m, p in _modules().items()
+        if LAYERS[_part(m)] < LAYERS["cli"]
+        for n in _imports(p)
+        if n.split(".")[0] in UI
+    ]
+    assert found == []
