@@ -14,6 +14,7 @@ import torch.nn as nn
 from sentcli import checkpoint as ckpt
 from sentcli.config import (
     Device,
+    LabelFormat,
     ModelConfig,
     Objective,
     RunConfig,
@@ -39,7 +40,7 @@ from sentcli.inference.embed import (
     run_inference,
     vector_pipeline,
 )
-from sentcli.inference.outputs import VECTOR_FORMATS, LabelFormat
+from sentcli.inference.outputs import VECTOR_FORMATS
 from sentcli.metrics import grad_summary, history_of, plot_confusion, plot_curves
 from sentcli.model import MultiTaskModel
 from sentcli.tokenizer import UNK_ID, TokenizerSummary, encode, load_tokenizer, train_tokenizer
@@ -58,6 +59,7 @@ __all__ = [
     "embed",
     "evaluate",
     "import_hf",
+    "parse_task_spec",
     "predict",
     "pretrain",
     "report",

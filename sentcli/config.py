@@ -66,6 +66,13 @@ class RunKind(StrEnum):
     mtl = "mtl"
 
 
+class LabelFormat(StrEnum):
+    """predict's output: label<TAB>probability rows, or one JSON object per row."""
+
+    tsv = "tsv"
+    jsonl = "jsonl"
+
+
 class TokenizerKind(StrEnum):
     bpe = "bpe"
     wordpiece = "wordpiece"

@@ -1,5 +1,6 @@
-"""The Pre-LN transformer trunk, its tied language-model head, masked mean pooling and the
-multi-task sentence encoder (one shared trunk, one classification head per task)."""
+"""The transformer trunk (Pre-LN; Post-LN only for imported BERT checkpoints), its tied
+language-model head, masked mean pooling and the multi-task sentence encoder (one shared
+trunk, one classification head per task)."""
 
 from __future__ import annotations
 
@@ -173,7 +174,8 @@ class LanguageModel(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits and the cross-entropy over targets != -100 ([B, T] ids → [N, vocab])."""
+        """Without targets: (logits [B, T, vocab], None). With targets: (logits [N, vocab] of
+        the positions with a target != -100, their mean cross-entropy)."""
         h = self.trunk(idx)  # [B, T, C]
         if targets is None:
             return F.linear(h, self.trunk.wte.weight), None

@@ -77,6 +77,19 @@ def test_imports_go_one_way() -> None:
     assert upward == []
 
 
+def test_the_cli_reaches_the_library_only_through_api() -> None:
+    """cli/ uses api and the foundation's vocabulary (config, events, errors), nothing below."""
+    allowed = ("sentcli.cli", "sentcli.api", "sentcli.config", "sentcli.events", "sentcli.errors")
+    found = [
+        f"{m} imports {n}"
+        for m, p in _modules().items()
+        if _part(m) == "cli"
+        for n in _imports(p)
+        if n.startswith("sentcli.") and not n.startswith(allowed)
+    ]
+    assert found == []
+
+
 def test_inference_never_imports_training() -> None:
     found = [
         f"{m} imports {n}"

@@ -22,7 +22,6 @@ from sentcli.cli.options import (
 )
 from sentcli.cli.render import InferenceView, inference_summary
 from sentcli.config import InferPrecision
-from sentcli.inference.embed import InferenceOptions
 
 
 @app.command("embed")
@@ -63,7 +62,7 @@ def embed_cli(
             input,
             output,
             model,
-            options=InferenceOptions(
+            options=api.InferenceOptions(
                 text_column=text_column,
                 id_column=id_column,
                 batch_size=batch_size,

@@ -11,7 +11,6 @@ from sentcli.cli._util import app, handle_errors, out
 from sentcli.cli.options import DeviceOpt
 from sentcli.cli.render import confusion_table, per_class_table
 from sentcli.config import TaskConfig
-from sentcli.data.tasks import parse_task_spec
 
 
 @app.command("evaluate")
@@ -36,7 +35,7 @@ def evaluate_cli(
 
     Example: sentcli evaluate --model runs/mtl --task sentiment=data/imdb --json
     """
-    specs = [TaskConfig(*parse_task_spec(t)) for t in task or []]
+    specs = [TaskConfig(*api.parse_task_spec(t)) for t in task or []]
     result = api.evaluate(model, specs or None, batch_size, device.value if device else "auto")
     if as_json:
         out.print_json(json.dumps(result))

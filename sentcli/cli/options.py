@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sentcli import api
 from sentcli.config import (
     Balance,
     Device,
@@ -16,7 +17,6 @@ from sentcli.config import (
     Schedule,
     TrainConfig,
 )
-from sentcli.inference.embed import InferenceOptions
 
 TRAIN = "Training"
 MODEL = "Model size"
@@ -235,5 +235,5 @@ InferPrecisionOpt = Annotated[
     InferPrecision,
     typer.Option(help="auto: bf16 where native; int8: dynamic quantisation (CPU)."),
 ]
-INFER_BATCH = InferenceOptions.batch_size
+INFER_BATCH = api.InferenceOptions.batch_size
 """embed/predict's default --batch-size."""

@@ -21,9 +21,7 @@ from sentcli.cli.options import (
     TextColumnOpt,
 )
 from sentcli.cli.render import InferenceView, inference_summary
-from sentcli.config import InferPrecision
-from sentcli.inference.embed import InferenceOptions
-from sentcli.inference.outputs import LabelFormat
+from sentcli.config import InferPrecision, LabelFormat
 
 
 @app.command("predict")
@@ -69,7 +67,7 @@ def predict_cli(
             task,
             top_k=top_k,
             fmt=fmt.value,
-            options=InferenceOptions(
+            options=api.InferenceOptions(
                 text_column=text_column,
                 id_column=id_column,
                 batch_size=batch_size,

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sentcli.api import InferenceResult, TrainResult
 from sentcli.cli._util import err, out
 from sentcli.events import (
     EvalLog,
@@ -24,8 +25,6 @@ from sentcli.events import (
     TextsRead,
     TrainWarning,
 )
-from sentcli.inference.embed import InferenceResult
-from sentcli.training.runner import TrainResult
 
 
 def progress(quiet: bool, count: str = "{task.completed}/{task.total}") -> Progress:

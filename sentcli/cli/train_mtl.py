@@ -57,7 +57,6 @@ from sentcli.cli.render import (
     progress,
 )
 from sentcli.config import TaskConfig
-from sentcli.data.tasks import parse_task_spec
 from sentcli.errors import ConfigError
 
 
@@ -156,7 +155,7 @@ def train_mtl_cli(
     """
     opts = config_options(locals())
     opts["task_weights"] = _weights(task_weight or [])
-    pairs = [parse_task_spec(t) for t in task or []]
+    pairs = [api.parse_task_spec(t) for t in task or []]
     if not pairs and not resume:
         raise typer.BadParameter("give --task NAME=SOURCE once per task", param_hint="--task")
     names = [n for n, _ in pairs]

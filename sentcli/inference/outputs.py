@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -18,13 +17,6 @@ from sentcli.errors import ConfigError
 from sentcli.inference.inputs import Chunk
 
 VECTOR_FORMATS = (".npy", ".jsonl", ".csv", ".tsv")
-
-
-class LabelFormat(StrEnum):
-    """predict's output: label<TAB>probability rows, or one JSON object per row."""
-
-    tsv = "tsv"
-    jsonl = "jsonl"
 
 
 NPY_HEADER = 128  # bytes reserved for the .npy header, rewritten with the final row count
