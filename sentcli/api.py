@@ -197,8 +197,12 @@ def _train_tasks(
     """The classifier training behind train-encoder (one task) and train-mtl (several)."""
     ckpt.check_run_dir(output, overwrite, resume)
     if resume:
-        config = resume_config(output, options, config_file, on_event)
-        tok = ckpt.load_run_tokenizer(output, config)
+        saved = resume_config(output, options, config_file, on_event)
+        tok = ckpt.load_run_tokenizer(output, saved)
+        # the command's kind and this sentcli's version, as when the run was started
+        config = RunConfig(
+            kind, saved.model, saved.train, saved.tasks, init=saved.init, imported=saved.imported
+        )
         return train_classifier(config, tok, output, True, None, on_event)
     names = [s.name for s in specs]
     if not names or len(set(names)) != len(names):

@@ -314,7 +314,7 @@ class RunConfig:
                 f"run format version {version} is newer than this sentcli understands "
                 f"({FORMAT_VERSION}); upgrade sentcli (pip install -U sentcli)"
             )
-        if d.get("kind") not in {k.value for k in RunKind}:
+        if not isinstance(d.get("kind"), str) or d["kind"] not in {k.value for k in RunKind}:
             raise CheckpointError(f"config.json has an unknown kind {d.get('kind')!r}")
         try:
             return cls(

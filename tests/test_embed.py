@@ -109,7 +109,14 @@ def test_jsonl_csv_tsv_outputs_parse_and_equal_npy(
 ) -> None:
     embed(mtl_run, str(lines_file), tmp_path / "v.npy", normalize=False)
     npy = np.load(tmp_path / "v.npy")
-    assert not np.allclose(np.linalg.norm(npy, axis=1), 1.0)  # --no-normalize
+    assert not np.allclose(np.linalg.norm(npy, axis=1), 1.0)
+    args = ["embed", str(lines_file), "-m", str(mtl_run), "--device", "cpu", "-q"]
+    cli_out = tmp_path / "cli.npy"
+    result = runner.invoke(
+        app, [*args, "--precision", "fp32", "--no-normalize", "-o", str(cli_out)]
+    )
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(cli_out), npy, atol=1e-6)  # the flag reaches the API
     for ext in ("jsonl", "csv", "tsv"):
         embed(mtl_run, str(lines_file), tmp_path / f"v.{ext}", normalize=False)
     rows = [json.loads(x) for x in (tmp_path / "v.jsonl").read_text("utf-8").splitlines()]

@@ -62,6 +62,7 @@ def embed_cli(
             input,
             output,
             model,
+            normalize=normalize,
             options=api.InferenceOptions(
                 text_column=text_column,
                 id_column=id_column,

@@ -280,7 +280,9 @@ class _Loop:
         out |= {"torch_rng": cpu_rng, "cuda_rng": cuda_rng, "python_rng": random.getstate()}
         if self.ranks.on:  # each rank's dropout stream, so a resumed run draws what it would
             out["rng_ranks"] = dist.gather_objects((cpu_rng, cuda_rng), self.ranks)
-        out["carry"] = self.recipe.state_dict()
+        carry = self.recipe.state_dict()
+        if carry:
+            out["carry"] = carry
         return out
 
     def unchecked(self) -> NonFinite | None:
@@ -366,9 +368,9 @@ class _Loop:
         s.seen += n_tokens
         return event, False
 
-    def step_log(self, epoch: int, lr: float) -> StepLog:
+    def step_log(self, epoch: int, lr: float, now: float) -> StepLog:
         """The log of the steps since the last one (the loop's only host sync)."""
-        s, now = self.state, time.perf_counter()
+        s = self.state
         loss = dist.mean(self.loss_sum, self.ranks).item() / max(s.log_count, 1)
         return StepLog(
             s.step,
@@ -382,9 +384,11 @@ class _Loop:
             {g: v.item() for g, v in self.norms.items()},
         )
 
-    def reset_log(self) -> None:
+    def reset_log(self, now: float) -> None:
+        """A new log window from `now` (the time the last log was taken: what the caller
+        spends on a log counts against the next window)."""
         self.loss_sum.zero_()
-        self.state.log_count, self.tokens, self.t_log = 0, 0, time.perf_counter()
+        self.state.log_count, self.tokens, self.t_log = 0, 0, now
 
 
 def train_loop(
@@ -431,12 +435,13 @@ def train_loop(
                     if problem is not None:
                         yield problem
                         return
+                    now = time.perf_counter()
                     try:
-                        yield loop.step_log(epoch, lr)
+                        yield loop.step_log(epoch, lr, now)
                     except GeneratorExit:  # the caller stopped listening: keep a resumable state
                         loop.checked_save(epoch, i + 1)
                         return
-                    loop.reset_log()
+                    loop.reset_log(now)
                 evaluating = (cfg.eval_every and s.step % cfg.eval_every == 0) or (
                     s.step == loop.total
                 )
