@@ -1,6 +1,5 @@
 """`sentcli embed`: texts → sentence vectors, streamed, in input order."""
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +18,7 @@ from sentcli.cli.options import (
     ModelOpt,
     QuietOpt,
     TextColumnOpt,
+    inference_options,
 )
 from sentcli.cli.render import InferenceView, inference_summary
 from sentcli.config import InferPrecision
@@ -63,14 +63,8 @@ def embed_cli(
             output,
             model,
             normalize=normalize,
-            options=api.InferenceOptions(
-                text_column=text_column,
-                id_column=id_column,
-                batch_size=batch_size,
-                max_length=max_length,
-                device=device.value if device else "auto",
-                precision=precision.value,
-                stdout=sys.stdout.buffer,
+            options=inference_options(
+                text_column, id_column, batch_size, max_length, device, precision
             ),
             on_event=view,
         )

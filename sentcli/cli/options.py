@@ -1,6 +1,7 @@
 """Every option alias the commands share. Choices come from the enums in sentcli.config and
 the `[default: …]` texts from the config dataclasses' defaults, so neither is written twice."""
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -237,3 +238,23 @@ InferPrecisionOpt = Annotated[
 ]
 INFER_BATCH = api.InferenceOptions.batch_size
 """embed/predict's default --batch-size."""
+
+
+def inference_options(
+    text_column: str | None,
+    id_column: str | None,
+    batch_size: int,
+    max_length: int | None,
+    device: Device | None,
+    precision: InferPrecision,
+) -> api.InferenceOptions:
+    """embed's and predict's shared options; output without a file goes to stdout."""
+    return api.InferenceOptions(
+        text_column=text_column,
+        id_column=id_column,
+        batch_size=batch_size,
+        max_length=max_length,
+        device=device.value if device else Device.auto,
+        precision=precision.value,
+        stdout=sys.stdout.buffer,
+    )
