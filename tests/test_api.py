@@ -195,6 +195,8 @@ def test_checkpoint_problems_are_refused(tmp_path: Path, lm_run: Path) -> None:
         ckpt.load_run(tmp_path / "nowhere")
 
 
+# the crafted pickle uses protocol 4, which torch.load warns about before refusing it
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_pickled_code_in_train_state_never_runs(tmp_path: Path, lm_run: Path) -> None:
     import pickle
     import shutil

@@ -75,6 +75,8 @@ def test_device_and_precision_resolution() -> None:
 
 
 @pytest.mark.slow
+# torch.compile goes through torch.jit internals that warn about their own deprecation
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_compile_trains_like_eager(
     tmp_path: Path, topic_dir: Path, sentiment_dir: Path, tokenizer_path: Path
 ) -> None:
