@@ -17,6 +17,7 @@ from pathlib import Path
 SEED = 1234
 IMDB_PER_CLASS = 1000  # per split and class: 2,000 train and 2,000 test reviews
 UNSUP_LINES = 4000  # unlabelled IMDB reviews for pretraining
+STSB_PAIRS = {"train": 2000, "validation": 750}  # scored sentence pairs (0-5)
 
 
 def read_csv_gz(path: Path) -> list[tuple[str, str]]:
@@ -75,6 +76,25 @@ def main() -> None:
         gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as g,
     ):
         g.write("".join(lines).encode("utf-8"))
+
+    # STS Benchmark: seeded samples of the train and validation pairs, every column kept.
+    (out / "stsb").mkdir(parents=True, exist_ok=True)
+    for split, n in STSB_PAIRS.items():
+        with gzip.open(src / "stsb" / f"{split}.csv.gz", "rt", encoding="utf-8", newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            rows = list(reader)
+        assert header[:3] == ["sentence1", "sentence2", "score"], header
+        picked = sorted(rng.sample(range(len(rows)), n))  # kept in the source's order
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows[i] for i in picked)
+        with (
+            open(out / "stsb" / f"{split}.csv.gz", "wb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as g,
+        ):
+            g.write(buf.getvalue().encode("utf-8"))
 
     for path in sorted(out.rglob("*")):
         if path.is_file():

@@ -153,10 +153,22 @@ def train_encoder(
     resume: bool = False,
     overwrite: bool = False,
     on_event: OnEvent = None,
+    *,
+    pair_columns: list[str] | None = None,
+    score_column: str | None = None,
 ) -> TrainResult:
-    """Train a sentence encoder with a classification head on one task (`NAME=SOURCE`),
-    from a pretrained run (`init`) or from scratch with a tokenizer."""
-    specs = [] if resume else [TaskConfig(*parse_task_spec(task), text_column, label_column)]
+    """Train a sentence encoder on one task (`NAME=SOURCE`): a classification head, or a
+    similarity objective when the source holds pairs or plain text (data/pairs.py); from a
+    pretrained run (`init`) or from scratch with a tokenizer."""
+    specs = []
+    if not resume:
+        name, source = parse_task_spec(task)
+        specs = [
+            TaskConfig(
+                name, source, text_column, label_column,
+                pair_columns=list(pair_columns or []), score_column=score_column,
+            )
+        ]  # fmt: skip
     return _train_tasks(
         RunKind.encoder, specs, output, init, tokenizer, options, config_file, resume,
         overwrite, on_event,
@@ -286,6 +298,8 @@ def report(run_dir: Path) -> dict[str, Any]:
     plot_curves(run_dir, records)
     test = summary.get("test", {})
     for t, m in test.items():
+        if "confusion" not in m:  # a similarity task: its scatter needs the vectors again
+            continue
         title = f"{t} ({summary['test_splits'][t]}, accuracy {m['accuracy']:.3f})"
         path = run_dir / "report" / f"confusion_{t}.png"
         plot_confusion(path, m["confusion"], m["label_names"], title)

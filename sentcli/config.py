@@ -66,6 +66,24 @@ class RunKind(StrEnum):
     mtl = "mtl"
 
 
+class TaskKind(StrEnum):
+    """What a task's source holds, and so what it trains (see data/pairs.py)."""
+
+    classification = "classification"
+    """A text and a label: a classification head."""
+    scored = "scored"
+    """Two texts and a numeric score (STS): CoSENT or cosine-MSE on the sentence vectors."""
+    pairs = "pairs"
+    """Anchor and positive (and a hard negative): in-batch negatives (InfoNCE)."""
+    text = "text"
+    """Plain text: unsupervised SimCSE (the same text twice, two dropout masks)."""
+
+
+class SimilarityLoss(StrEnum):
+    cosent = "cosent"
+    cosine_mse = "cosine-mse"
+
+
 class LabelFormat(StrEnum):
     """predict's output: label<TAB>probability rows, or one JSON object per row."""
 
@@ -213,6 +231,11 @@ class TrainConfig:
     balance: Balance = Balance.none
     max_samples_per_task: int = 0
     """Cut every task's train split to at most N rows (seeded); 0 keeps all."""
+    similarity_loss: SimilarityLoss = SimilarityLoss.cosent
+    """Scored-pair tasks: CoSENT (ranks pairs by score; any scale) or cosine-MSE (the cosine
+    regresses onto the score mapped to 0..1 by the train split's range)."""
+    similarity_scale: float = 20.0
+    """The scale of cosines in CoSENT and in-batch-negative (InfoNCE) losses (1/temperature)."""
     explode_threshold: float = 1e3
     """A gradient-norm warning above this (and for non-finite norms)."""
     skip_nonfinite: int = 0
@@ -254,6 +277,8 @@ class TrainConfig:
             problems.append(f"val_fraction must be in (0, 1) (got {self.val_fraction})")
         if not 0.0 < self.backbone_lr_scale <= 1.0:
             problems.append(f"backbone_lr_scale must be in (0, 1] (got {self.backbone_lr_scale})")
+        if not self.similarity_scale > 0:
+            problems.append(f"similarity_scale must be positive (got {self.similarity_scale})")
         if not self.temperature > 0:
             problems.append(f"temperature must be positive (got {self.temperature})")
         problems += [
@@ -267,6 +292,7 @@ class TrainConfig:
             ("objective", Objective),
             ("schedule", Schedule),
             ("balance", Balance),
+            ("similarity_loss", SimilarityLoss),
         ):
             _coerce(self, name, enum, problems)
         _raise_if(problems, "training options")
@@ -274,13 +300,26 @@ class TrainConfig:
 
 @dataclass
 class TaskConfig:
-    """One classification task: where its data comes from and its label names."""
+    """One task: where its data comes from, what it holds and (classification) its label
+    names. `kind` None: found from the source's columns (data/pairs.py)."""
 
     name: str
     source: str
     text_column: str | None = None
     label_column: str | None = None
     label_names: list[str] = field(default_factory=list)
+    kind: TaskKind | None = None
+    pair_columns: list[str] = field(default_factory=list)
+    """Pair tasks: the text columns (anchor/first, positive/second[, negative])."""
+    score_column: str | None = None
+    score_range: list[float] = field(default_factory=list)
+    """Scored pairs: the train split's lowest and highest score (for cosine-MSE)."""
+
+    def __post_init__(self) -> None:
+        if self.kind is not None:
+            problems: list[str] = []
+            _coerce(self, "kind", TaskKind, problems)
+            _raise_if(problems, f"task {self.name}")
 
 
 @dataclass

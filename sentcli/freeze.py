@@ -29,9 +29,12 @@ def _valid(tasks: Sequence[str], n_layer: int) -> str:
     return f"none, backbone, embeddings, layers:K (K in 1..{n_layer}), {heads}, all"
 
 
-def parse_freeze(spec: str, tasks: Sequence[str], n_layer: int) -> FreezeSpec:
+def parse_freeze(
+    spec: str, tasks: Sequence[str], n_layer: int, headless: Sequence[str] = ()
+) -> FreezeSpec:
     """`--freeze` value (comma-separated modes) → FreezeSpec; refuses unknown names and
-    combinations that leave a task nothing to train."""
+    combinations that leave a task nothing to train. `tasks` have heads; `headless` tasks
+    (similarity) train the backbone only."""
     parts = [p.strip() for p in spec.split(",") if p.strip()] or ["none"]
     embeddings = final_norm = everything = False
     layers = 0
@@ -57,6 +60,12 @@ def parse_freeze(spec: str, tasks: Sequence[str], n_layer: int) -> FreezeSpec:
             )
     trunk_frozen = embeddings and layers == n_layer and final_norm
     stuck = sorted(heads) if trunk_frozen and not everything else []
+    if trunk_frozen and not everything and headless:
+        raise ConfigError(
+            f"--freeze {spec!r} leaves task {', '.join(headless)} nothing to train (a similarity "
+            "task has no head, and the whole backbone is frozen); freeze fewer layers, or use "
+            "'all' to evaluate only"
+        )
     if stuck:
         raise ConfigError(
             f"--freeze {spec!r} leaves task {', '.join(stuck)} nothing to train (its head and the "

@@ -99,6 +99,19 @@ def plot_confusion(
     fig.savefig(path)
 
 
+def plot_scatter(path: Path, cosine: np.ndarray, gold: np.ndarray, title: str) -> None:
+    """Cosine of each pair against its gold score."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 4), tight_layout=True)
+    ax = fig.add_subplot()
+    ax.scatter(gold, cosine, s=4, alpha=0.4)
+    ax.set_xlabel("gold score")
+    ax.set_ylabel("cosine")
+    ax.set_title(title)
+    fig.savefig(path)
+
+
 def history_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The evaluations of a metrics log, flattened: step, epoch and the metrics."""
     return [

@@ -16,12 +16,14 @@ from sentcli.config import (
     Objective,
     Precision,
     Schedule,
+    SimilarityLoss,
     TrainConfig,
 )
 
 TRAIN = "Training"
 MODEL = "Model size"
 MTL = "Multi-task"
+SIMILARITY = "Similarity tasks"
 
 
 def default(value: Any) -> str:
@@ -201,6 +203,22 @@ ExplodeOpt = Annotated[
     typer.Option(
         help=f"Warn above this gradient norm {default(TrainConfig.explode_threshold)}.",
         rich_help_panel=MTL,
+    ),
+]
+
+# similarity tasks
+SimilarityLossOpt = Annotated[
+    SimilarityLoss | None,
+    typer.Option(
+        help=f"Scored pairs: CoSENT or cosine-MSE {default(TrainConfig.similarity_loss)}",
+        rich_help_panel=SIMILARITY,
+    ),
+]
+SimilarityScaleOpt = Annotated[
+    float | None,
+    typer.Option(
+        help=f"Cosine scale of CoSENT and InfoNCE {default(TrainConfig.similarity_scale)}",
+        rich_help_panel=SIMILARITY,
     ),
 ]
 

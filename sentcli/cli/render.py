@@ -144,20 +144,36 @@ class InferenceView:
                 self.bar.update(self.task, completed=event.done)
 
 
+SCORES = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "spearman": "Spearman×100",
+    "pearson": "Pearson×100",
+    "recall@1": "recall@1",
+    "mrr": "MRR",
+}
+"""Each task kind's scores (metric key → name), in the order tables show them."""
+PERCENT = ("spearman", "pearson")  # shown ×100, as the STS literature does
+
+
+def score(key: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}" if key in PERCENT else f"{value:.4f}"
+
+
 def task_names(metrics: dict[str, Any]) -> list[str]:
-    return [k[: -len("/accuracy")] for k in metrics if k.endswith("/accuracy")]
+    return [k[: -len("/val_loss")] for k in metrics if k.endswith("/val_loss")]
 
 
 def classifier_eval_line(event: EvalLog, train_loss: float | None) -> str:
-    """One line per evaluation of a classifier run; epoch 0 is before any training."""
+    """One line per evaluation of a task run; epoch 0 is before any training."""
     parts = [f"epoch {event.epoch + 1:>2} step {event.step:>6}"]
     for t in task_names(event.metrics):
         m = {k.split("/", 1)[1]: v for k, v in event.metrics.items() if k.startswith(t + "/")}
         train = f"train loss {m['train_loss']:.4f} | " if m.get("train_loss") is not None else ""
-        parts.append(
-            f"{t}: {train}val loss {m['val_loss']:.4f} | accuracy {m['accuracy']:.4f} | "
-            f"macro-F1 {m['macro_f1']:.4f}"
-        )
+        scores = "".join(f" | {name} {score(k, m[k])}" for k, name in SCORES.items() if k in m)
+        parts.append(f"{t}: {train}val loss {m['val_loss']:.4f}{scores}")
     return " | ".join(parts)
 
 
@@ -182,14 +198,15 @@ def groups_table(groups: list[tuple[str, int, bool]], freeze: str) -> Table:
 def loss_table(history: list[dict[str, Any]], tasks: list[str]) -> Table:
     """The per-task loss table: per evaluation (epoch 0 = before training), a row per task."""
     table = Table(title="per-task losses and scores (validation)", title_justify="left")
-    for col in ("epoch", "task", "train loss", "val loss", "accuracy", "macro-F1"):
+    shown = [k for k in SCORES if any(f"{t}/{k}" in h for h in history for t in tasks)]
+    columns = ["epoch", "task", "train loss", "val loss", *(SCORES[k] for k in shown)]
+    for col in columns:
         table.add_column(col, justify="left" if col == "task" else "right")
     for h in history:
         for i, t in enumerate(tasks):
             cells = [str(h["epoch"] + 1) if i == 0 else "", t]
-            for key in ("train_loss", "val_loss", "accuracy", "macro_f1"):
-                v = h.get(f"{t}/{key}")
-                cells.append("-" if v is None else f"{v:.4f}")
+            for key in ("train_loss", "val_loss", *shown):
+                cells.append(score(key, h.get(f"{t}/{key}")))
             table.add_row(*cells, end_section=i == len(tasks) - 1)
     return table
 
@@ -228,9 +245,16 @@ def per_class_table(title: str, per_class: dict[str, dict[str, float]]) -> Table
 
 
 def print_test_results(test: dict[str, Any], splits: dict[str, str]) -> None:
-    """Per task: accuracy, macro-F1 and the confusion matrix on its test (or validation) split."""
+    """Per task: accuracy, macro-F1 and the confusion matrix on its test (or validation)
+    split; a similarity task's scores."""
     for t, m in test.items():
         split = splits[t]
+        if "confusion" not in m:
+            scores = " | ".join(f"{name} {score(k, m[k])}" for k, name in SCORES.items() if k in m)
+            rows = f"{m['pairs']:,} {'texts' if m['kind'] == 'text' else 'pairs'}"
+            line = f"{scores} | " if scores else ""
+            out.print(f"{t} {split}: {line}val loss {m['val_loss']:.4f} | {rows}")
+            continue
         n = sum(map(sum, m["confusion"]))
         out.print(
             f"{t} {split}: accuracy {m['accuracy']:.4f} | macro-F1 {m['macro_f1']:.4f} | "

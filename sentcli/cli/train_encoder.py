@@ -8,6 +8,7 @@ import typer
 from sentcli import api
 from sentcli.cli._util import app, config_options, handle_errors, out
 from sentcli.cli.options import (
+    SIMILARITY,
     AttnDropoutOpt,
     BatchOpt,
     BlockOpt,
@@ -32,6 +33,8 @@ from sentcli.cli.options import (
     ResumeOpt,
     SaveEveryOpt,
     SeedOpt,
+    SimilarityLossOpt,
+    SimilarityScaleOpt,
     SkipNonfiniteOpt,
     TextColOpt,
     ValFracOpt,
@@ -66,6 +69,23 @@ def train_encoder_cli(
     label_column: Annotated[
         str | None, typer.Option(help="Label column (default: label/target/class/…).")
     ] = None,
+    pair_columns: Annotated[
+        str | None,
+        typer.Option(
+            help="A,B[,C]: a pair task's text columns (default: sentence1,sentence2; "
+            "anchor,positive[,negative]; …).",
+            rich_help_panel=SIMILARITY,
+        ),
+    ] = None,
+    score_column: Annotated[
+        str | None,
+        typer.Option(
+            help="A scored pair task's score (default: score/similarity/label).",
+            rich_help_panel=SIMILARITY,
+        ),
+    ] = None,
+    similarity_loss: SimilarityLossOpt = None,
+    similarity_scale: SimilarityScaleOpt = None,
     config: ConfigOpt = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
@@ -94,12 +114,16 @@ def train_encoder_cli(
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a sentence encoder and a classification head on one labelled task.
+    """Train a sentence encoder on one task: a classification head on labelled texts, or
+    the sentence vectors themselves on pairs (CoSENT on scored pairs such as STS-B, in-batch
+    negatives on positive pairs) or on plain text (unsupervised SimCSE).
 
     Starts from a pretrained run (--init) or from scratch (--tokenizer). Prints validation
     scores per evaluation, then test accuracy, macro-F1 and the confusion matrix.
 
     Example: sentcli train-encoder --task topic=data/ag_news --init runs/lm -o runs/topic
+
+    Example: sentcli train-encoder --task sts=data/stsb --init runs/minilm --lr 2e-5 -o runs/sts
     """
     if task is None and not resume:
         raise typer.BadParameter("give --task NAME=SOURCE", param_hint="--task")
@@ -108,6 +132,8 @@ def train_encoder_cli(
         result = api.train_encoder(
             task or "", output, init, tokenizer, opts, config, text_column, label_column,
             resume, overwrite, on_event=TrainView(bar, classifier_eval_line),
+            pair_columns=[c.strip() for c in pair_columns.split(",")] if pair_columns else None,
+            score_column=score_column,
         )  # fmt: skip
     finish_training(result, quiet)
     print_test_results(result.test, result.test_splits)

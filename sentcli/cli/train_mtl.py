@@ -8,6 +8,7 @@ import typer
 from sentcli import api
 from sentcli.cli._util import app, config_options, handle_errors, out
 from sentcli.cli.options import (
+    SIMILARITY,
     AttnDropoutOpt,
     BackboneLrOpt,
     BalanceOpt,
@@ -39,6 +40,8 @@ from sentcli.cli.options import (
     SaveEveryOpt,
     ScheduleOpt,
     SeedOpt,
+    SimilarityLossOpt,
+    SimilarityScaleOpt,
     SkipNonfiniteOpt,
     TaskWeightOpt,
     TemperatureOpt,
@@ -72,6 +75,10 @@ def _per_task(values: list[str], tasks: list[str], what: str) -> dict[str, str]:
         else:
             raise ConfigError(f"--{what} {value}: no task {name!r}; tasks: {', '.join(tasks)}")
     return out
+
+
+def _columns(value: str | None) -> list[str]:
+    return [c.strip() for c in value.split(",")] if value else []
 
 
 def _weights(values: list[str]) -> dict[str, float] | None:
@@ -116,6 +123,22 @@ def train_mtl_cli(
     explode_threshold: ExplodeOpt = None,
     text_column: Annotated[list[str] | None, typer.Option(help="COL or NAME=COL.")] = None,
     label_column: Annotated[list[str] | None, typer.Option(help="COL or NAME=COL.")] = None,
+    pair_columns: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A,B[,C] or NAME=A,B[,C]: a pair task's text columns (anchor, positive, "
+            "negative).",
+            rich_help_panel=SIMILARITY,
+        ),
+    ] = None,
+    score_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="COL or NAME=COL: a scored pair task's score.", rich_help_panel=SIMILARITY
+        ),
+    ] = None,
+    similarity_loss: SimilarityLossOpt = None,
+    similarity_scale: SimilarityScaleOpt = None,
     config: ConfigOpt = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
@@ -146,6 +169,10 @@ def train_mtl_cli(
 ) -> None:
     """Train one shared encoder with one head per task, with a freeze mode and task schedule.
 
+    A task whose source holds sentence pairs (two text columns, with or without a score) or
+    plain text trains the sentence vectors directly, with no head: CoSENT on scored pairs,
+    in-batch negatives on positive pairs and triplets, SimCSE on plain text.
+
     Prints the parameter groups (trainable or frozen), a line per evaluation (epoch 0 is
     before training), then the per-task loss table, one confusion matrix per task and the
     gradient norms per group.
@@ -161,7 +188,15 @@ def train_mtl_cli(
     names = [n for n, _ in pairs]
     texts = _per_task(text_column or [], names, "text-column")
     labels = _per_task(label_column or [], names, "label-column")
-    specs = [TaskConfig(n, s, texts.get(n), labels.get(n)) for n, s in pairs]
+    pair_cols = _per_task(pair_columns or [], names, "pair-columns")
+    scores = _per_task(score_column or [], names, "score-column")
+    specs = [
+        TaskConfig(
+            n, s, texts.get(n), labels.get(n), pair_columns=_columns(pair_cols.get(n)),
+            score_column=scores.get(n),
+        )
+        for n, s in pairs
+    ]  # fmt: skip
     with progress(quiet) as bar:
         result = api.train_mtl(
             specs, output, init, tokenizer, opts, config, resume, overwrite,

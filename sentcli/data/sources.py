@@ -243,12 +243,13 @@ def first_row(mask: pa.ChunkedArray | pa.Array) -> int:
     return int(pc.index(mask, True).as_py()) + 1  # 1-based data row
 
 
-def check_texts(ds: Dataset, column: str, where: str) -> None:
+def check_texts(ds: Dataset, column: str, where: str, flag: str = "--text-column") -> None:
+    """The column holds strings and no row lacks one; `flag` is the option that names it."""
     col = ds.data.column(column)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         raise DataError(
             f"{where}: column {column!r} holds {col.type}, not text; "
-            "pass --text-column with the column that holds the texts"
+            f"pass {flag} with the column that holds the texts"
         )
     if col.null_count:
         row = first_row(pc.is_null(col))

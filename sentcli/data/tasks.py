@@ -112,9 +112,11 @@ def load_task(
     val_fraction: float = 0.1,
     seed: int = 1337,
     label_names: list[str] | None = None,
+    read: tuple[dict[str, Dataset], list[str] | None] | None = None,
 ) -> TaskData:
-    """Load a labelled task; every problem is a `DataError` naming the file, row and fix."""
-    splits, names = read_splits(source)
+    """Load a labelled task; every problem is a `DataError` naming the file, row and fix.
+    `read`: the source's splits and labels.txt names, when the caller has read them."""
+    splits, names = read or read_splits(source)
     names = label_names or names
     out: dict[str, Dataset] = {}
     for split, ds in splits.items():

@@ -4,10 +4,11 @@ and the test pass with its confusion matrices."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,22 +17,29 @@ from tokenizers import Tokenizer
 
 from sentcli import checkpoint as ckpt
 from sentcli import dist
-from sentcli.config import Balance, RunConfig, TaskConfig
+from sentcli.config import Balance, RunConfig, TaskConfig, TaskKind, TrainConfig
 from sentcli.data.batching import collate, encode_rows, length_batches
-from sentcli.data.tasks import TaskData, cut_train, load_task
+from sentcli.data.pairs import SIDES, Shape, detect, load_pairs, shape_of
+from sentcli.data.sources import read_splits
+from sentcli.data.tasks import load_task
 from sentcli.device import resolve_device, resolve_precision, seed_everything, to_device
 from sentcli.events import EvalLog, EvalOnly, Groups, InitFrom, OnEvent
 from sentcli.freeze import FreezeSpec, apply_freeze, group_of, parameter_groups, parse_freeze
-from sentcli.inference.embed import predict_logits
+from sentcli.inference.embed import apply_batched, predict_logits, vector_fn
 from sentcli.metrics import (
     classification_metrics,
     grad_summary,
     history_of,
     plot_confusion,
+    plot_scatter,
     throughput,
 )
 from sentcli.model import MultiTaskModel, training_flops_per_token
 from sentcli.training.runner import Outcome, TrainResult, run_training
+from sentcli.training.similarity import cosines, pair_loss, pair_metrics
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 Step = list[tuple[str, np.ndarray]]
 """One optimizer step: (task, row indices) for each batch it takes."""
@@ -75,20 +83,41 @@ def plan_steps(
 
 
 TaskBatch = tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]
-"""(task, input ids, attention mask, labels)."""
+"""A classification batch: (task, input ids, attention mask, labels)."""
+
+
+@dataclass
+class PairBatch:
+    """A similarity batch: every side's texts in one [sides · B, T] batch (one forward
+    pass), the target (scores, or None) and the loss of the sides' vectors."""
+
+    task: str
+    ids: torch.Tensor
+    mask: torch.Tensor
+    rows: int
+    """Texts per side."""
+    target: torch.Tensor | None
+    loss: Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor]
 
 
 def weighted_loss(
     model: nn.Module,
-    batches: list[TaskBatch],
+    batches: Sequence[TaskBatch | PairBatch],
     weights: dict[str, float],
     shares: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Σ weight[task] · loss(task) over a step's batches, and each task's unweighted loss.
     `shares` scales a task's mean loss into its part of a batch split over ranks (dist.share)."""
     losses = {}
-    for task, ids, mask, y in batches:
-        losses[task] = model(ids, mask, task, y)[1] * (shares or {}).get(task, 1.0)
+    for b in batches:
+        if isinstance(b, PairBatch):
+            assert isinstance(model, MultiTaskModel)
+            vectors = model.embed(b.ids, b.mask)  # [sides · B, C]
+            task, loss = b.task, b.loss(list(torch.split(vectors, b.rows)), b.target)
+        else:
+            task, ids, mask, y = b
+            loss = model(ids, mask, task, y)[1]
+        losses[task] = loss * (shares or {}).get(task, 1.0)
     total = torch.stack([weights.get(t, 1.0) * loss for t, loss in losses.items()]).sum()
     return total, losses
 
@@ -103,7 +132,7 @@ class StepLoss(nn.Module):
         self.weights = weights
 
     def forward(
-        self, batches: list[TaskBatch], shares: dict[str, float] | None = None
+        self, batches: Sequence[TaskBatch | PairBatch], shares: dict[str, float] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return weighted_loss(self.model, batches, self.weights, shares)
 
@@ -147,63 +176,129 @@ Key = tuple[str, str]
 
 
 @dataclass
-class TaskSet:
-    """The tasks' splits, tokenized: token ids and labels per (task, split)."""
+class Encoded:
+    """One split of a task, tokenized: token ids per side (one side for classification and
+    plain text; two or three for pairs) and the target (int labels, float scores or None)."""
 
-    data: dict[str, TaskData]
-    seqs: dict[Key, list[np.ndarray]]
-    labels: dict[Key, np.ndarray]
+    sides: list[list[np.ndarray]]
+    target: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.sides[0])
+
+
+@dataclass
+class TaskSet:
+    """The tasks (their configs with kind, columns and label names resolved) and their
+    splits, tokenized."""
+
+    specs: dict[str, TaskConfig]
+    data: dict[Key, Encoded]
 
     @property
     def names(self) -> list[str]:
-        return list(self.data)
+        return list(self.specs)
+
+    def kind(self, task: str) -> TaskKind:
+        return self.specs[task].kind or TaskKind.classification
+
+    def heads(self) -> dict[str, int]:
+        """Classification tasks and their label counts (the model's heads)."""
+        return {
+            t: len(c.label_names)
+            for t, c in self.specs.items()
+            if self.kind(t) == TaskKind.classification
+        }
 
     def lengths(self, task: str) -> np.ndarray:
-        """Token counts of the task's training rows."""
-        return np.array([len(x) for x in self.seqs[(task, "train")]])
+        """Tokens per training row (all its sides)."""
+        sides = self.data[(task, "train")].sides
+        return np.asarray(np.sum([[len(x) for x in side] for side in sides], axis=0))
 
     def test_split(self, task: str) -> str:
-        return "test" if (task, "test") in self.seqs else "validation"
+        return "test" if (task, "test") in self.data else "validation"
 
 
-def load_tasks(
-    specs: list[TaskConfig], config: RunConfig, tok: Tokenizer, label_names: bool
-) -> TaskSet:
-    """Load, check, cut (--max-samples-per-task, --balance downsample) and tokenize every
-    task; `label_names`: keep the specs' label names (a resumed run)."""
-    cfg = config.train
-    tds = {
-        s.name: load_task(
-            s.name, s.source, s.text_column, s.label_column, cfg.val_fraction, cfg.seed,
-            s.label_names if label_names else None,
+def _cut(ds: Dataset, n: int, seed: int) -> Dataset:
+    return ds.shuffle(seed=seed).select(range(n)) if n and len(ds) > n else ds
+
+
+def _encode(
+    tok: Tokenizer, ds: Dataset, columns: Sequence[str], block: int
+) -> list[list[np.ndarray]]:
+    return [
+        encode_rows(
+            tok, ds.select_columns([c]).rename_column(c, "text") if c != "text" else ds, block
         )
-        for s in specs
-    }  # fmt: skip
-    for td in tds.values():
-        cut_train(td, cfg.max_samples_per_task, cfg.seed)
+        for c in columns
+    ]
+
+
+def _load_one(
+    spec: TaskConfig, cfg: TrainConfig, resume: bool
+) -> tuple[TaskConfig, dict[str, Dataset]]:
+    """One task's checked splits (classification: text, label; pairs: a, b[, c][, score];
+    plain text: text) and its config with the kind, columns and label names resolved."""
+    if resume and spec.kind is not None and spec.kind != TaskKind.classification:
+        shape = Shape(spec.kind, spec.pair_columns, spec.score_column, spec.text_column)
+        splits, names = read_splits(spec.source)
+        if shape.kind == TaskKind.text:
+            shape.text_column = detect(splits["train"].column_names, spec, spec.source).text_column
+    else:
+        shape, splits, names = shape_of(spec)
+    if shape.kind == TaskKind.classification:
+        td = load_task(
+            spec.name, spec.source, spec.text_column, spec.label_column, cfg.val_fraction,
+            cfg.seed, spec.label_names if resume else None, (splits, names),
+        )  # fmt: skip
+        done = replace(spec, label_names=td.label_names, kind=TaskKind.classification)
+        return done, {"train": td.train, "validation": td.validation} | (
+            {"test": td.test} if td.test is not None else {}
+        )
+    pd = load_pairs(spec, splits, shape, cfg.val_fraction, cfg.seed)
+    done = replace(
+        spec, kind=shape.kind, pair_columns=shape.pair_columns,
+        score_column=shape.score_column, score_range=pd.score_range,
+    )  # fmt: skip
+    return done, {"train": pd.train, "validation": pd.validation} | (
+        {"test": pd.test} if pd.test is not None else {}
+    )
+
+
+def load_tasks(specs: list[TaskConfig], config: RunConfig, tok: Tokenizer, resume: bool) -> TaskSet:
+    """Load, check, cut (--max-samples-per-task, --balance downsample) and tokenize every
+    task; a resumed run keeps its tasks' kinds, columns and label names."""
+    cfg = config.train
+    loaded = {s.name: _load_one(s, cfg, resume) for s in specs}
+    for _, splits in loaded.values():
+        splits["train"] = _cut(splits["train"], cfg.max_samples_per_task, cfg.seed)
     if cfg.balance == Balance.downsample:
-        smallest = min(len(td.train) for td in tds.values())
-        for td in tds.values():
-            cut_train(td, smallest, cfg.seed)
-    splits = {
-        (t, split): ds
-        for t, td in tds.items()
-        for split, ds in (("train", td.train), ("validation", td.validation), ("test", td.test))
-        if ds is not None
-    }
+        smallest = min(len(splits["train"]) for _, splits in loaded.values())
+        for _, splits in loaded.values():
+            splits["train"] = _cut(splits["train"], smallest, cfg.seed)
     block = config.model.block_size
-    seqs = {key: encode_rows(tok, ds, block) for key, ds in splits.items()}
-    labels = {
-        key: np.asarray(ds.with_format("numpy")["label"], dtype=np.int64)
-        for key, ds in splits.items()
-    }
-    return TaskSet(tds, seqs, labels)
+    data = {}
+    for t, (spec, splits) in loaded.items():
+        for split, ds in splits.items():
+            if spec.kind == TaskKind.classification:
+                sides, target = _encode(tok, ds, ["text"], block), ds.with_format("numpy")["label"]
+                target = np.asarray(target, dtype=np.int64)
+            elif spec.kind == TaskKind.text:
+                sides, target = _encode(tok, ds, ["text"], block), None
+            else:
+                sides = _encode(tok, ds, SIDES[: len(spec.pair_columns)], block)
+                scored = spec.kind == TaskKind.scored
+                target = np.asarray(ds["score"], dtype=np.float32) if scored else None
+            data[(t, split)] = Encoded(sides, target)
+    return TaskSet({t: spec for t, (spec, _) in loaded.items()}, data)
 
 
 class ClassifyRecipe:
     """Batches are steps of (task, row indices); the loss is the weighted sum of the step's
-    task losses. Per-task train losses are summed between evaluations (and saved for
-    --resume, so a resumed run's table matches an uninterrupted one)."""
+    task losses: a head's cross-entropy for classification tasks, a similarity objective on
+    the sentence vectors for the others (training/similarity.py). Per-task train losses are
+    summed between evaluations (and saved for --resume, so a resumed run's table matches an
+    uninterrupted one)."""
 
     def __init__(
         self,
@@ -250,40 +345,106 @@ class ClassifyRecipe:
         per_task = {t: [b for b in v if dist.usable(b, self.ranks)] for t, v in per_task.items()}
         return plan_steps(per_task, cfg.schedule, rng, cfg.temperature)
 
+    def _pair_loss(
+        self, t: str, n: int
+    ) -> Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor]:
+        cfg, spec = self.cfg, self.tasks.specs[t]
+        return partial(
+            pair_loss, self.tasks.kind(t), loss=cfg.similarity_loss, scale=cfg.similarity_scale,
+            score_range=spec.score_range, n=n, ranks=self.ranks,
+        )  # fmt: skip
+
+    def _batch(self, t: str, idx: np.ndarray) -> TaskBatch | PairBatch:
+        """This rank's part of task t's global batch `idx`, on the device."""
+        rows = dist.shard(idx, self.ranks)
+        enc, dev, kind = self.tasks.data[(t, "train")], self.device, self.tasks.kind(t)
+        target = None if enc.target is None else torch.from_numpy(enc.target[rows])
+        if kind == TaskKind.classification:
+            assert target is not None
+            ids, mask = collate([enc.sides[0][i] for i in rows])
+            return (t, to_device(ids, dev), to_device(mask, dev), to_device(target, dev))
+        sides = enc.sides * 2 if kind == TaskKind.text else enc.sides  # SimCSE: two views
+        ids, mask = collate([side[i] for side in sides for i in rows])
+        target = None if target is None else to_device(target, dev)
+        loss = self._pair_loss(t, len(idx))
+        return PairBatch(t, to_device(ids, dev), to_device(mask, dev), len(rows), target, loss)
+
     def loss(
         self, module: nn.Module, step: Step
     ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
         batches, shares = [], {}
-        dev, tasks = self.device, self.tasks
+        tokens = 0
         for t, idx in step:
-            rows = dist.shard(idx, self.ranks)  # this rank's part of the global batch
-            ids, mask = collate([tasks.seqs[(t, "train")][i] for i in rows])
-            y = torch.from_numpy(tasks.labels[(t, "train")][rows])
-            batches.append((t, to_device(ids, dev), to_device(mask, dev), to_device(y, dev)))
+            batches.append(self._batch(t, idx))
             shares[t] = dist.share(idx, self.ranks)
             self.counts[t][0] += 1
             self.counts[t][1] += len(idx)
+            views = 2 if self.tasks.kind(t) == TaskKind.text else 1
+            tokens += views * int(self.lengths[t][idx].sum())
         total, losses = module(batches, shares)
         for t, loss in losses.items():
             self.sums[t] += loss.detach()
-        return total, sum(int(self.lengths[t][idx].sum()) for t, idx in step), losses
+        return total, tokens, losses
+
+    def _rows_of(self, seqs: list[np.ndarray], fn: Callable[..., np.ndarray]) -> np.ndarray:
+        """Each rank runs `fn` on its share of the rows; every rank gets all of them back."""
+        r = self.ranks
+        mine = [seqs[i] for i in range(r.rank, len(seqs), r.world)]
+        return dist.gather_rows(fn(mine), len(seqs), r)
 
     def logits_of(self, t: str, split: str) -> np.ndarray:
-        """Each rank predicts its share of the rows; every rank gets all of them back."""
-        rows = self.tasks.seqs[(t, split)]
-        r = self.ranks
-        mine = [rows[i] for i in range(r.rank, len(rows), r.world)]
-        logits = predict_logits(
-            self.model, t, mine, self.cfg.batch_size * 2, self.device, self.dtype
-        )
-        return dist.gather_rows(logits, len(rows), r)
+        def fn(mine: list[np.ndarray]) -> np.ndarray:
+            return predict_logits(
+                self.model, t, mine, self.cfg.batch_size * 2, self.device, self.dtype
+            )
+
+        return self._rows_of(self.tasks.data[(t, split)].sides[0], fn)
+
+    def vectors_of(self, t: str, split: str) -> list[np.ndarray]:
+        """Sentence vectors of every side of a split (not normalised)."""
+        embed = vector_fn(self.model, normalize=False)
+
+        def fn(mine: list[np.ndarray]) -> np.ndarray:
+            self.model.eval()
+            return apply_batched(embed, mine, self.cfg.batch_size * 2, self.device, self.dtype)
+
+        return [self._rows_of(side, fn) for side in self.tasks.data[(t, split)].sides]
+
+    def scores_of(self, t: str, split: str, full: bool) -> dict[str, Any]:
+        """A task's scores on a split: classification as before; similarity: its loss over
+        batches of the split and its metrics (training/similarity.py)."""
+        enc, kind = self.tasks.data[(t, split)], self.tasks.kind(t)
+        if kind == TaskKind.classification:
+            assert enc.target is not None
+            names = self.tasks.specs[t].label_names
+            return scores(self.logits_of(t, split), enc.target, names, full)
+        sides = self.vectors_of(t, split)
+        out: dict[str, Any] = {"val_loss": self._val_loss(t, sides, enc.target)}
+        out |= pair_metrics(kind, sides, enc.target)
+        if full:
+            out |= {"kind": str(kind), "pairs": len(enc)}
+        return out
+
+    def _val_loss(self, t: str, sides: list[np.ndarray], target: np.ndarray | None) -> float:
+        """The task's loss over batches of the split (one process: the vectors are whole)."""
+        kind, size = self.tasks.kind(t), self.cfg.batch_size
+        losses = []
+        for i in range(0, len(sides[0]), size):
+            part = [torch.from_numpy(s[i : i + size]) for s in sides]
+            if kind == TaskKind.text:
+                part = part * 2
+            y = None if target is None else torch.from_numpy(target[i : i + size])
+            fn = partial(
+                pair_loss, kind, loss=self.cfg.similarity_loss, scale=self.cfg.similarity_scale,
+                score_range=self.tasks.specs[t].score_range, n=len(part[0]), ranks=dist.Dist(),
+            )  # fmt: skip
+            losses.append(float(fn(part, y)))
+        return float(np.mean(losses))
 
     def evaluate(self) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         for t in self.names:
-            logits = self.logits_of(t, "validation")
-            names = self.tasks.data[t].label_names
-            got = scores(logits, self.tasks.labels[(t, "validation")], names, full=False)
+            got = self.scores_of(t, "validation", full=False)
             batches, examples = self.counts[t]
             train_loss = dist.mean(self.sums[t], self.ranks).item() / batches if batches else None
             metrics |= {f"{t}/{k}": v for k, v in got.items()}
@@ -309,20 +470,29 @@ class ClassifyRecipe:
 
     def test(self, output: Path, write: bool) -> tuple[dict[str, Any], dict[str, str]]:
         """Per task: full scores on the test split (validation without one), and the split;
-        with `write`, the confusion plots in report/."""
+        with `write`, the confusion (or, scored pairs, cosine-against-score) plots in report/."""
         test: dict[str, Any] = {}
         splits = {}
         for t in self.names:
             split = self.tasks.test_split(t)
-            names = self.tasks.data[t].label_names
-            test[t] = scores(self.logits_of(t, split), self.tasks.labels[(t, split)], names, True)
+            test[t] = self.scores_of(t, split, full=True)
             splits[t] = split
-            if write:
+            kind = self.tasks.kind(t)
+            if write and kind in (TaskKind.classification, TaskKind.scored):
                 (output / "report").mkdir(exist_ok=True)
-                title = f"{t} ({split}, accuracy {test[t]['accuracy']:.3f})"
-                path = output / "report" / f"confusion_{t}.png"
-                plot_confusion(path, test[t]["confusion"], names, title)
+                self._plot(output / "report", t, split, test[t])
         return test, splits
+
+    def _plot(self, report: Path, t: str, split: str, m: dict[str, Any]) -> None:
+        if self.tasks.kind(t) == TaskKind.classification:
+            title = f"{t} ({split}, accuracy {m['accuracy']:.3f})"
+            names = self.tasks.specs[t].label_names
+            plot_confusion(report / f"confusion_{t}.png", m["confusion"], names, title)
+            return
+        sides, target = self.vectors_of(t, split), self.tasks.data[(t, split)].target
+        assert target is not None
+        title = f"{t} ({split}, Spearman {100 * m['spearman']:.1f})"
+        plot_scatter(report / f"similarity_{t}.png", cosines(sides[0], sides[1]), target, title)
 
 
 def _run(
@@ -373,16 +543,16 @@ def train_classifier(
     ranks, device = dist.setup(resolve_device(cfg.device))
     dist.check_global_batch(cfg.batch_size, ranks)
     resolve_precision(cfg.precision, device)
-    tasks = load_tasks(specs, config, tok, label_names=resume)
-    config.tasks = [
-        TaskConfig(s.name, s.source, s.text_column, s.label_column, tasks.data[s.name].label_names)
-        for s in specs
-    ]
+    tasks = load_tasks(specs, config, tok, resume)
+    config.tasks = list(tasks.specs.values())
+    heads = tasks.heads()
+    headless = [t for t in names if t not in heads]
+    freeze = parse_freeze(cfg.freeze, list(heads), config.model.n_layer, headless)
     dist.barrier(ranks)  # every rank has checked the output folder before it is created
     if not resume and ranks.main:
         ckpt.create_run_dir(output)
     seed_everything(cfg.seed)
-    model = MultiTaskModel(config.model, {t: len(tasks.data[t].label_names) for t in names})
+    model = MultiTaskModel(config.model, heads)
     init = None
     if source_model is not None:
         init = asdict(transfer(source_model, model, str(config.init)))
@@ -398,7 +568,8 @@ def train_classifier(
     summary |= {"init": init, "freeze": cfg.freeze}
     summary |= {"history": history, "test_splits": test_splits, "test": test}
     summary["grad_norms"] = grad_norms
-    mean_length = float(np.mean(np.concatenate(list(recipe.lengths.values()))))
+    lengths = [len(x) for enc in tasks.data.values() for side in enc.sides for x in side]
+    mean_length = float(np.mean(lengths))
     flops = training_flops_per_token(config.model, mean_length, lm_head=False)
     speed = throughput(run.records, flops, device)
     summary["throughput"] = speed

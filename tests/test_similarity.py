@@ -1,0 +1,186 @@
+"""Similarity objectives: the losses against plain references, the metrics, and training
+them beside classification (schedules, freeze modes, --resume, the CLI tables)."""
+
+import math
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from sentcli import api
+from sentcli.cli import app
+from sentcli.config import TaskConfig
+from sentcli.dist import Dist
+from sentcli.errors import ConfigError
+from sentcli.events import StepLog
+from sentcli.training.similarity import cosent, info_nce, retrieval, spearman
+
+from helpers import DATA, FAST
+
+OPTS = {
+    **{k: v for k, v in FAST.items() if k != "dropout"},
+    "batch_size": 16,
+    "max_samples_per_task": 96,
+    "log_every": 2,
+    "eval_every": 6,
+}
+
+
+def test_cosent_matches_the_pairwise_sum() -> None:
+    torch.manual_seed(0)
+    cos, scores = torch.rand(6) * 2 - 1, torch.tensor([0.0, 1, 1, 2.5, 4, 5])
+    terms = [
+        math.exp(20 * (cos[j] - cos[i]).item())
+        for i in range(6)
+        for j in range(6)
+        if scores[i] > scores[j]
+    ]
+    assert cosent(cos, scores, 20.0).item() == pytest.approx(math.log1p(sum(terms)), rel=1e-5)
+    # only the order of the scores matters: a 0-1 and a 1-10 scale give the same loss
+    assert cosent(cos, scores / 5, 20.0).item() == pytest.approx(
+        cosent(cos, 1 + scores * 9 / 5, 20.0).item()
+    )
+
+
+def test_info_nce_is_cross_entropy_over_positives_and_hard_negatives() -> None:
+    torch.manual_seed(0)
+    a, p, n = torch.randn(4, 8), torch.randn(4, 8), torch.randn(4, 8)
+    sims = 20 * F.normalize(a, dim=-1) @ F.normalize(torch.cat([p, n]), dim=-1).T
+    expected = F.cross_entropy(sims, torch.arange(4))
+    assert info_nce(a, [p, n], 20.0, 4, Dist()).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_spearman_and_retrieval_metrics() -> None:
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random(50), np.round(rng.random(50) * 5)  # ties in y
+    assert spearman(x, y) == pytest.approx(spearmanr(x, y).statistic)
+    anchors = np.eye(4)
+    positives = np.eye(4)[[0, 1, 3, 2]]  # anchors 2 and 3 find each other's positive first
+    m = retrieval(anchors, positives, chunk=3)
+    assert m == {"recall@1": 0.5, "mrr": pytest.approx((1 + 1 + 0.5 + 0.5) / 4)}
+
+
+def sts_tasks() -> list[TaskConfig]:
+    return [
+        TaskConfig("topic", str(DATA / "ag_news")),
+        TaskConfig("sts", str(DATA / "stsb")),
+        TaskConfig("simcse", str(DATA / "imdb_unsup")),
+    ]
+
+
+@pytest.mark.parametrize("schedule", ["round-robin", "joint", "proportional"])
+def test_similarity_tasks_train_beside_classification(
+    tmp_path: Path, tokenizer_path: Path, schedule: str
+) -> None:
+    opts = {**OPTS, "schedule": schedule, "max_steps": 12, "freeze": "embeddings"}
+    run = api.train_mtl(sts_tasks(), tmp_path / "run", tokenizer=tokenizer_path, options=opts)
+    first, last = run.history[0], run.history[-1]
+    assert -1 <= first["sts/spearman"] <= 1 and "simcse/val_loss" in first
+    assert last["sts/train_loss"] > 0 and last["simcse/train_loss"] > 0
+    assert run.test["sts"]["kind"] == "scored" and run.test["sts"]["pairs"] == 750
+    assert (tmp_path / "run" / "report" / "similarity_sts.png").is_file()
+    kinds = {t.name: t.kind for t in run.config.tasks}
+    assert kinds == {"topic": "classification", "sts": "scored", "simcse": "text"}
+    assert run.config.tasks[1].score_range == [0.0, 5.0]
+
+
+def test_freeze_modes_that_leave_a_similarity_task_nothing_are_refused(
+    tmp_path: Path, tokenizer_path: Path
+) -> None:
+    for freeze, message in (("backbone", "leaves task sts"), ("head:sts", "unknown or invalid")):
+        with pytest.raises(ConfigError, match=message):
+            api.train_mtl(
+                sts_tasks()[:2], tmp_path / freeze.replace(":", "_"), tokenizer=tokenizer_path,
+                options={**OPTS, "freeze": freeze},
+            )  # fmt: skip
+
+
+@pytest.mark.parametrize("loss", ["cosent", "cosine-mse"])
+def test_interrupted_similarity_run_resumes_to_the_same_weights(
+    tmp_path: Path, tokenizer_path: Path, loss: str
+) -> None:
+    def stop_after_step_3(event: object) -> None:
+        if isinstance(event, StepLog) and event.step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    opts = {**OPTS, "similarity_loss": loss, "max_steps": 10}
+    tasks = sts_tasks()[1:]
+    api.train_mtl(tasks, tmp_path / "full", tokenizer=tokenizer_path, options=opts)
+    cut = api.train_mtl(
+        tasks, tmp_path / "cut", tokenizer=tokenizer_path, options=opts, on_event=stop_after_step_3
+    )
+    assert cut.interrupted and cut.steps == 4
+    again = api.train_mtl([], tmp_path / "cut", resume=True)
+    assert again.steps == 10
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (
+        again.history[-1]["sts/spearman"]
+        == api.report(tmp_path / "full")["history"][-1]["sts/spearman"]
+    )
+
+
+def test_cli_tables_show_each_kind_its_scores(tmp_path: Path, tokenizer_path: Path) -> None:
+    settings = {**OPTS, "max_steps": 6}
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items() if k != "dropout"]
+    result = CliRunner().invoke(
+        app,
+        [
+            "train-mtl", "--task", f"topic={DATA / 'ag_news'}", "--task", f"sts={DATA / 'stsb'}",
+            "--tokenizer", str(tokenizer_path), "-o", str(tmp_path / "run"), "--quiet", *flags,
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Spearman×100" in result.output and "accuracy" in result.output
+    assert "sts validation: Spearman×100" in result.output and "750 pairs" in result.output
+    report = CliRunner().invoke(app, ["report", str(tmp_path / "run")])
+    assert report.exit_code == 0 and "Spearman×100" in report.output
+
+
+def test_cli_pair_columns_and_score_column_name_odd_columns(
+    tmp_path: Path, tokenizer_path: Path
+) -> None:
+    import csv
+    import gzip
+
+    with gzip.open(DATA / "stsb" / "train.csv.gz", "rt", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))[1:121]
+    odd = tmp_path / "odd.tsv"  # odd names, a 1-10 scale, tab-separated
+    with open(odd, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(["left side", "right side", "rating"])
+        w.writerows([a, b, f"{1 + float(s) * 9 / 5:.2f}"] for a, b, s, *_ in rows)
+    settings = {**OPTS, "max_steps": 4}
+    skip = ("dropout", "max_samples_per_task")  # train-mtl's
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items() if k not in skip]
+    base = ["train-encoder", "--task", f"sts={odd}", "--tokenizer", str(tokenizer_path), "-q"]
+    result = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "a"), *flags])
+    assert result.exit_code == 2 and "no text column found" in result.output
+    named = ["--pair-columns", "left side,right side", "--score-column", "rating"]
+    result = CliRunner().invoke(app, [*base, *named, "-o", str(tmp_path / "b"), *flags])
+    assert result.exit_code == 0, result.output
+    assert "Spearman×100" in result.output
+    mse = ["--similarity-loss", "cosine-mse", "-o", str(tmp_path / "c")]
+    result = CliRunner().invoke(app, [*base, *named, *mse, *flags])
+    assert result.exit_code == 0, result.output
+    config = api.report(tmp_path / "c")
+    assert config["kind"] == "encoder"
+    for bad, message in (
+        (["--pair-columns", "right side,rating"], "holds double, not text; pass --pair-columns"),
+        (
+            ["--pair-columns", "left side,right side", "--score-column", "right side"],
+            "not a number",
+        ),
+    ):
+        result = CliRunner().invoke(app, [*base, *bad, "-o", str(tmp_path / "d"), *flags])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert result.output.count("\n") == 1 and not (tmp_path / "d").exists()
