@@ -24,8 +24,8 @@ from sentcli.config import (
     choices,
     merge_configs,
 )
-from sentcli.data.batching import encode_rows, iter_text_batches
-from sentcli.data.tasks import load_eval_split, load_texts, parse_task_spec
+from sentcli.data.batching import iter_text_batches
+from sentcli.data.tasks import load_texts, parse_task_spec
 from sentcli.device import resolve_device, resolve_precision
 from sentcli.errors import CheckpointError, ConfigError, DataError
 from sentcli.events import OnEvent, TextsRead
@@ -35,18 +35,18 @@ from sentcli.inference.embed import (
     InferenceOptions,
     InferenceResult,
     label_pipeline,
-    predict_logits,
     resolve_model,
     run_inference,
     vector_pipeline,
 )
 from sentcli.inference.outputs import VECTOR_FORMATS
-from sentcli.metrics import grad_summary, history_of, plot_confusion, plot_curves
+from sentcli.metrics import grad_summary, history_of, plot_confusion, plot_curves, plot_scatter
 from sentcli.model import MultiTaskModel
 from sentcli.tokenizer import UNK_ID, TokenizerSummary, encode, load_tokenizer, train_tokenizer
-from sentcli.training.classify import scores, train_classifier
+from sentcli.training.classify import evaluate_head, train_classifier
 from sentcli.training.lm import train_lm
 from sentcli.training.runner import TrainResult, resume_config
+from sentcli.training.similarity import evaluate_pairs
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -249,41 +249,54 @@ def _train_tasks(
 
 
 def evaluate(
-    model_dir: Path,
+    model_dir: Path | None,
     tasks: list[TaskConfig] | None = None,
     batch_size: int = 64,
     device: str = Device.auto,
+    plots: Path | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix of each
-    task of a trained run, on the given sources or the test splits the run recorded."""
+    """Each task of a run on the given sources or the test splits the run recorded.
+    Classification (the run's heads): accuracy, macro-F1, per-class precision/recall/F1 and
+    the confusion matrix. Similarity (scored or positive pairs; any run that embeds, the
+    default model when `model_dir` is None): Spearman and Pearson of cosine, or recall@1 and
+    MRR; a scatter of cosine against score goes to `plots` (default: the run's report/).
+    `precision` None: the run's training precision."""
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
-    config, model, tok, _ = ckpt.load_run(model_dir)
-    if config.kind == RunKind.lm or not config.tasks:
-        raise ConfigError(
-            f"{model_dir} has no task heads (a pretraining or import-hf run); evaluate a run "
-            "of train-encoder or train-mtl"
-        )
-    assert isinstance(model, MultiTaskModel)
+    path, origin = resolve_model(model_dir)
+    config, model, tok, _ = ckpt.load_run(path)
     known = {t.name: t for t in config.tasks}
     specs = tasks or config.tasks
-    unknown = [s.name for s in specs if s.name not in known]
-    if unknown:
-        raise ConfigError(
-            f"{model_dir} has no task {', '.join(unknown)}; its tasks: {', '.join(known)}"
-        )
+    heads = list(model.heads) if isinstance(model, MultiTaskModel) else []
+    no_heads = (
+        f"{path} has no task heads (a pretraining or import-hf run); evaluate a run of "
+        "train-encoder or train-mtl, or give --task NAME=SOURCE with sentence pairs"
+    )
+    if not specs:
+        raise ConfigError(no_heads)
     dev = resolve_device(device)
-    dtype = resolve_precision(config.train.precision, dev)
+    dtype = resolve_precision(precision or config.train.precision, dev)
     model.to(dev)
     results: dict[str, Any] = {}
     for s in specs:
-        names = known[s.name].label_names
-        split, ds = load_eval_split(s.name, s.source, s.text_column, s.label_column, names)
-        y = np.asarray(ds.with_format("numpy")["label"], dtype=np.int64)
-        seqs = encode_rows(tok, ds, config.model.block_size)
-        logits = predict_logits(model, s.name, seqs, batch_size, dev, dtype)
-        results[s.name] = {"source": s.source, "split": split, **scores(logits, y, names, True)}
-    return {"model": str(model_dir), "tasks": results}
+        spec = known[s.name] if s.name in known and known[s.name].source == s.source else s
+        if s.name in heads:
+            results[s.name] = evaluate_head(model, tok, known[s.name], s, batch_size, dev, dtype)
+            continue
+        unknown = f"{path} has no task {s.name}; its tasks: {', '.join(known)}"
+        split, metrics, cos, gold = evaluate_pairs(
+            model, tok, spec, config.model.block_size, batch_size, dev, dtype,
+            unknown if known else no_heads,
+        )  # fmt: skip
+        if cos is not None and gold is not None:
+            folder = plots or (Path("report") if origin == "the default model" else path / "report")
+            folder.mkdir(parents=True, exist_ok=True)
+            title = f"{s.name} ({split}, Spearman {100 * metrics['spearman']:.1f})"
+            metrics["plot"] = str(folder / f"similarity_{s.name}.png")
+            plot_scatter(Path(metrics["plot"]), cos, gold, title)
+        results[s.name] = {"source": s.source, "split": split, **metrics}
+    return {"model": str(path), "tasks": results}
 
 
 def report(run_dir: Path) -> dict[str, Any]:

@@ -100,7 +100,8 @@ def create_run_dir(run_dir: Path) -> None:
 def build_model(config: RunConfig) -> nn.Module:
     if config.kind == "lm":
         return LanguageModel(config.model)
-    return MultiTaskModel(config.model, {t.name: len(t.label_names) for t in config.tasks})
+    heads = {t.name: len(t.label_names) for t in config.tasks if t.kind in (None, "classification")}
+    return MultiTaskModel(config.model, heads)
 
 
 def save_run(

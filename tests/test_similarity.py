@@ -184,3 +184,30 @@ def test_cli_pair_columns_and_score_column_name_odd_columns(
         result = CliRunner().invoke(app, [*base, *bad, "-o", str(tmp_path / "d"), *flags])
         assert result.exit_code == 2 and message in result.output, result.output
         assert result.output.count("\n") == 1 and not (tmp_path / "d").exists()
+
+
+def test_evaluate_scores_pairs_with_any_run_that_embeds(
+    tmp_path: Path, tokenizer_path: Path, corpus_file: Path
+) -> None:
+    run = tmp_path / "sts"
+    opts = {**OPTS, "max_steps": 4}
+    trained = api.train_mtl(sts_tasks()[:2], run, tokenizer=tokenizer_path, options=opts)
+    own = api.evaluate(run, precision="fp32")["tasks"]  # its own tasks: topic and sts
+    assert own["sts"]["spearman"] == pytest.approx(trained.test["sts"]["spearman"], abs=1e-6)
+    assert own["topic"]["accuracy"] == pytest.approx(trained.test["topic"]["accuracy"])
+    assert Path(own["sts"]["plot"]) == run / "report" / "similarity_sts.png"
+    lm = tmp_path / "lm"
+    api.pretrain([str(corpus_file)], lm, tokenizer_path, {**FAST, "max_steps": 2})
+    sts = TaskConfig("sts", str(DATA / "stsb"))
+    got = api.evaluate(lm, [sts], plots=tmp_path / "plots")["tasks"]["sts"]
+    assert got["split"] == "validation" and got["pairs"] == 750 and -1 <= got["pearson"] <= 1
+    assert (tmp_path / "plots" / "similarity_sts.png").is_file()
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(lm)])
+    assert result.exit_code == 2 and "give --task NAME=SOURCE with sentence pairs" in result.output
+    topic = ["--task", f"topic={DATA / 'ag_news'}"]
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(lm), *topic])
+    assert result.exit_code == 2 and "has no task heads" in result.output
+    result = CliRunner().invoke(app, ["predict", str(corpus_file), "--model", str(run)])
+    assert result.exit_code == 0  # its one head (topic); the similarity task has none
+    result = CliRunner().invoke(app, ["predict", str(corpus_file), "-m", str(run), "--task", "sts"])
+    assert result.exit_code == 2 and "has no task 'sts'" in result.output

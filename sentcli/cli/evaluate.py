@@ -9,16 +9,22 @@ import typer
 from sentcli import api
 from sentcli.cli._util import app, handle_errors, out
 from sentcli.cli.options import DeviceOpt
-from sentcli.cli.render import confusion_table, per_class_table
-from sentcli.config import TaskConfig
+from sentcli.cli.render import SCORES, confusion_table, per_class_table, score
+from sentcli.config import Precision, TaskConfig
 
 
 @app.command("evaluate")
 @handle_errors
 def evaluate_cli(
     model: Annotated[
-        Path, typer.Option("--model", "-m", file_okay=False, help="Run folder to evaluate.")
-    ],
+        Path | None,
+        typer.Option(
+            "--model",
+            "-m",
+            file_okay=False,
+            help="Run folder (default: $SENTCLI_MODEL, else the model shipped with sentcli).",
+        ),
+    ] = None,
     task: Annotated[
         list[str] | None,
         typer.Option(help="NAME=SOURCE to evaluate on (default: the run's own test splits)."),
@@ -26,21 +32,47 @@ def evaluate_cli(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     batch_size: Annotated[int, typer.Option(help="Texts per batch.")] = 64,
     device: DeviceOpt = None,
+    precision: Annotated[
+        Precision | None, typer.Option(help="Autocast dtype (default: the run's own).")
+    ] = None,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False,
+            help="Folder for the similarity scatter plots (default: the run's report/; "
+            "./report/ for the shipped model).",
+        ),
+    ] = None,
 ) -> None:
-    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix per task.
+    """Score a run per task: accuracy, macro-F1, per-class precision/recall/F1 and the
+    confusion matrix of a classification task; Spearman and Pearson ×100 of cosine for
+    scored pairs (STS), recall@1 and MRR for positive pairs.
 
     Without --task, each task is scored on the test split its run was trained with
     (validation when there is none); with --task, on that source's test split, else its
-    validation split, else all its rows.
+    validation split, else all its rows. Pair tasks work with any run that embeds (LM,
+    encoder, imported, the default model), whether or not it was trained on them.
 
     Example: sentcli evaluate --model runs/mtl --task sentiment=data/imdb --json
+
+    Example: sentcli evaluate --task sts=data/stsb
     """
     specs = [TaskConfig(*api.parse_task_spec(t)) for t in task or []]
-    result = api.evaluate(model, specs or None, batch_size, device.value if device else "auto")
+    dev = device.value if device else "auto"
+    prec = precision.value if precision else None
+    result = api.evaluate(model, specs or None, batch_size, dev, plots, prec)
     if as_json:
         out.print_json(json.dumps(result))
         return
     for name, m in result["tasks"].items():
+        if "confusion" not in m:
+            scores = " | ".join(
+                f"{label} {score(k, m[k])}" for k, label in SCORES.items() if k in m
+            )
+            out.print(f"{name} ({m['source']}, {m['split']}, {m['pairs']:,} pairs): {scores}")
+            if "plot" in m:
+                out.print(f"wrote {m['plot']}")
+            continue
         n = sum(m["per_class"][c]["support"] for c in m["per_class"])
         out.print(
             f"{name} ({m['source']}, {m['split']}, {n:,} texts): accuracy {m['accuracy']:.4f} | "

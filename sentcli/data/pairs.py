@@ -154,7 +154,7 @@ def _scores(ds: Dataset, column: str, where: str) -> pa.ChunkedArray:
     return col
 
 
-def _table(ds: Dataset, shape: Shape, where: str) -> Dataset:
+def pair_table(ds: Dataset, shape: Shape, where: str) -> Dataset:
     """Columns a, b[, c] (and score), checked; `text` for plain text (blank lines dropped)."""
     lib = datasets_lib()
     if shape.kind == TaskKind.text:
@@ -186,7 +186,7 @@ def load_pairs(
 ) -> PairData:
     """A similarity task's splits, checked; a seeded share of train becomes validation when
     the source has none."""
-    out = {s: _table(ds, shape, f"{spec.source} ({s})") for s, ds in splits.items()}
+    out = {s: pair_table(ds, shape, f"{spec.source} ({s})") for s, ds in splits.items()}
     train, validation = out["train"], out.get("validation")
     if validation is None:
         if len(train) < 2:

@@ -21,7 +21,7 @@ from sentcli.config import Balance, RunConfig, TaskConfig, TaskKind, TrainConfig
 from sentcli.data.batching import collate, encode_rows, length_batches
 from sentcli.data.pairs import SIDES, Shape, detect, load_pairs, shape_of
 from sentcli.data.sources import read_splits
-from sentcli.data.tasks import load_task
+from sentcli.data.tasks import load_eval_split, load_task
 from sentcli.device import resolve_device, resolve_precision, seed_everything, to_device
 from sentcli.events import EvalLog, EvalOnly, Groups, InitFrom, OnEvent
 from sentcli.freeze import FreezeSpec, apply_freeze, group_of, parameter_groups, parse_freeze
@@ -580,3 +580,22 @@ def train_classifier(
         output, config, run.steps, run.seen, run.interrupted, history,
         test, test_splits, init, grad_norms, speed,
     )  # fmt: skip
+
+
+def evaluate_head(
+    model: nn.Module,
+    tok: Tokenizer,
+    own: TaskConfig,
+    spec: TaskConfig,
+    batch_size: int,
+    dev: torch.device,
+    dtype: torch.dtype | None,
+) -> dict[str, Any]:
+    """A head's scores on `spec`'s source (labels mapped to the run's label names)."""
+    assert isinstance(model, MultiTaskModel)
+    names = own.label_names
+    split, ds = load_eval_split(spec.name, spec.source, spec.text_column, spec.label_column, names)
+    y = np.asarray(ds.with_format("numpy")["label"], dtype=np.int64)
+    seqs = encode_rows(tok, ds, model.config.block_size)
+    logits = predict_logits(model, spec.name, seqs, batch_size, dev, dtype)
+    return {"source": spec.source, "split": split, **scores(logits, y, names, True)}

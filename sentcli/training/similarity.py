@@ -21,9 +21,14 @@ import numpy as np
 import torch
 import torch.distributed as td
 import torch.nn.functional as F
+from tokenizers import Tokenizer
 
 from sentcli import dist
-from sentcli.config import SimilarityLoss, TaskKind
+from sentcli.config import SimilarityLoss, TaskConfig, TaskKind
+from sentcli.data.batching import encode_rows
+from sentcli.data.pairs import SIDES, pair_table, shape_of
+from sentcli.errors import ConfigError
+from sentcli.inference.embed import apply_batched, vector_fn
 
 
 def cosent(cos: torch.Tensor, scores: torch.Tensor, scale: float) -> torch.Tensor:
@@ -145,3 +150,39 @@ def pair_metrics(
     if kind == TaskKind.pairs:
         return retrieval(sides[0], sides[1])
     return {}
+
+
+def evaluate_pairs(
+    model: torch.nn.Module,
+    tok: Tokenizer,
+    spec: TaskConfig,
+    block: int,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    no_head: str,
+) -> tuple[str, dict[str, Any], np.ndarray | None, np.ndarray | None]:
+    """Score any run that embeds on a similarity source: its test split, else validation,
+    else all its rows. Returns the split, the metrics and (scored pairs) each pair's cosine
+    and gold score. `no_head`: the message for a source of labelled texts."""
+    shape, splits, _ = shape_of(spec)
+    if shape.kind == TaskKind.classification:
+        raise ConfigError(no_head)  # labelled texts need the task's head
+    if shape.kind == TaskKind.text:
+        raise ConfigError(
+            f"{spec.source} holds plain text: there is nothing to score it against; give "
+            "scored pairs (sentence1, sentence2, score) or positive pairs"
+        )
+    split = next(s for s in ("test", "validation", "train") if s in splits)
+    ds = pair_table(splits[split], shape, f"{spec.source} ({split})")
+    model.eval()
+    embed = vector_fn(model, normalize=False)  # type: ignore[arg-type]
+    sides = [
+        apply_batched(embed, encode_rows(tok, ds.select_columns([c]).rename_column(c, "text"),
+                                         block), batch_size, device, dtype)
+        for c in SIDES[: len(shape.pair_columns)]
+    ]  # fmt: skip
+    target = np.asarray(ds["score"], dtype=np.float64) if shape.kind == TaskKind.scored else None
+    metrics = {"kind": str(shape.kind), "pairs": len(ds), **pair_metrics(shape.kind, sides, target)}
+    cos = cosines(sides[0], sides[1]) if target is not None else None
+    return split, metrics, cos, target
