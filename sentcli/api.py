@@ -4,7 +4,6 @@ then work; they return values, raise `SentcliError` and report progress only thr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from sentcli.config import (
 from sentcli.data.batching import iter_text_batches
 from sentcli.data.tasks import load_texts, parse_task_spec
 from sentcli.device import resolve_device, resolve_precision
-from sentcli.errors import CheckpointError, ConfigError, DataError
+from sentcli.errors import ConfigError, DataError
 from sentcli.events import OnEvent, TextsRead
 from sentcli.inference.embed import (
     DEFAULT_MODEL,
@@ -40,12 +39,13 @@ from sentcli.inference.embed import (
     vector_pipeline,
 )
 from sentcli.inference.outputs import VECTOR_FORMATS
-from sentcli.metrics import grad_summary, history_of, plot_confusion, plot_curves, plot_scatter
+from sentcli.inference.similarity import cosine_matrix, pair_cosines
+from sentcli.metrics import plot_matrix, plot_scatter
 from sentcli.model import MultiTaskModel
 from sentcli.tokenizer import UNK_ID, TokenizerSummary, encode, load_tokenizer, train_tokenizer
 from sentcli.training.classify import evaluate_head, train_classifier
 from sentcli.training.lm import train_lm
-from sentcli.training.runner import TrainResult, resume_config
+from sentcli.training.runner import TrainResult, read_report, resume_config
 from sentcli.training.similarity import evaluate_pairs
 
 __all__ = [
@@ -64,6 +64,8 @@ __all__ = [
     "pretrain",
     "report",
     "resolve_model",
+    "similarity",
+    "similarity_matrix",
     "train_encoder",
     "train_mtl",
 ]
@@ -302,32 +304,7 @@ def evaluate(
 def report(run_dir: Path) -> dict[str, Any]:
     """Re-read a finished or interrupted run: its evaluations, test results and gradient
     norms; rewrites the plots in report/."""
-    config = ckpt.read_config(run_dir)
-    records = ckpt.read_metrics(run_dir)
-    if not records:
-        raise CheckpointError(f"{run_dir} has no metrics.jsonl records yet; nothing to report")
-    summary_path = run_dir / ckpt.SUMMARY
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
-    plot_curves(run_dir, records)
-    test = summary.get("test", {})
-    for t, m in test.items():
-        if "confusion" not in m:  # a similarity task: its scatter needs the vectors again
-            continue
-        title = f"{t} ({summary['test_splits'][t]}, accuracy {m['accuracy']:.3f})"
-        path = run_dir / "report" / f"confusion_{t}.png"
-        plot_confusion(path, m["confusion"], m["label_names"], title)
-    return {
-        "run": str(run_dir),
-        "kind": config.kind,
-        "tasks": [t.name for t in config.tasks],
-        "steps": max(r["step"] for r in records),
-        "interrupted": records[-1]["kind"] == "interrupted",
-        "history": history_of(records),
-        "test": test,
-        "test_splits": summary.get("test_splits", {}),
-        "grad_norms": grad_summary(records),
-        "warnings": [r["message"] for r in records if r["kind"] == "warning"],
-    }
+    return read_report(run_dir)
 
 
 def embed(
@@ -367,6 +344,41 @@ def predict(
     formats = (".tsv", ".txt") if fmt == "tsv" else (".jsonl",)
     opts = options or InferenceOptions()
     return run_inference(input, output, model, formats, opts, make, on_event)
+
+
+def similarity(
+    first: str,
+    second: str | None = None,
+    output: Path | None = None,
+    model: Path | None = None,
+    *,
+    pair_columns: list[str] | None = None,
+    options: InferenceOptions | None = None,
+    on_event: OnEvent = None,
+) -> InferenceResult:
+    """The cosine of each text pair, in input order, one per line (to `output` or stdout).
+    Pairs: two line files read together, a table with two text columns, or one line file
+    (`-`: stdin) of text1<TAB>text2 lines."""
+    opts = options or InferenceOptions()
+    return pair_cosines(first, second, output, model, pair_columns, opts, on_event)
+
+
+def similarity_matrix(
+    file: str,
+    model: Path | None = None,
+    *,
+    plot: Path | None = None,
+    options: InferenceOptions | None = None,
+    on_event: OnEvent = None,
+) -> tuple[list[str], np.ndarray, InferenceResult]:
+    """The texts of a line file of a few sentences and their cosine matrix (a heatmap to
+    `plot`)."""
+    if plot is not None and not plot.parent.is_dir():
+        raise ConfigError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
+    texts, matrix, result = cosine_matrix(file, model, options or InferenceOptions(), on_event)
+    if plot is not None:
+        plot_matrix(plot, texts, matrix)
+    return texts, matrix, result
 
 
 def import_hf(checkpoint: Path, output: Path, overwrite: bool = False) -> dict[str, Any]:

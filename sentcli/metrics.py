@@ -99,6 +99,27 @@ def plot_confusion(
     fig.savefig(path)
 
 
+def plot_matrix(path: Path, texts: list[str], matrix: np.ndarray) -> None:
+    """Heatmap of a cosine matrix, the texts (cut to 40 characters) as labels."""
+    from matplotlib.figure import Figure
+
+    labels = [t if len(t) <= 40 else t[:39] + "…" for t in texts]
+    size = 3 + 0.35 * len(texts)
+    fig = Figure(figsize=(size + 3, size), tight_layout=True)
+    ax = fig.add_subplot()
+    im = ax.imshow(matrix, cmap="viridis", vmin=-1.0, vmax=1.0)
+    ticks = range(len(texts))
+    ax.set_xticks(ticks, [str(i + 1) for i in ticks])
+    ax.set_yticks(ticks, [f"{label} {i + 1}" for i, label in enumerate(labels)])
+    if len(texts) <= 20:
+        for i in ticks:
+            for j in ticks:
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_title("cosine similarity")
+    fig.colorbar(im, ax=ax)
+    fig.savefig(path)
+
+
 def plot_scatter(path: Path, cosine: np.ndarray, gold: np.ndarray, title: str) -> None:
     """Cosine of each pair against its gold score."""
     from matplotlib.figure import Figure

@@ -31,6 +31,10 @@ def test_version_and_help_show_examples() -> None:
         "train-mtl",
         "evaluate",
         "report",
+        "embed",
+        "predict",
+        "similarity",
+        "import-hf",
     ):
         result = run(command, "--help")
         assert result.exit_code == 0 and "Example:" in result.output, command

@@ -211,3 +211,40 @@ def test_evaluate_scores_pairs_with_any_run_that_embeds(
     assert result.exit_code == 0  # its one head (topic); the similarity task has none
     result = CliRunner().invoke(app, ["predict", str(corpus_file), "-m", str(run), "--task", "sts"])
     assert result.exit_code == 2 and "has no task 'sts'" in result.output
+
+
+def test_similarity_streams_pair_cosines_in_order(
+    tmp_path: Path, tokenizer_path: Path, corpus_file: Path
+) -> None:
+    run = tmp_path / "sts"
+    api.train_mtl(sts_tasks()[1:2], run, tokenizer=tokenizer_path, options={**OPTS, "max_steps": 2})
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("a man plays a guitar\nthe cat sleeps\nstocks fell\n")
+    b.write_text("someone plays music\nthe cat sleeps\nrain today\n")
+    invoke = CliRunner().invoke
+    two = invoke(app, ["similarity", str(a), str(b), "-m", str(run), "-q", "--device", "cpu"])
+    assert two.exit_code == 0, two.output
+    cos = [float(x) for x in two.stdout.split()]
+    assert len(cos) == 3 and cos[1] == pytest.approx(1.0, abs=1e-5) and max(cos) <= 1 + 1e-5
+    lefts, rights = a.read_text().splitlines(), b.read_text().splitlines()
+    tabbed = "".join(f"{x}\t{y}\n" for x, y in zip(lefts, rights, strict=True))
+    piped = invoke(app, ["similarity", "-", "-m", str(run), "-q", "--device", "cpu"], input=tabbed)
+    assert piped.exit_code == 0 and piped.stdout == two.stdout
+    table = tmp_path / "pairs.jsonl"
+    table.write_text("".join(f'{{"sentence1": "{x}", "sentence2": "{y}"}}\n' for x, y in
+                             [("the cat sleeps", "the cat sleeps")] * 2))  # fmt: skip
+    out = tmp_path / "cos.txt"
+    result = invoke(app, ["similarity", str(table), "-m", str(run), "-o", str(out), "-q"])
+    assert result.exit_code == 0 and len(out.read_text().split()) == 2
+    matrix = invoke(app, ["similarity", "--matrix", str(a), "-m", str(run), "--plot",
+                          str(tmp_path / "m.png")])  # fmt: skip
+    assert matrix.exit_code == 0 and "cosine similarity" in matrix.output
+    assert (tmp_path / "m.png").is_file()
+    for args, message in (
+        ([str(a), str(corpus_file)], "give two files of the same length"),
+        ([str(a)], "line 1 has no tab"),
+        (["--matrix", str(corpus_file)], "--matrix is for a few sentences"),
+        ([str(table), "--pair-columns", "sentence1,nope"], "no column 'nope'"),
+    ):
+        result = invoke(app, ["similarity", *args, "-m", str(run), "-q"])
+        assert result.exit_code == 2 and message in result.output, (args, result.output)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from sentcli.device import autocast, dtype_name, resolve_device, resolve_precisi
 from sentcli.errors import CheckpointError, ConfigError
 from sentcli.events import InferProgress, InferStart, OnEvent
 from sentcli.inference.inputs import Chunk, TextInput
-from sentcli.inference.outputs import LabelWriter, Sink, check_output, vector_sink
+from sentcli.inference.outputs import CosineWriter, LabelWriter, Sink, check_output, vector_sink
 from sentcli.inference.quantize import quantize_int8
 from sentcli.model import LanguageModel, MultiTaskModel, pool
 from sentcli.tokenizer import encode_counting
@@ -244,6 +244,16 @@ def vector_pipeline(normalize: bool, output: Path | None) -> MakeFn:
     return make
 
 
+def cosine_pipeline() -> MakeFn:
+    """similarity: the cosine of each interleaved pair (a1, b1, a2, b2, …), one per line."""
+
+    def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
+        assert isinstance(net, MultiTaskModel | LanguageModel)
+        return vector_fn(net, normalize=True), CosineWriter
+
+    return make
+
+
 def label_pipeline(task: str | None, top_k: int, fmt: str) -> MakeFn:
     """predict: the top-k labels of `task` (the model's only task when None)."""
 
@@ -265,6 +275,12 @@ def label_pipeline(task: str | None, top_k: int, fmt: str) -> MakeFn:
     return make
 
 
+class Source(Protocol):
+    total: int | None
+
+    def chunks(self, size: int) -> Iterator[Chunk]: ...
+
+
 def run_inference(
     input: str,
     output: Path | None,
@@ -273,9 +289,11 @@ def run_inference(
     options: InferenceOptions,
     make: MakeFn,
     on_event: OnEvent,
+    source: Callable[[], Source] | None = None,
 ) -> InferenceResult:
     """Check everything, load the run, stream the input through `make(net, config)`, write
-    atomically (or to `options.stdout`)."""
+    atomically (or to `options.stdout`). `source` opens the input (default: `input` as a
+    TextInput with the options' columns)."""
     if options.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {options.batch_size})")
     try:
@@ -285,7 +303,11 @@ def run_inference(
             f"--precision {options.precision}: use one of {choices(InferPrecision)}"
         ) from None
     check_output(output, formats, [input])
-    source = TextInput(input, options.text_column, options.id_column, options.stdin)
+    texts = (
+        source()
+        if source
+        else TextInput(input, options.text_column, options.id_column, options.stdin)
+    )
     path, origin = resolve_model(model)
     try:
         config, net, tok, _ = ckpt.load_run(path)
@@ -302,13 +324,13 @@ def run_inference(
     fn, make_sink = make(net, config)
     name = "int8" if precision == InferPrecision.int8 else dtype_name(dtype)
     if on_event:
-        on_event(InferStart(source.total, str(path), origin, str(dev), name))
+        on_event(InferStart(texts.total, str(path), origin, str(dev), name))
     stats = InferenceStats()
     chunk_size = options.chunk_size or max(1024, 32 * options.batch_size)
 
     def run(f: IO[bytes]) -> None:
         sink = make_sink(f)
-        chunks = source.chunks(chunk_size)
+        chunks = texts.chunks(chunk_size)
         batches = stream(chunks, tok, max_length, fn, options.batch_size, dev, dtype, stats)
         for chunk, rows in batches:
             sink.write(chunk, rows)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from sentcli.data.pairs import PAIR_NAMES
 from sentcli.data.sources import TEXT_NAMES, check_file, extension, open_binary, pick_column
 from sentcli.errors import ConfigError, DataError
 
@@ -228,3 +229,111 @@ class TextInput:
                         f"(got {type(text).__name__}); fill or drop it"
                     )
                 yield text, (ids[i] if ids is not None else None)
+
+
+def _header(path: Path, kind: str) -> list[str]:
+    """A table's column names (its first row or object; the schema of a parquet file)."""
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.ParquetFile(path).schema_arrow.names)
+    with open_binary(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        if kind == "csv":
+            delimiter = "\t" if extension(path) == ".tsv" else ","
+            return next(csv.reader(text, delimiter=delimiter), [])
+        line = next((x for x in text if x.strip()), "{}")
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            return []
+        return list(obj) if isinstance(obj, dict) else []
+
+
+class PairInput:
+    """Text pairs for `similarity`: two files read line by line together, one table with two
+    text columns, or one line file (or stdin) of `text1<TAB>text2` lines. `chunks` yields
+    the pairs interleaved (a1, b1, a2, b2, …) so one batch embeds both sides."""
+
+    def __init__(
+        self,
+        first: str,
+        second: str | None = None,
+        pair_columns: list[str] | None = None,
+        stdin: IO[bytes] | None = None,
+    ) -> None:
+        self.mode = "two" if second is not None else "tab"
+        self.first = TextInput(first, stdin=stdin) if second is not None else None
+        if second is not None:
+            assert self.first is not None
+            self.second = TextInput(second, stdin=stdin)
+            a, b = self.first.total, self.second.total
+            if a is not None and b is not None and a != b:
+                raise DataError(
+                    f"{self.first.name} has {a:,} lines and {self.second.name} {b:,}: give "
+                    "two files of the same length (line i of one pairs with line i of the other)"
+                )
+            self.total = a
+            return
+        kind = "lines" if first == "-" else TABLES.get(extension(Path(first)), "lines")
+        if kind == "lines":
+            self.lines = TextInput(first, stdin=stdin)
+            self.total = self.lines.total
+            return
+        self.mode = "table"
+        check_file(Path(first), "no such file; check the path", "give a table or a text file")
+        columns = _header(Path(first), kind)
+        pair = pair_columns or next(
+            (list(g[:2]) for g in PAIR_NAMES if all(c in columns for c in g[:2])), []
+        )
+        if len(pair) != 2:
+            raise DataError(
+                f"{first}: no pair of text columns found (looked for sentence1/sentence2, "
+                f"anchor/positive, …); columns are {', '.join(columns)}; pass --pair-columns A,B"
+            )
+        # the second text rides in the id column: TextInput checks and streams both
+        self.table = TextInput(first, text_column=pair[0], id_column=pair[1], stdin=stdin)
+        self.total = self.table.total
+
+    def chunks(self, size: int) -> Iterator[Chunk]:
+        if self.mode == "two":
+            yield from self._two(size)
+        elif self.mode == "table":
+            for chunk in self.table.chunks(size):
+                assert chunk.ids is not None
+                for b in chunk.ids:
+                    if not isinstance(b, str):
+                        raise DataError(
+                            f"{self.table.name}: a row has {type(b).__name__} in column "
+                            f"{self.table.id_column!r}, not text; pass --pair-columns A,B"
+                        )
+                yield _interleave(chunk.texts, [str(b) for b in chunk.ids])
+        else:
+            row = 0
+            for chunk in self.lines.chunks(size):
+                a, b = [], []
+                for text in chunk.texts:
+                    row += 1
+                    left, tab, right = text.partition("\t")
+                    if not tab:
+                        raise DataError(
+                            f"{self.lines.name}: line {row} has no tab; give one pair per line "
+                            "as text1<TAB>text2, or two files"
+                        )
+                    a.append(left)
+                    b.append(right)
+                yield _interleave(a, b)
+
+    def _two(self, size: int) -> Iterator[Chunk]:
+        assert self.first is not None
+        firsts, seconds = self.first.chunks(size), self.second.chunks(size)
+        for x, y in zip(firsts, seconds, strict=False):
+            if len(x.texts) != len(y.texts):
+                raise DataError(f"{self.first.name} and {self.second.name} differ in length")
+            yield _interleave(x.texts, y.texts)
+        if next(firsts, None) is not None or next(seconds, None) is not None:
+            raise DataError(f"{self.first.name} and {self.second.name} differ in length")
+
+
+def _interleave(a: list[str], b: list[str]) -> Chunk:
+    return Chunk([t for pair in zip(a, b, strict=True) for t in pair], None)

@@ -150,3 +150,18 @@ class LabelWriter:
 
     def close(self) -> None:
         self.f.flush()
+
+
+class CosineWriter:
+    """similarity's output: the cosine of each pair (rows 2i and 2i + 1, L2-normalised), one
+    per line."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+
+    def write(self, chunk: Chunk, values: np.ndarray) -> None:
+        cos = (values[0::2] * values[1::2]).sum(axis=1)
+        self.f.write("".join(f"{c:.6f}\n" for c in cos).encode("utf-8"))
+
+    def close(self) -> None:
+        self.f.flush()

@@ -3,6 +3,7 @@ plots; the result every training command returns."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from sentcli import checkpoint as ckpt
 from sentcli import dist
 from sentcli.config import RunConfig, resumed_config
 from sentcli.device import dtype_name, resolve_precision
-from sentcli.errors import TrainingError
+from sentcli.errors import CheckpointError, TrainingError
 from sentcli.events import (
     Event,
     Interrupted,
@@ -26,7 +27,7 @@ from sentcli.events import (
     TrainWarning,
     record,
 )
-from sentcli.metrics import grad_warnings, plot_curves
+from sentcli.metrics import grad_summary, grad_warnings, history_of, plot_confusion, plot_curves
 from sentcli.training.loop import Recipe, total_steps, train_loop
 
 
@@ -170,3 +171,34 @@ def diverged_message(event: NonFinite, allowed: int, run_dir: Path) -> str:
 def emit(on_event: OnEvent, event: Event) -> None:
     if on_event:
         on_event(event)
+
+
+def read_report(run_dir: Path) -> dict[str, Any]:
+    """Re-read a finished or interrupted run: its evaluations, test results and gradient
+    norms; rewrites the plots in report/."""
+    config = ckpt.read_config(run_dir)
+    records = ckpt.read_metrics(run_dir)
+    if not records:
+        raise CheckpointError(f"{run_dir} has no metrics.jsonl records yet; nothing to report")
+    summary_path = run_dir / ckpt.SUMMARY
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
+    plot_curves(run_dir, records)
+    test = summary.get("test", {})
+    for t, m in test.items():
+        if "confusion" not in m:  # a similarity task: its scatter needs the vectors again
+            continue
+        title = f"{t} ({summary['test_splits'][t]}, accuracy {m['accuracy']:.3f})"
+        path = run_dir / "report" / f"confusion_{t}.png"
+        plot_confusion(path, m["confusion"], m["label_names"], title)
+    return {
+        "run": str(run_dir),
+        "kind": config.kind,
+        "tasks": [t.name for t in config.tasks],
+        "steps": max(r["step"] for r in records),
+        "interrupted": records[-1]["kind"] == "interrupted",
+        "history": history_of(records),
+        "test": test,
+        "test_splits": summary.get("test_splits", {}),
+        "grad_norms": grad_summary(records),
+        "warnings": [r["message"] for r in records if r["kind"] == "warning"],
+    }

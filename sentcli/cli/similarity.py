@@ -1,0 +1,102 @@
+"""`sentcli similarity`: the cosine of text pairs, streamed; or the matrix of a few sentences."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sentcli import api
+from sentcli.cli._util import app, handle_errors, out
+from sentcli.cli.options import (
+    INFER_BATCH,
+    BatchSizeOpt,
+    DeviceOpt,
+    InferPrecisionOpt,
+    MaxLengthOpt,
+    ModelOpt,
+    QuietOpt,
+    inference_options,
+)
+from sentcli.cli.render import InferenceView, inference_summary
+from sentcli.config import InferPrecision
+
+
+def matrix_table(texts: list[str], matrix: list[list[float]]) -> Table:
+    """Cosines with the texts as row labels and their numbers as column heads."""
+    table = Table(title="cosine similarity", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("text", max_width=32, no_wrap=True, overflow="ellipsis")
+    for j in range(len(texts)):
+        table.add_column(str(j + 1), justify="right", min_width=5, no_wrap=True)
+    for i, (text, row) in enumerate(zip(texts, matrix, strict=True)):
+        cells = [
+            f"[bold]{c:.2f}[/]" if i != j and c >= 0.8 else f"{c:.2f}" for j, c in enumerate(row)
+        ]
+        table.add_row(str(i + 1), text, *cells)
+    return table
+
+
+@app.command("similarity")
+@handle_errors
+def similarity_cli(
+    first: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="A",
+            help="Line file (- for stdin) paired line by line with B; without B: a table with "
+            "two text columns, or lines of text1<TAB>text2.",
+        ),
+    ] = None,
+    second: Annotated[str | None, typer.Argument(metavar="[B]", help="Second line file.")] = None,
+    matrix: Annotated[
+        str | None,
+        typer.Option(
+            "--matrix", metavar="FILE", help="A few sentences (one per line): their cosine matrix."
+        ),
+    ] = None,
+    plot: Annotated[
+        Path,
+        typer.Option(dir_okay=False, help="--matrix: the heatmap to write."),
+    ] = Path("similarity.png"),
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", dir_okay=False, help=".txt or .tsv (default: stdout)."),
+    ] = None,
+    pair_columns: Annotated[
+        str | None, typer.Option(help="A,B: a table's two text columns (default: by name).")
+    ] = None,
+    model: ModelOpt = None,
+    batch_size: BatchSizeOpt = INFER_BATCH,
+    max_length: MaxLengthOpt = None,
+    device: DeviceOpt = None,
+    precision: InferPrecisionOpt = InferPrecision.auto,
+    quiet: QuietOpt = False,
+) -> None:
+    """The cosine similarity of each text pair (L2-normalised sentence vectors), one per
+    line, in input order; or, with --matrix, the cosine matrix of a few sentences as a table
+    and a heatmap.
+
+    Example: sentcli similarity questions.txt answers.txt > cosines.txt
+
+    Example: printf 'A man plays a guitar.\\tSomeone plays music.\\n' | sentcli similarity -
+
+    Example: sentcli similarity --matrix sentences.txt --plot similarity.png
+    """
+    options = inference_options(None, None, batch_size, max_length, device, precision)
+    if matrix is not None:
+        if first is not None:
+            raise typer.BadParameter("give either --matrix FILE or pairs (A [B])", param_hint="A")
+        texts, cos, _ = api.similarity_matrix(matrix, model, plot=plot, options=options)
+        out.print(matrix_table(texts, cos.tolist()))
+        out.print(f"wrote {plot}")
+        return
+    if first is None:
+        raise typer.BadParameter("give pairs (A [B]) or --matrix FILE", param_hint="A")
+    columns = [c.strip() for c in pair_columns.split(",")] if pair_columns else None
+    view = InferenceView(quiet)
+    with view.bar:
+        result = api.similarity(
+            first, second, output, model, pair_columns=columns, options=options, on_event=view
+        )
+    inference_summary("compared", result, quiet)
