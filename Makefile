@@ -66,7 +66,7 @@ format: install ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix sentcli tests scripts bench
 	$(VENV)/bin/ruff format sentcli tests scripts bench
 
-demo: install ## build-tokenizer → pretrain → train-encoder → train-mtl → evaluate, on data/
+demo: install ## build-tokenizer → pretrain → train-encoder → train-mtl → evaluate → similarity, on data/
 	mkdir -p $(DEMO)
 	$(SENTCLI) build-tokenizer data/imdb_unsup data/ag_news --vocab-size 8000 -o $(DEMO)/tokenizer.json
 	$(SENTCLI) pretrain data/imdb_unsup data/ag_news --tokenizer $(DEMO)/tokenizer.json \
@@ -77,6 +77,9 @@ demo: install ## build-tokenizer → pretrain → train-encoder → train-mtl �
 	$(SENTCLI) train-mtl --task topic=data/ag_news --task sentiment=data/imdb --init $(DEMO)/lm \
 		--freeze none --epochs 1 --overwrite -o $(DEMO)/mtl
 	$(SENTCLI) evaluate --model $(DEMO)/mtl
+	$(SENTCLI) train-encoder --task sts=data/stsb --init $(DEMO)/lm --epochs 2 --quiet \
+		--overwrite -o $(DEMO)/sts
+	$(SENTCLI) similarity --matrix data/sentences.txt --model $(DEMO)/sts --plot $(DEMO)/similarity.png
 
 default-model: install ## retrain the default model shipped in sentcli/default_model (~30 min, 2 CPU cores)
 	mkdir -p $(DEFAULT_RUN)
@@ -92,6 +95,7 @@ bench: $(VENV)/.bench ## benchmarks against their peers (quick; make bench-full 
 	$(PY) bench/train_speed.py $(BENCH_ARGS)
 	$(PY) bench/budget.py $(BENCH_ARGS)
 	$(PY) bench/embed.py $(BENCH_ARGS) $(EMBED_ARGS)
+	$(PY) bench/similarity.py $(BENCH_ARGS)
 
 bench-full: $(VENV)/.bench ## full data sets ($(SHARED)), 10-minute budgets, a 1,000,000-line file
 	$(MAKE) bench BENCH_ARGS= EMBED_ARGS=

@@ -96,6 +96,16 @@ def main() -> None:
         ):
             g.write(buf.getvalue().encode("utf-8"))
 
+    # A few sentences for `sentcli similarity --matrix`: paraphrase pairs (score >= 4.5) of
+    # the validation sample from three genres, each pair's sentences side by side.
+    with gzip.open(out / "stsb" / "validation.csv.gz", "rt", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    sentences: list[str] = []
+    for genre in ("main-captions", "main-news", "main-forums"):
+        close = [r for r in rows if r[3] == genre and float(r[2]) >= 4.5][:2]
+        sentences += [s for r in close for s in r[:2]]
+    (out / "sentences.txt").write_text("\n".join(sentences) + "\n", encoding="utf-8")
+
     for path in sorted(out.rglob("*")):
         if path.is_file():
             print(f"{path.relative_to(out)}\t{path.stat().st_size:,} bytes")

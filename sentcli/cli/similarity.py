@@ -25,7 +25,7 @@ from sentcli.config import InferPrecision
 def matrix_table(texts: list[str], matrix: list[list[float]]) -> Table:
     """Cosines with the texts as row labels and their numbers as column heads."""
     table = Table(title="cosine similarity", title_justify="left")
-    table.add_column("#", justify="right")
+    table.add_column("#", justify="right", min_width=2, no_wrap=True)
     table.add_column("text", max_width=32, no_wrap=True, overflow="ellipsis")
     for j in range(len(texts)):
         table.add_column(str(j + 1), justify="right", min_width=5, no_wrap=True)
