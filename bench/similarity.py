@@ -76,11 +76,17 @@ def st_encode_score(model: Any, a: list[str], b: list[str], gold: np.ndarray) ->
 
 def st_fit(path: Path, train: Path, a: list[str], b: list[str], gold: np.ndarray) -> float:
     """sentence-transformers' CoSENTLoss on its own model, the settings of FINETUNE."""
-    from sentence_transformers import SentenceTransformer, losses
+    from sentence_transformers import SentenceTransformer
+
+    try:  # sentence-transformers ≥ 6 moved the losses
+        from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+    except ImportError:
+        from sentence_transformers.losses import CoSENTLoss
 
     torch.manual_seed(1337)
     model = SentenceTransformer(str(path), device="cpu")
-    loss = losses.CoSENTLoss(model)
+    loss = CoSENTLoss(model)
+    tokenize = getattr(model, "preprocess", model.tokenize)
     ta, tb, ts = read_pairs(train)
     steps = -(-len(ta) // FINETUNE["batch_size"]) * FINETUNE["epochs"]
     opt = torch.optim.AdamW(model.parameters(), lr=FINETUNE["lr"])
@@ -93,7 +99,7 @@ def st_fit(path: Path, train: Path, a: list[str], b: list[str], gold: np.ndarray
         order = rng.permutation(len(ta))
         for i in range(0, len(order), FINETUNE["batch_size"]):
             idx = order[i : i + FINETUNE["batch_size"]]
-            features = [model.tokenize([x[j] for j in idx]) for x in (ta, tb)]
+            features = [tokenize([x[j] for j in idx]) for x in (ta, tb)]
             value = loss(features, torch.tensor(ts[idx], dtype=torch.float32))
             value.backward()
             opt.step()

@@ -138,3 +138,37 @@ def test_only_one_set_of_files_and_one_report_was_written(runs: dict[str, Path])
     assert out.count("per-task losses and scores") == 1  # rank 1 printed nothing
     assert out.count("topic test: accuracy") == 1
     assert "resuming at step" in (runs["root"] / "two.err").read_text()
+
+
+def test_similarity_tasks_under_two_ranks(tmp_path: Path, tokenizer_path: Path) -> None:
+    """Scored pairs, positive pairs and plain text beside a classification task in 2
+    processes (an odd global batch): the ranks end with the same weights, and the epoch-0
+    row (the gathered validation vectors) matches one process."""
+    import csv
+    import gzip
+
+    with gzip.open(DATA / "stsb" / "train.csv.gz", "rt", encoding="utf-8", newline="") as f:
+        close = [r for r in csv.DictReader(f) if float(r["score"]) >= 3.5][:300]
+    with open(tmp_path / "pairs.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["anchor", "positive"])
+        w.writerows([r["sentence1"], r["sentence2"]] for r in close)
+    tasks = ARGS[1:5] + [
+        "--task",
+        f"sts={DATA / 'stsb'}",
+        "--task",
+        f"para={tmp_path / 'pairs.csv'}",
+    ]
+    tasks += ["--task", f"simcse={DATA / 'imdb_unsup'}"]
+    args = ["train-mtl", *tasks, *ARGS[5:], "--tokenizer", str(tokenizer_path), "--max-steps", "8"]
+    proc = torchrun([*args, "-o", str(tmp_path / "two")])
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    summary = json.loads((tmp_path / "two" / "report" / "summary.json").read_text())
+    assert summary["ranks"] == 2 and len(set(summary["weights_sha256"])) == 1
+    result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "one")])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads((tmp_path / r / "report" / "summary.json").read_text())["history"][0]
+            for r in ("two", "one")]  # fmt: skip
+    for key in ("sts/spearman", "sts/val_loss", "para/recall@1", "para/mrr", "simcse/val_loss"):
+        assert rows[0][key] == pytest.approx(rows[1][key], abs=1e-5), key

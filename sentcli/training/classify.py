@@ -410,15 +410,18 @@ class ClassifyRecipe:
 
         return [self._rows_of(side, fn) for side in self.tasks.data[(t, split)].sides]
 
-    def scores_of(self, t: str, split: str, full: bool) -> dict[str, Any]:
+    def scores_of(
+        self, t: str, split: str, full: bool, sides: list[np.ndarray] | None = None
+    ) -> dict[str, Any]:
         """A task's scores on a split: classification as before; similarity: its loss over
-        batches of the split and its metrics (training/similarity.py)."""
+        batches of the split and its metrics (training/similarity.py), from `sides` (the
+        split's vectors) when given. Every rank calls it (the rows are gathered)."""
         enc, kind = self.tasks.data[(t, split)], self.tasks.kind(t)
         if kind == TaskKind.classification:
             assert enc.target is not None
             names = self.tasks.specs[t].label_names
             return scores(self.logits_of(t, split), enc.target, names, full)
-        sides = self.vectors_of(t, split)
+        sides = sides if sides is not None else self.vectors_of(t, split)
         out: dict[str, Any] = {"val_loss": self._val_loss(t, sides, enc.target)}
         out |= pair_metrics(kind, sides, enc.target)
         if full:
@@ -470,26 +473,30 @@ class ClassifyRecipe:
 
     def test(self, output: Path, write: bool) -> tuple[dict[str, Any], dict[str, str]]:
         """Per task: full scores on the test split (validation without one), and the split;
-        with `write`, the confusion (or, scored pairs, cosine-against-score) plots in report/."""
+        with `write` (the main rank), the confusion (or, scored pairs, cosine-against-score)
+        plots in report/."""
         test: dict[str, Any] = {}
         splits = {}
         for t in self.names:
             split = self.tasks.test_split(t)
-            test[t] = self.scores_of(t, split, full=True)
-            splits[t] = split
             kind = self.tasks.kind(t)
+            sides = None if kind == TaskKind.classification else self.vectors_of(t, split)
+            test[t] = self.scores_of(t, split, full=True, sides=sides)
+            splits[t] = split
             if write and kind in (TaskKind.classification, TaskKind.scored):
                 (output / "report").mkdir(exist_ok=True)
-                self._plot(output / "report", t, split, test[t])
+                self._plot(output / "report", t, split, test[t], sides)
         return test, splits
 
-    def _plot(self, report: Path, t: str, split: str, m: dict[str, Any]) -> None:
-        if self.tasks.kind(t) == TaskKind.classification:
+    def _plot(
+        self, report: Path, t: str, split: str, m: dict[str, Any], sides: list[np.ndarray] | None
+    ) -> None:
+        if sides is None:
             title = f"{t} ({split}, accuracy {m['accuracy']:.3f})"
             names = self.tasks.specs[t].label_names
             plot_confusion(report / f"confusion_{t}.png", m["confusion"], names, title)
             return
-        sides, target = self.vectors_of(t, split), self.tasks.data[(t, split)].target
+        target = self.tasks.data[(t, split)].target
         assert target is not None
         title = f"{t} ({split}, Spearman {100 * m['spearman']:.1f})"
         plot_scatter(report / f"similarity_{t}.png", cosines(sides[0], sides[1]), target, title)

@@ -70,12 +70,12 @@ def info_nce(
     of the global batch of `n` rows (positives, then hard negatives), on scaled cosines."""
     gathered, pads, start = [], [], 0
     for j, c in enumerate(candidates):
-        g, block_start, pad = _global(F.normalize(c, dim=-1), n, ranks)
+        g, block_start, pad = _global(F.normalize(c.float(), dim=-1), n, ranks)  # fp32: gloo
         start = block_start if j == 0 else start  # the positives come first
         gathered.append(g)
         pads.append(pad)
     cands = torch.cat(gathered)  # [K, C]
-    sims = scale * F.normalize(anchors, dim=-1) @ cands.T  # [B, K]
+    sims = scale * F.normalize(anchors.float(), dim=-1) @ cands.T  # [B, K]
     sims = sims.masked_fill(torch.cat(pads)[None, :], float("-inf"))
     target = torch.arange(len(anchors), device=anchors.device) + start
     return F.cross_entropy(sims.float(), target)
