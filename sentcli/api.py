@@ -26,7 +26,7 @@ from sentcli.config import (
 from sentcli.data.batching import iter_text_batches
 from sentcli.data.tasks import load_texts, parse_task_spec
 from sentcli.device import resolve_device, resolve_precision
-from sentcli.errors import ConfigError, DataError
+from sentcli.errors import CheckpointError, ConfigError, DataError
 from sentcli.events import OnEvent, TextsRead
 from sentcli.inference.embed import (
     DEFAULT_MODEL,
@@ -240,6 +240,11 @@ def _train_tasks(
     # above keeping the LM's causal mask (docs/benchmarks.md).
     if "causal" not in given:
         model_cfg.causal = False
+    if train_cfg.teacher is not None:
+        try:
+            ckpt.read_config(Path(train_cfg.teacher))
+        except CheckpointError as e:
+            raise CheckpointError(f"--teacher: {e}") from e
     unknown = sorted(set(train_cfg.task_weights) - set(names))
     if unknown:
         raise ConfigError(
@@ -269,7 +274,8 @@ def evaluate(
     path, origin = resolve_model(model_dir)
     config, model, tok, _ = ckpt.load_run(path)
     known = {t.name: t for t in config.tasks}
-    specs = tasks or config.tasks
+    scorable = ("classification", "scored", "pairs", None)  # plain text has no gold
+    specs = tasks or [t for t in config.tasks if t.kind in scorable]
     heads = list(model.heads) if isinstance(model, MultiTaskModel) else []
     no_heads = (
         f"{path} has no task heads (a pretraining or import-hf run); evaluate a run of "
@@ -283,7 +289,7 @@ def evaluate(
     results: dict[str, Any] = {}
     for s in specs:
         spec = known[s.name] if s.name in known and known[s.name].source == s.source else s
-        if s.name in heads:
+        if s.name in heads and known[s.name].kind in ("classification", None):
             results[s.name] = evaluate_head(model, tok, known[s.name], s, batch_size, dev, dtype)
             continue
         unknown = f"{path} has no task {s.name}; its tasks: {', '.join(known)}"

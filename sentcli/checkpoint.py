@@ -101,6 +101,11 @@ def build_model(config: RunConfig) -> nn.Module:
     if config.kind == "lm":
         return LanguageModel(config.model)
     heads = {t.name: len(t.label_names) for t in config.tasks if t.kind in (None, "classification")}
+    heads |= {  # a distillation task's projection onto a teacher of another width
+        t.name: t.teacher_dim
+        for t in config.tasks
+        if t.kind == "distill" and t.teacher_dim and t.teacher_dim != config.model.n_embd
+    }
     return MultiTaskModel(config.model, heads)
 
 

@@ -77,6 +77,8 @@ class TaskKind(StrEnum):
     """Anchor and positive (and a hard negative): in-batch negatives (InfoNCE)."""
     text = "text"
     """Plain text: unsupervised SimCSE (the same text twice, two dropout masks)."""
+    distill = "distill"
+    """Plain text with --teacher: the vectors match the teacher run's (MSE, normalised)."""
 
 
 class SimilarityLoss(StrEnum):
@@ -236,6 +238,9 @@ class TrainConfig:
     regresses onto the score mapped to 0..1 by the train split's range)."""
     similarity_scale: float = 20.0
     """The scale of cosines in CoSENT and in-batch-negative (InfoNCE) losses (1/temperature)."""
+    teacher: str | None = None
+    """A run whose sentence vectors plain-text tasks learn to match (distillation) instead
+    of SimCSE; its vectors are cached per corpus ($SENTCLI_CACHE, else ~/.cache/sentcli)."""
     explode_threshold: float = 1e3
     """A gradient-norm warning above this (and for non-finite norms)."""
     skip_nonfinite: int = 0
@@ -314,6 +319,8 @@ class TaskConfig:
     score_column: str | None = None
     score_range: list[float] = field(default_factory=list)
     """Scored pairs: the train split's lowest and highest score (for cosine-MSE)."""
+    teacher_dim: int = 0
+    """Distillation: the teacher's vector width (a learned projection when it differs)."""
 
     def __post_init__(self) -> None:
         if self.kind is not None:

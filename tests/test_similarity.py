@@ -248,3 +248,40 @@ def test_similarity_streams_pair_cosines_in_order(
     ):
         result = invoke(app, ["similarity", *args, "-m", str(run), "-q"])
         assert result.exit_code == 2 and message in result.output, (args, result.output)
+
+
+def test_distillation_matches_a_teacher_of_another_width_through_a_cached_corpus(
+    tmp_path: Path, tokenizer_path: Path, corpus_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENTCLI_CACHE", str(tmp_path / "cache"))
+    teacher = tmp_path / "teacher"  # 24 wide; the student is 16 wide: a learned projection
+    api.pretrain(
+        [str(corpus_file)], teacher, tokenizer_path, {**FAST, "n_embd": 24, "max_steps": 2}
+    )
+    opts = {**OPTS, "teacher": str(teacher), "max_steps": 10, "log_every": 1}
+    tasks = [TaskConfig("distill", str(corpus_file))]
+    run = api.train_mtl(tasks, tmp_path / "full", tokenizer=tokenizer_path, options=opts)
+    first, last = run.history[0]["distill/cosine"], run.history[-1]["distill/cosine"]
+    assert last > first  # the student moved towards the teacher
+    assert run.config.tasks[0].kind == "distill" and run.config.tasks[0].teacher_dim == 24
+    cached = list((tmp_path / "cache" / "teacher").glob("*/vectors.npy"))
+    assert len(cached) == 2  # train and validation texts, each computed once
+    stamps = [p.stat().st_mtime_ns for p in cached]
+
+    def stop(event: object) -> None:
+        if isinstance(event, StepLog) and event.step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    cut = api.train_mtl(
+        tasks, tmp_path / "cut", tokenizer=tokenizer_path, options=opts, on_event=stop
+    )
+    assert cut.interrupted and [p.stat().st_mtime_ns for p in cached] == stamps  # reused
+    api.train_mtl([], tmp_path / "cut", resume=True)
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert "heads.distill.weight" in a and all(torch.equal(a[k], b[k]) for k in a)
+    result = CliRunner().invoke(app, ["embed", str(corpus_file), "-m", str(tmp_path / "cut"), "-q"])
+    assert result.exit_code == 0  # the run loads with its projection
+    bad = {**opts, "teacher": str(tmp_path / "nope")}
+    with pytest.raises(Exception, match="--teacher: .*nope is not a run folder"):
+        api.train_mtl(tasks, tmp_path / "bad", tokenizer=tokenizer_path, options=bad)

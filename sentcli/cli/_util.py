@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import fields
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -66,7 +67,7 @@ def config_options(values: dict[str, Any]) -> dict[str, Any]:
     those the user gave (not None), enum members as their values."""
     keys = {f.name for f in fields(ModelConfig)} | {f.name for f in fields(TrainConfig)}
     return {
-        k: (v.value if isinstance(v, Enum) else v)
+        k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v)
         for k, v in values.items()
         if k in keys and v is not None
     }

@@ -222,6 +222,15 @@ SimilarityScaleOpt = Annotated[
     ),
 ]
 
+TeacherOpt = Annotated[
+    Path | None,
+    typer.Option(
+        file_okay=False,
+        help="A run whose vectors plain-text tasks match (distillation) instead of SimCSE.",
+        rich_help_panel=SIMILARITY,
+    ),
+]
+
 # embed and predict
 InputArg = Annotated[
     str,

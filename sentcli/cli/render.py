@@ -151,6 +151,7 @@ SCORES = {
     "pearson": "Pearson×100",
     "recall@1": "recall@1",
     "mrr": "MRR",
+    "cosine": "cos to teacher",
 }
 """Each task kind's scores (metric key → name), in the order tables show them."""
 PERCENT = ("spearman", "pearson")  # shown ×100, as the STS literature does
@@ -251,7 +252,7 @@ def print_test_results(test: dict[str, Any], splits: dict[str, str]) -> None:
         split = splits[t]
         if "confusion" not in m:
             scores = " | ".join(f"{name} {score(k, m[k])}" for k, name in SCORES.items() if k in m)
-            rows = f"{m['pairs']:,} {'texts' if m['kind'] == 'text' else 'pairs'}"
+            rows = f"{m['pairs']:,} {'texts' if m['kind'] in ('text', 'distill') else 'pairs'}"
             line = f"{scores} | " if scores else ""
             out.print(f"{t} {split}: {line}val loss {m['val_loss']:.4f} | {rows}")
             continue

@@ -258,7 +258,11 @@ def label_pipeline(task: str | None, top_k: int, fmt: str) -> MakeFn:
     """predict: the top-k labels of `task` (the model's only task when None)."""
 
     def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
-        names = {t.name: t.label_names for t in config.tasks if t.name in getattr(net, "heads", {})}
+        names = {
+            t.name: t.label_names
+            for t in config.tasks
+            if t.kind in (None, "classification") and t.name in getattr(net, "heads", {})
+        }
         if not isinstance(net, MultiTaskModel) or not names:
             raise ConfigError(
                 "the model has no task heads (a pretraining or import-hf run); train them with "

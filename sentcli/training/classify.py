@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from sentcli import checkpoint as ckpt
@@ -35,6 +36,7 @@ from sentcli.metrics import (
     throughput,
 )
 from sentcli.model import MultiTaskModel, training_flops_per_token
+from sentcli.training.distill import distill_loss, teacher_dim, teacher_vectors
 from sentcli.training.runner import Outcome, TrainResult, run_training
 from sentcli.training.similarity import cosines, pair_loss, pair_metrics
 
@@ -202,12 +204,18 @@ class TaskSet:
     def kind(self, task: str) -> TaskKind:
         return self.specs[task].kind or TaskKind.classification
 
-    def heads(self) -> dict[str, int]:
-        """Classification tasks and their label counts (the model's heads)."""
-        return {
+    def heads(self, width: int) -> dict[str, int]:
+        """The model's heads: classification tasks and their label counts, and distillation
+        tasks whose teacher's width differs from the model's `width` (a projection)."""
+        out = {
             t: len(c.label_names)
             for t, c in self.specs.items()
             if self.kind(t) == TaskKind.classification
+        }
+        return out | {
+            t: c.teacher_dim
+            for t, c in self.specs.items()
+            if self.kind(t) == TaskKind.distill and c.teacher_dim != width
         }
 
     def lengths(self, task: str) -> np.ndarray:
@@ -240,7 +248,8 @@ def _load_one(
     """One task's checked splits (classification: text, label; pairs: a, b[, c][, score];
     plain text: text) and its config with the kind, columns and label names resolved."""
     if resume and spec.kind is not None and spec.kind != TaskKind.classification:
-        shape = Shape(spec.kind, spec.pair_columns, spec.score_column, spec.text_column)
+        kind = TaskKind.text if spec.kind == TaskKind.distill else spec.kind
+        shape = Shape(kind, spec.pair_columns, spec.score_column, spec.text_column)
         splits, names = read_splits(spec.source)
         if shape.kind == TaskKind.text:
             shape.text_column = detect(splits["train"].column_names, spec, spec.source).text_column
@@ -256,16 +265,24 @@ def _load_one(
             {"test": td.test} if td.test is not None else {}
         )
     pd = load_pairs(spec, splits, shape, cfg.val_fraction, cfg.seed)
+    distill = shape.kind == TaskKind.text and cfg.teacher is not None
     done = replace(
-        spec, kind=shape.kind, pair_columns=shape.pair_columns,
+        spec, kind=TaskKind.distill if distill else shape.kind, pair_columns=shape.pair_columns,
         score_column=shape.score_column, score_range=pd.score_range,
+        teacher_dim=teacher_dim(Path(cfg.teacher)) if distill and cfg.teacher else 0,
     )  # fmt: skip
     return done, {"train": pd.train, "validation": pd.validation} | (
         {"test": pd.test} if pd.test is not None else {}
     )
 
 
-def load_tasks(specs: list[TaskConfig], config: RunConfig, tok: Tokenizer, resume: bool) -> TaskSet:
+def load_tasks(
+    specs: list[TaskConfig],
+    config: RunConfig,
+    tok: Tokenizer,
+    resume: bool,
+    ranks: dist.Dist | None = None,
+) -> TaskSet:
     """Load, check, cut (--max-samples-per-task, --balance downsample) and tokenize every
     task; a resumed run keeps its tasks' kinds, columns and label names."""
     cfg = config.train
@@ -285,6 +302,12 @@ def load_tasks(specs: list[TaskConfig], config: RunConfig, tok: Tokenizer, resum
                 target = np.asarray(target, dtype=np.int64)
             elif spec.kind == TaskKind.text:
                 sides, target = _encode(tok, ds, ["text"], block), None
+            elif spec.kind == TaskKind.distill:
+                assert cfg.teacher is not None
+                sides = _encode(tok, ds, ["text"], block)
+                target = teacher_vectors(
+                    Path(cfg.teacher), ds, cfg.batch_size * 2, cfg.device, ranks or dist.Dist()
+                )
             else:
                 sides = _encode(tok, ds, SIDES[: len(spec.pair_columns)], block)
                 scored = spec.kind == TaskKind.scored
@@ -354,6 +377,22 @@ class ClassifyRecipe:
             score_range=spec.score_range, n=n, ranks=self.ranks,
         )  # fmt: skip
 
+    def _projection(self, t: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A distillation task's map onto the teacher's width (identity when equal)."""
+        heads = self.model.heads
+        return heads[t] if t in heads else nn.Identity()  # noqa: SIM401 (ModuleDict: no .get)
+
+    def _distill_loss(
+        self, t: str
+    ) -> Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor]:
+        project = self._projection(t)
+
+        def loss(sides: list[torch.Tensor], target: torch.Tensor | None) -> torch.Tensor:
+            assert target is not None
+            return distill_loss(project(sides[0]), target)
+
+        return loss
+
     def _batch(self, t: str, idx: np.ndarray) -> TaskBatch | PairBatch:
         """This rank's part of task t's global batch `idx`, on the device."""
         rows = dist.shard(idx, self.ranks)
@@ -366,7 +405,7 @@ class ClassifyRecipe:
         sides = enc.sides * 2 if kind == TaskKind.text else enc.sides  # SimCSE: two views
         ids, mask = collate([side[i] for side in sides for i in rows])
         target = None if target is None else to_device(target, dev)
-        loss = self._pair_loss(t, len(idx))
+        loss = self._distill_loss(t) if kind == TaskKind.distill else self._pair_loss(t, len(idx))
         return PairBatch(t, to_device(ids, dev), to_device(mask, dev), len(rows), target, loss)
 
     def loss(
@@ -422,11 +461,27 @@ class ClassifyRecipe:
             names = self.tasks.specs[t].label_names
             return scores(self.logits_of(t, split), enc.target, names, full)
         sides = sides if sides is not None else self.vectors_of(t, split)
+        if kind == TaskKind.distill:
+            return self._distill_scores(t, sides[0], enc, full)
         out: dict[str, Any] = {"val_loss": self._val_loss(t, sides, enc.target)}
         out |= pair_metrics(kind, sides, enc.target)
         if full:
             out |= {"kind": str(kind), "pairs": len(enc)}
         return out
+
+    def _distill_scores(
+        self, t: str, vectors: np.ndarray, enc: Encoded, full: bool
+    ) -> dict[str, Any]:
+        """The loss and the mean cosine of the (projected) vectors to the teacher's."""
+        assert enc.target is not None
+        with torch.no_grad():
+            v = self._projection(t)(torch.from_numpy(vectors).to(self.device)).float().cpu()
+        teacher = torch.from_numpy(np.array(enc.target, dtype=np.float32))  # off the memmap
+        out: dict[str, Any] = {
+            "val_loss": float(distill_loss(v, teacher)),
+            "cosine": float((F.normalize(v, dim=-1) * teacher).sum(dim=1).mean()),
+        }
+        return out | ({"kind": "distill", "pairs": len(enc)} if full else {})
 
     def _val_loss(self, t: str, sides: list[np.ndarray], target: np.ndarray | None) -> float:
         """The task's loss over batches of the split (one process: the vectors are whole)."""
@@ -550,9 +605,9 @@ def train_classifier(
     ranks, device = dist.setup(resolve_device(cfg.device))
     dist.check_global_batch(cfg.batch_size, ranks)
     resolve_precision(cfg.precision, device)
-    tasks = load_tasks(specs, config, tok, resume)
+    tasks = load_tasks(specs, config, tok, resume, ranks)
     config.tasks = list(tasks.specs.values())
-    heads = tasks.heads()
+    heads = tasks.heads(config.model.n_embd)
     headless = [t for t in names if t not in heads]
     freeze = parse_freeze(cfg.freeze, list(heads), config.model.n_layer, headless)
     dist.barrier(ranks)  # every rank has checked the output folder before it is created
