@@ -285,3 +285,35 @@ def test_distillation_matches_a_teacher_of_another_width_through_a_cached_corpus
     bad = {**opts, "teacher": str(tmp_path / "nope")}
     with pytest.raises(Exception, match="--teacher: .*nope is not a run folder"):
         api.train_mtl(tasks, tmp_path / "bad", tokenizer=tokenizer_path, options=bad)
+
+
+def test_teacher_vectors_resume_after_a_kill_at_the_first_missing_part(
+    tmp_path: Path, tokenizer_path: Path, corpus_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datasets import Dataset
+
+    from sentcli.training import distill
+
+    teacher = tmp_path / "teacher"
+    api.pretrain([str(corpus_file)], teacher, tokenizer_path, {**FAST, "max_steps": 1})
+    monkeypatch.setenv("SENTCLI_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(distill, "PART_ROWS", 100)
+    texts = Dataset.from_dict({"text": corpus_file.read_text().splitlines()[:250]})
+    calls: list[int] = []
+    real = distill.apply_batched
+
+    def counted(fn, seqs, *args):  # type: ignore[no-untyped-def]
+        calls.append(len(seqs))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed while computing the second part
+        return real(fn, seqs, *args)
+
+    monkeypatch.setattr(distill, "apply_batched", counted)
+    with pytest.raises(KeyboardInterrupt):
+        distill.teacher_vectors(teacher, texts, 32, "cpu", Dist())
+    monkeypatch.setattr(distill, "apply_batched", lambda *a: calls.append(len(a[1])) or real(*a))
+    vectors = distill.teacher_vectors(teacher, texts, 32, "cpu", Dist())
+    assert calls == [100, 100, 100, 50]  # the first part was kept, not recomputed
+    assert vectors.shape == (250, 16)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert not list((tmp_path / "cache").rglob("part-*.npy"))
