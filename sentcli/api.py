@@ -241,6 +241,7 @@ def _train_tasks(
     if "causal" not in given:
         model_cfg.causal = False
     if train_cfg.teacher is not None:
+        train_cfg.teacher = str(Path(train_cfg.teacher).resolve())  # --resume from elsewhere
         try:
             ckpt.read_config(Path(train_cfg.teacher))
         except CheckpointError as e:

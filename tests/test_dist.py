@@ -141,9 +141,10 @@ def test_only_one_set_of_files_and_one_report_was_written(runs: dict[str, Path])
 
 
 def test_similarity_tasks_under_two_ranks(tmp_path: Path, tokenizer_path: Path) -> None:
-    """Scored pairs, positive pairs and plain text beside a classification task in 2
-    processes (an odd global batch): the ranks end with the same weights, and the epoch-0
-    row (the gathered validation vectors) matches one process."""
+    """In-batch negatives gathered over 2 processes (an odd global batch, no dropout) train
+    like one process: the same logged losses. Then scored pairs and SimCSE beside them: the
+    ranks end with the same weights and the epoch-0 row (gathered validation vectors)
+    matches one process."""
     import csv
     import gzip
 
@@ -153,22 +154,27 @@ def test_similarity_tasks_under_two_ranks(tmp_path: Path, tokenizer_path: Path) 
         w = csv.writer(f)
         w.writerow(["anchor", "positive"])
         w.writerows([r["sentence1"], r["sentence2"]] for r in close)
-    tasks = ARGS[1:5] + [
-        "--task",
-        f"sts={DATA / 'stsb'}",
-        "--task",
-        f"para={tmp_path / 'pairs.csv'}",
-    ]
-    tasks += ["--task", f"simcse={DATA / 'imdb_unsup'}"]
-    args = ["train-mtl", *tasks, *ARGS[5:], "--tokenizer", str(tokenizer_path), "--max-steps", "8"]
-    proc = torchrun([*args, "-o", str(tmp_path / "two")])
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    summary = json.loads((tmp_path / "two" / "report" / "summary.json").read_text())
+    base = [*ARGS[5:], "--tokenizer", str(tokenizer_path), "--max-steps", "8"]
+    para = ["--task", f"para={tmp_path / 'pairs.csv'}"]
+
+    def both(tasks: list[str], name: str, extra: list[str]) -> tuple[Path, Path]:
+        args = ["train-mtl", *tasks, *base, *extra]
+        proc = torchrun([*args, "-o", str(tmp_path / f"{name}2")])
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / f"{name}1")])
+        assert result.exit_code == 0, result.output
+        return tmp_path / f"{name}2", tmp_path / f"{name}1"
+
+    two, one = both([*ARGS[1:5], *para], "nce", [])
+    losses = [[r["loss"] for r in train_records(run)] for run in (two, one)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    tasks = [*para, "--task", f"sts={DATA / 'stsb'}", "--task", f"simcse={DATA / 'imdb_unsup'}"]
+    two, one = both(tasks, "mix", ["--dropout", "0.1"])
+    summary = json.loads((two / "report" / "summary.json").read_text())
     assert summary["ranks"] == 2 and len(set(summary["weights_sha256"])) == 1
-    result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "one")])
-    assert result.exit_code == 0, result.output
-    rows = [json.loads((tmp_path / r / "report" / "summary.json").read_text())["history"][0]
-            for r in ("two", "one")]  # fmt: skip
+    rows = [
+        json.loads((r / "report" / "summary.json").read_text())["history"][0] for r in (two, one)
+    ]
     for key in ("sts/spearman", "sts/val_loss", "para/recall@1", "para/mrr", "simcse/val_loss"):
         assert rows[0][key] == pytest.approx(rows[1][key], abs=1e-5), key

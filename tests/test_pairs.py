@@ -26,7 +26,6 @@ def spec(source: Path | str, **kw: object) -> TaskConfig:
         (["sentence1", "sentence2"], TaskKind.pairs, 2, None),
         (["anchor", "positive"], TaskKind.pairs, 2, None),
         (["anchor", "positive", "negative", "score"], TaskKind.pairs, 3, None),
-        (["query", "document", "label"], TaskKind.pairs, 2, None),
         (["text", "label"], TaskKind.classification, 0, None),
         (["text"], TaskKind.text, 0, None),
     ],
@@ -96,3 +95,25 @@ def test_the_shipped_sts_sample_is_a_scored_pair_task() -> None:
     data = load_pairs(spec(DATA / "stsb"), splits, shape, 0.1, 0)
     assert shape.kind == TaskKind.scored and shape.pair_columns == ["sentence1", "sentence2"]
     assert (len(data.train), len(data.validation), data.score_range) == (2000, 750, [0.0, 5.0])
+
+
+def test_flags_and_labels_txt_make_a_classification_task_and_ambiguity_is_refused() -> None:
+    glue = ["sentence1", "sentence2", "label"]
+    assert detect(glue, spec("x"), "x").kind == TaskKind.scored
+    assert detect(glue, spec("x", label_column="label"), "x").kind == TaskKind.classification
+    assert detect(glue, spec("x"), "x", labels_file=True).kind == TaskKind.classification
+    with pytest.raises(DataError, match="pass --score-column label"):
+        detect(["query", "document", "label"], spec("x"), "x")
+
+
+def test_every_split_is_checked_and_unscored_splits_are_refused(tmp_path: Path) -> None:
+    rows = [(f"a{i}", f"b{i}", str(i % 5)) for i in range(10)]
+    write_csv(tmp_path / "train.csv", rows, STS)
+    write_csv(tmp_path / "test.csv", rows, ("sentence1", "other", "score"))
+    with pytest.raises(DataError, match=r"\(test\): no pair column 'sentence2'"):
+        shape, splits, _ = shape_of(spec(tmp_path))
+        load_pairs(spec(tmp_path), splits, shape, 0.2, 0)
+    write_csv(tmp_path / "test.csv", [(a, b, "-1") for a, b, _ in rows], STS)
+    with pytest.raises(DataError, match=r"\(test\): every score is -1"):
+        shape, splits, _ = shape_of(spec(tmp_path))
+        load_pairs(spec(tmp_path), splits, shape, 0.2, 0)

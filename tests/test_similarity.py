@@ -63,9 +63,11 @@ def test_spearman_and_retrieval_metrics() -> None:
     x, y = rng.random(50), np.round(rng.random(50) * 5)  # ties in y
     assert spearman(x, y) == pytest.approx(spearmanr(x, y).statistic)
     anchors = np.eye(4)
-    positives = np.eye(4)[[0, 1, 3, 2]]  # anchors 2 and 3 find each other's positive first
+    positives = np.eye(4)[[0, 1, 3, 2]]  # anchors 2 and 3: their positive ties with 3 others
     m = retrieval(anchors, positives, chunk=3)
-    assert m == {"recall@1": 0.5, "mrr": pytest.approx((1 + 1 + 0.5 + 0.5) / 4)}
+    assert m == {"recall@1": 0.5, "mrr": pytest.approx((1 + 1 + 0.25 + 0.25) / 4)}  # ties: last
+    collapsed = retrieval(np.ones((4, 2)), np.ones((4, 2)))  # every candidate ties
+    assert collapsed == {"recall@1": 0.0, "mrr": pytest.approx(0.25)}
 
 
 def sts_tasks() -> list[TaskConfig]:
@@ -90,6 +92,12 @@ def test_similarity_tasks_train_beside_classification(
     kinds = {t.name: t.kind for t in run.config.tasks}
     assert kinds == {"topic": "classification", "sts": "scored", "simcse": "text"}
     assert run.config.tasks[1].score_range == [0.0, 5.0]
+
+
+def test_simcse_without_dropout_is_refused(tmp_path: Path, tokenizer_path: Path) -> None:
+    with pytest.raises(ConfigError, match="SimCSE.*--dropout is 0"):
+        opts = {**OPTS, "dropout": 0.0}
+        api.train_mtl(sts_tasks()[2:], tmp_path / "r", tokenizer=tokenizer_path, options=opts)
 
 
 def test_freeze_modes_that_leave_a_similarity_task_nothing_are_refused(

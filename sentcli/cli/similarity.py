@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from sentcli import api
@@ -33,7 +34,7 @@ def matrix_table(texts: list[str], matrix: list[list[float]]) -> Table:
         cells = [
             f"[bold]{c:.2f}[/]" if i != j and c >= 0.8 else f"{c:.2f}" for j, c in enumerate(row)
         ]
-        table.add_row(str(i + 1), text, *cells)
+        table.add_row(str(i + 1), escape(text), *cells)
     return table
 
 
@@ -85,8 +86,11 @@ def similarity_cli(
     """
     options = inference_options(None, None, batch_size, max_length, device, precision)
     if matrix is not None:
-        if first is not None:
-            raise typer.BadParameter("give either --matrix FILE or pairs (A [B])", param_hint="A")
+        if first is not None or output is not None or pair_columns is not None:
+            raise typer.BadParameter(
+                "--matrix FILE takes no pairs, -o or --pair-columns (it writes --plot)",
+                param_hint="--matrix",
+            )
         texts, cos, _ = api.similarity_matrix(matrix, model, plot=plot, options=options)
         out.print(matrix_table(texts, cos.tolist()))
         out.print(f"wrote {plot}")

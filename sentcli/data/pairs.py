@@ -60,7 +60,9 @@ class Shape:
     text_column: str | None = None
 
 
-def detect(columns: Sequence[str], spec: TaskConfig, where: str) -> Shape:
+def detect(
+    columns: Sequence[str], spec: TaskConfig, where: str, labels_file: bool = False
+) -> Shape:
     """The task's shape from a split's columns and the flags in `spec` (see the module)."""
     given = list(spec.pair_columns)
     for col in given:
@@ -71,6 +73,8 @@ def detect(columns: Sequence[str], spec: TaskConfig, where: str) -> Shape:
             "positive, negative)"
         )
     found = next((list(g) for g in PAIR_NAMES if all(c in columns for c in g)), [])
+    if not given and (spec.label_column or spec.text_column or labels_file):
+        found = []  # the flags or a labels.txt name a classification task
     pair = given or found
     if spec.score_column is not None:
         pick_column(columns, spec.score_column, (), "score", where)
@@ -86,6 +90,11 @@ def detect(columns: Sequence[str], spec: TaskConfig, where: str) -> Shape:
         retrieval = len(pair) == 3 or (pair[0] in RETRIEVAL_FIRST and not spec.score_column)
         if score is not None and not retrieval:
             return Shape(TaskKind.scored, pair, score)
+        if score is not None and len(pair) == 2:
+            raise DataError(
+                f"{where}: {pair[0]}/{pair[1]} pairs with a {score!r} column: pass --score-column "
+                f"{score} to train them as scored pairs, or drop the column for positive pairs"
+            )
         return Shape(TaskKind.pairs, pair)
     if spec.label_column is not None or any(c in columns for c in LABEL_NAMES):
         return Shape(TaskKind.classification, [])
@@ -165,6 +174,10 @@ def pair_table(ds: Dataset, shape: Shape, where: str) -> Dataset:
         table = pa.table({"text": pc.filter(col, keep)})
     else:
         columns = {}
+        for column in shape.pair_columns:  # every split, not only train's
+            pick_column(ds.column_names, column, (), "pair", where)
+        if shape.score_column is not None:
+            pick_column(ds.column_names, shape.score_column, (), "score", where)
         for side, column in zip(SIDES, shape.pair_columns, strict=False):
             _check_text_column(ds, column, where)
             columns[side] = ds.data.column(column)
@@ -205,6 +218,13 @@ def load_pairs(
                 "scores (or positive pairs: drop the score column)"
             )
         score_range = spec.score_range or [low, high]
+        for split, ds in (("validation", validation), ("test", out.get("test"))):
+            gold = None if ds is None else ds.data.column("score")
+            if gold is not None and pc.min(gold).as_py() == pc.max(gold).as_py():
+                raise DataError(
+                    f"{spec.source} ({split}): every score is {pc.min(gold).as_py():g}: no "
+                    "ranking to score against (an unlabelled test split?); drop the split"
+                )
     return PairData(spec.name, spec.source, shape, train, validation, out.get("test"), score_range)
 
 
@@ -212,5 +232,6 @@ def shape_of(spec: TaskConfig) -> tuple[Shape, dict[str, Dataset], list[str] | N
     """Read a task's source and find its shape (from the train split's columns); also the
     splits and the labels.txt names."""
     splits, names = read_splits(spec.source)
-    shape = detect(splits["train"].column_names, spec, f"{spec.source} (train)")
+    where = f"{spec.source} (train)"
+    shape = detect(splits["train"].column_names, spec, where, labels_file=names is not None)
     return shape, splits, names

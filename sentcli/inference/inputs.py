@@ -233,6 +233,18 @@ class TextInput:
 
 def _header(path: Path, kind: str) -> list[str]:
     """A table's column names (its first row or object; the schema of a parquet file)."""
+    try:
+        return _read_header(path, kind)
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{path}: bytes that are not UTF-8 in its first row; re-encode the file as UTF-8 "
+            "(for example with iconv -f latin1 -t utf-8)"
+        ) from None
+    except (OSError, EOFError, zlib.error, ValueError) as e:  # pyarrow's errors are ValueErrors
+        raise DataError(f"{path}: cannot be read as a table ({e}); fix the file") from e
+
+
+def _read_header(path: Path, kind: str) -> list[str]:
     if kind == "parquet":
         import pyarrow.parquet as pq
 
@@ -273,12 +285,12 @@ class PairInput:
                     f"{self.first.name} has {a:,} lines and {self.second.name} {b:,}: give "
                     "two files of the same length (line i of one pairs with line i of the other)"
                 )
-            self.total = a
+            self.total = None if a is None else 2 * a  # texts: both sides
             return
         kind = "lines" if first == "-" else TABLES.get(extension(Path(first)), "lines")
         if kind == "lines":
             self.lines = TextInput(first, stdin=stdin)
-            self.total = self.lines.total
+            self.total = None if self.lines.total is None else 2 * self.lines.total
             return
         self.mode = "table"
         check_file(Path(first), "no such file; check the path", "give a table or a text file")
@@ -293,7 +305,7 @@ class PairInput:
             )
         # the second text rides in the id column: TextInput checks and streams both
         self.table = TextInput(first, text_column=pair[0], id_column=pair[1], stdin=stdin)
-        self.total = self.table.total
+        self.total = None if self.table.total is None else 2 * self.table.total
 
     def chunks(self, size: int) -> Iterator[Chunk]:
         if self.mode == "two":

@@ -66,6 +66,11 @@ class _Collect:
     def write(self, chunk: Chunk, values: np.ndarray) -> None:
         self.texts += chunk.texts
         self.vectors.append(values)
+        if len(self.texts) > MATRIX_MAX:  # stdin: stop reading as soon as it is too long
+            raise ConfigError(
+                f"--matrix is for a few sentences (at most {MATRIX_MAX}): use `sentcli "
+                "similarity A B` for pairs"
+            )
 
     def close(self) -> None:
         pass
@@ -90,7 +95,8 @@ def cosine_matrix(
     def source() -> TextInput:
         return probe
 
-    quiet = replace(options, stdout=io.BytesIO())  # nothing is written: the sink keeps it
+    # nothing is written (the sink keeps it); read no more than a chunk past the limit
+    quiet = replace(options, stdout=io.BytesIO(), chunk_size=MATRIX_MAX + 1)
     result = run_inference(file, None, model, (), quiet, make, on_event, source)
     if len(sink.texts) > MATRIX_MAX:
         raise ConfigError(f"--matrix is for a few sentences (at most {MATRIX_MAX})")

@@ -24,6 +24,7 @@ from sentcli.data.pairs import SIDES, Shape, detect, load_pairs, shape_of
 from sentcli.data.sources import read_splits
 from sentcli.data.tasks import load_eval_split, load_task
 from sentcli.device import resolve_device, resolve_precision, seed_everything, to_device
+from sentcli.errors import ConfigError
 from sentcli.events import EvalLog, EvalOnly, Groups, InitFrom, OnEvent
 from sentcli.freeze import FreezeSpec, apply_freeze, group_of, parameter_groups, parse_freeze
 from sentcli.inference.embed import apply_batched, predict_logits, vector_fn
@@ -496,8 +497,8 @@ class ClassifyRecipe:
                 pair_loss, kind, loss=self.cfg.similarity_loss, scale=self.cfg.similarity_scale,
                 score_range=self.tasks.specs[t].score_range, n=len(part[0]), ranks=dist.Dist(),
             )  # fmt: skip
-            losses.append(float(fn(part, y)))
-        return float(np.mean(losses))
+            losses.append(float(fn(part, y)) * len(part[0]))
+        return float(np.sum(losses)) / len(sides[0])  # weighted: a short last batch counts less
 
     def evaluate(self) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
@@ -607,6 +608,12 @@ def train_classifier(
     resolve_precision(cfg.precision, device)
     tasks = load_tasks(specs, config, tok, resume, ranks)
     config.tasks = list(tasks.specs.values())
+    simcse = [t for t in names if tasks.kind(t) == TaskKind.text]
+    if simcse and config.model.dropout == 0:
+        raise ConfigError(
+            f"task {', '.join(simcse)} is plain text (SimCSE): its two views differ only by "
+            "dropout, and --dropout is 0; give --dropout 0.1, or --teacher RUN to distill"
+        )
     heads = tasks.heads(config.model.n_embd)
     headless = [t for t in names if t not in heads]
     freeze = parse_freeze(cfg.freeze, list(heads), config.model.n_layer, headless)

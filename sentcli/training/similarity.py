@@ -10,8 +10,8 @@
   positive pair, with in-batch negatives.
 
 All sides of a batch go through the encoder in one forward pass. Under torchrun the
-in-batch candidates are the global batch: the other ranks' vectors are gathered without a
-gradient (the gradient flows through this rank's own vectors only)."""
+in-batch candidates are the global batch: the ranks' vectors are gathered with their
+gradient, so N processes train like one."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as td
+import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
@@ -27,7 +27,7 @@ from sentcli import dist
 from sentcli.config import SimilarityLoss, TaskConfig, TaskKind
 from sentcli.data.batching import encode_rows
 from sentcli.data.pairs import SIDES, pair_table, shape_of
-from sentcli.errors import ConfigError
+from sentcli.errors import ConfigError, DataError
 from sentcli.inference.embed import apply_batched, vector_fn
 
 
@@ -51,10 +51,10 @@ def _global(t: torch.Tensor, n: int, ranks: dist.Dist) -> tuple[torch.Tensor, in
         return t, 0, torch.zeros(len(t), dtype=torch.bool, device=t.device)
     m = -(-n // ranks.world)
     sizes = [len(range(r, n, ranks.world)) for r in range(ranks.world)]
-    padded = F.pad(t, (0, 0, 0, m - len(t)))
-    parts = [torch.empty_like(padded) for _ in range(ranks.world)]
-    td.all_gather(parts, padded.detach().contiguous())
-    parts[ranks.rank] = padded  # the gradient flows through this rank's own vectors
+    padded = F.pad(t, (0, 0, 0, m - len(t))).contiguous()
+    # all_gather with autograd: its backward sums each rank's gradient into the rank that
+    # owns the rows, so N processes train like one process with the global batch
+    parts = dist_nn.all_gather(padded)  # type: ignore[no-untyped-call]
     pad = torch.tensor([i >= s for s in sizes for i in range(m)], device=t.device)
     return torch.cat(parts), ranks.rank * m, pad
 
@@ -134,7 +134,7 @@ def retrieval(anchors: np.ndarray, positives: np.ndarray, chunk: int = 1024) -> 
     for start in range(0, len(a), chunk):
         sims = a[start : start + chunk] @ p.T  # [c, N]
         own = sims[np.arange(len(sims)), np.arange(start, start + len(sims))]
-        ranks.append(1 + (sims > own[:, None]).sum(axis=1))
+        ranks.append((sims >= own[:, None]).sum(axis=1))  # itself included: ties count against
     r = np.concatenate(ranks)
     return {"recall@1": float(np.mean(r == 1)), "mrr": float(np.mean(1.0 / r))}
 
@@ -145,6 +145,11 @@ def pair_metrics(
     """The validation (or test) scores of a similarity task from its sides' vectors."""
     if kind == TaskKind.scored:
         assert target is not None
+        if np.ptp(target) == 0:
+            raise DataError(
+                f"every gold score of the split is {target[0]:g}: there is no ranking to score "
+                "against (an unlabelled test split?); give pairs with their scores"
+            )
         cos = cosines(sides[0], sides[1])
         return {"spearman": spearman(cos, target), "pearson": pearson(cos, target)}
     if kind == TaskKind.pairs:
