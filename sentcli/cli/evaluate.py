@@ -8,7 +8,7 @@ import typer
 
 from sentcli import api
 from sentcli.cli._util import app, handle_errors, out
-from sentcli.cli.options import DeviceOpt
+from sentcli.cli.options import DeviceOpt, ModelOpt
 from sentcli.cli.render import SCORES, confusion_table, per_class_table, score
 from sentcli.config import Precision, TaskConfig
 
@@ -16,15 +16,7 @@ from sentcli.config import Precision, TaskConfig
 @app.command("evaluate")
 @handle_errors
 def evaluate_cli(
-    model: Annotated[
-        Path | None,
-        typer.Option(
-            "--model",
-            "-m",
-            file_okay=False,
-            help="Run folder (default: $SENTCLI_MODEL, else the model shipped with sentcli).",
-        ),
-    ] = None,
+    model: ModelOpt = None,
     task: Annotated[
         list[str] | None,
         typer.Option(help="NAME=SOURCE to evaluate on (default: the run's own test splits)."),
