@@ -26,7 +26,7 @@ from sentcli.config import (
 from sentcli.data.batching import iter_text_batches
 from sentcli.data.tasks import load_texts, parse_task_spec
 from sentcli.device import resolve_device, resolve_precision
-from sentcli.errors import CheckpointError, ConfigError, DataError
+from sentcli.errors import ConfigError, DataError
 from sentcli.events import OnEvent, TextsRead
 from sentcli.inference.embed import (
     DEFAULT_MODEL,
@@ -44,6 +44,7 @@ from sentcli.metrics import plot_matrix, plot_scatter
 from sentcli.model import MultiTaskModel
 from sentcli.tokenizer import UNK_ID, TokenizerSummary, encode, load_tokenizer, train_tokenizer
 from sentcli.training.classify import evaluate_head, train_classifier
+from sentcli.training.distill import check_teacher
 from sentcli.training.lm import train_lm
 from sentcli.training.runner import TrainResult, read_report, resume_config
 from sentcli.training.similarity import evaluate_pairs
@@ -241,11 +242,7 @@ def _train_tasks(
     if "causal" not in given:
         model_cfg.causal = False
     if train_cfg.teacher is not None:
-        train_cfg.teacher = str(Path(train_cfg.teacher).resolve())  # --resume from elsewhere
-        try:
-            ckpt.read_config(Path(train_cfg.teacher))
-        except CheckpointError as e:
-            raise CheckpointError(f"--teacher: {e}") from e
+        train_cfg.teacher = check_teacher(train_cfg.teacher)
     unknown = sorted(set(train_cfg.task_weights) - set(names))
     if unknown:
         raise ConfigError(

@@ -1,6 +1,7 @@
-"""The classification recipe behind train-encoder (one task) and train-mtl (several): one
-shared encoder, one head per task, freeze modes, task schedules, per-task losses and scores,
-and the test pass with its confusion matrices."""
+"""The task recipe behind train-encoder (one task) and train-mtl (several): one shared
+encoder, a head per classification task, similarity tasks on the vectors themselves
+(training/similarity.py, training/distill.py), freeze modes, task schedules, per-task
+losses and scores, and the test pass with its confusion matrices and scatter plots."""
 
 from __future__ import annotations
 

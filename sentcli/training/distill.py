@@ -46,6 +46,16 @@ def _teacher_key(teacher: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def check_teacher(teacher: str) -> str:
+    """The --teacher run's absolute path (a resumed run may start elsewhere), checked."""
+    path = Path(teacher).resolve()
+    try:
+        ckpt.read_config(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"--teacher: {e}") from e
+    return str(path)
+
+
 def teacher_dim(teacher: Path) -> int:
     """The width of the teacher's sentence vectors."""
     config = ckpt.read_config(teacher)
