@@ -8,7 +8,7 @@ SENTCLI := $(VENV)/bin/sentcli
 # seconds; set TORCH_SPEC (e.g. TORCH_SPEC=torch) to let pip pick a build for your machine.
 TORCH_SPEC ?= torch==2.13.0
 DEMO ?= runs/demo
-# Model and budget for the demo: about 4 minutes on 2 CPU cores.
+# Model and budget for the demo: about 3 minutes on 2 CPU cores (.venv installed).
 DEMO_MODEL := --n-layer 4 --n-head 4 --n-embd 128 --block-size 128
 SMOKE_MODEL := --n-layer 1 --n-head 2 --n-embd 16 --block-size 32
 
