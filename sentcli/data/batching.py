@@ -18,12 +18,12 @@ if TYPE_CHECKING:
 
 
 def iter_text_batches(
-    ds: Dataset, batch_size: int = 1000, skip_empty: bool = True
+    ds: Dataset, batch_size: int = 1000, skip_empty: bool = True, column: str = "text"
 ) -> Iterator[list[str]]:
-    """The texts of a dataset's `text` column in batches; `skip_empty` drops blank ones
-    (right for tokenizers and pretraining, wrong where rows must stay aligned with labels)."""
+    """The texts of a dataset's `column` in batches; `skip_empty` drops blank ones (right
+    for tokenizers and pretraining, wrong where rows must stay aligned with labels)."""
     for start in range(0, len(ds), batch_size):
-        batch = ds[start : start + batch_size]["text"]
+        batch = ds[start : start + batch_size][column]
         if skip_empty:
             batch = [t for t in batch if t and not t.isspace()]
         if batch:
@@ -71,9 +71,12 @@ def collate(seqs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
-def encode_rows(tok: Tokenizer, ds: Dataset, max_length: int) -> list[np.ndarray]:
-    """Token ids of every row (blank texts included, so rows stay aligned with labels)."""
-    batches = iter_text_batches(ds, 10_000, skip_empty=False)
+def encode_rows(
+    tok: Tokenizer, ds: Dataset, max_length: int, column: str = "text"
+) -> list[np.ndarray]:
+    """Token ids of every row's `column` (blank texts included, so rows stay aligned with
+    labels and with a pair's other side)."""
+    batches = iter_text_batches(ds, 10_000, skip_empty=False, column=column)
     return [ids for batch in batches for ids in encode(tok, batch, max_length)]
 
 

@@ -204,7 +204,7 @@ class TaskSet:
         return list(self.specs)
 
     def kind(self, task: str) -> TaskKind:
-        return self.specs[task].kind or TaskKind.classification
+        return self.specs[task].kind or TaskKind.classification  # see TaskConfig.has_labels
 
     def heads(self, width: int) -> dict[str, int]:
         """The model's heads: classification tasks and their label counts, and distillation
@@ -231,17 +231,6 @@ class TaskSet:
 
 def _cut(ds: Dataset, n: int, seed: int) -> Dataset:
     return ds.shuffle(seed=seed).select(range(n)) if n and len(ds) > n else ds
-
-
-def _encode(
-    tok: Tokenizer, ds: Dataset, columns: Sequence[str], block: int
-) -> list[list[np.ndarray]]:
-    return [
-        encode_rows(
-            tok, ds.select_columns([c]).rename_column(c, "text") if c != "text" else ds, block
-        )
-        for c in columns
-    ]
 
 
 def _load_one(
@@ -300,18 +289,19 @@ def load_tasks(
     for t, (spec, splits) in loaded.items():
         for split, ds in splits.items():
             if spec.kind == TaskKind.classification:
-                sides, target = _encode(tok, ds, ["text"], block), ds.with_format("numpy")["label"]
+                sides, target = [encode_rows(tok, ds, block)], ds.with_format("numpy")["label"]
                 target = np.asarray(target, dtype=np.int64)
             elif spec.kind == TaskKind.text:
-                sides, target = _encode(tok, ds, ["text"], block), None
+                sides, target = [encode_rows(tok, ds, block)], None
             elif spec.kind == TaskKind.distill:
                 assert cfg.teacher is not None
-                sides = _encode(tok, ds, ["text"], block)
+                sides = [encode_rows(tok, ds, block)]
                 target = teacher_vectors(
                     Path(cfg.teacher), ds, cfg.batch_size * 2, cfg.device, ranks or dist.Dist()
                 )
             else:
-                sides = _encode(tok, ds, SIDES[: len(spec.pair_columns)], block)
+                columns = SIDES[: len(spec.pair_columns)]
+                sides = [encode_rows(tok, ds, block, c) for c in columns]
                 scored = spec.kind == TaskKind.scored
                 target = np.asarray(ds["score"], dtype=np.float32) if scored else None
             data[(t, split)] = Encoded(sides, target)

@@ -183,10 +183,9 @@ def evaluate_pairs(
     model.eval()
     embed = vector_fn(model, normalize=False)  # type: ignore[arg-type]
     sides = [
-        apply_batched(embed, encode_rows(tok, ds.select_columns([c]).rename_column(c, "text"),
-                                         block), batch_size, device, dtype)
+        apply_batched(embed, encode_rows(tok, ds, block, c), batch_size, device, dtype)
         for c in SIDES[: len(shape.pair_columns)]
-    ]  # fmt: skip
+    ]
     target = np.asarray(ds["score"], dtype=np.float64) if shape.kind == TaskKind.scored else None
     metrics = {"kind": str(shape.kind), "pairs": len(ds), **pair_metrics(shape.kind, sides, target)}
     cos = cosines(sides[0], sides[1]) if target is not None else None
