@@ -19,6 +19,7 @@ from sentcli.config import (
     RunConfig,
     RunKind,
     TaskConfig,
+    TaskKind,
     TokenizerKind,
     choices,
     merge_configs,
@@ -272,8 +273,8 @@ def evaluate(
     path, origin = resolve_model(model_dir)
     config, model, tok, _ = ckpt.load_run(path)
     known = {t.name: t for t in config.tasks}
-    scorable = ("classification", "scored", "pairs", None)  # plain text has no gold
-    specs = tasks or [t for t in config.tasks if t.kind in scorable]
+    scorable = (TaskKind.scored, TaskKind.pairs)  # plain text has no gold to score against
+    specs = tasks or [t for t in config.tasks if t.has_labels or t.kind in scorable]
     heads = list(model.heads) if isinstance(model, MultiTaskModel) else []
     no_heads = (
         f"{path} has no task heads (a pretraining or import-hf run); evaluate a run of "
@@ -287,7 +288,7 @@ def evaluate(
     results: dict[str, Any] = {}
     for s in specs:
         spec = known[s.name] if s.name in known and known[s.name].source == s.source else s
-        if s.name in heads and known[s.name].kind in ("classification", None):
+        if s.name in heads and known[s.name].has_labels:
             results[s.name] = evaluate_head(model, tok, known[s.name], s, batch_size, dev, dtype)
             continue
         unknown = f"{path} has no task {s.name}; its tasks: {', '.join(known)}"

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
-from sentcli.config import RunConfig
+from sentcli.config import RunConfig, TaskKind
 from sentcli.errors import CheckpointError, ConfigError, TokenizerError
 from sentcli.model import LanguageModel, MultiTaskModel
 from sentcli.tokenizer import check_specials
@@ -100,11 +100,11 @@ def create_run_dir(run_dir: Path) -> None:
 def build_model(config: RunConfig) -> nn.Module:
     if config.kind == "lm":
         return LanguageModel(config.model)
-    heads = {t.name: len(t.label_names) for t in config.tasks if t.kind in (None, "classification")}
+    heads = {t.name: len(t.label_names) for t in config.tasks if t.has_labels}
     heads |= {  # a distillation task's projection onto a teacher of another width
         t.name: t.teacher_dim
         for t in config.tasks
-        if t.kind == "distill" and t.teacher_dim and t.teacher_dim != config.model.n_embd
+        if t.kind == TaskKind.distill and t.teacher_dim and t.teacher_dim != config.model.n_embd
     }
     return MultiTaskModel(config.model, heads)
 

@@ -261,7 +261,7 @@ def label_pipeline(task: str | None, top_k: int, fmt: str) -> MakeFn:
         names = {
             t.name: t.label_names
             for t in config.tasks
-            if t.kind in (None, "classification") and t.name in getattr(net, "heads", {})
+            if t.has_labels and t.name in getattr(net, "heads", {})
         }
         if not isinstance(net, MultiTaskModel) or not names:
             raise ConfigError(
