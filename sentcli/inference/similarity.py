@@ -98,7 +98,5 @@ def cosine_matrix(
     # nothing is written (the sink keeps it); read no more than a chunk past the limit
     quiet = replace(options, stdout=io.BytesIO(), chunk_size=MATRIX_MAX + 1)
     result = run_inference(file, None, model, (), quiet, make, on_event, source)
-    if len(sink.texts) > MATRIX_MAX:
-        raise ConfigError(f"--matrix is for a few sentences (at most {MATRIX_MAX})")
-    v = np.concatenate(sink.vectors)
+    v = np.concatenate(sink.vectors)  # the sink refused more than MATRIX_MAX rows
     return sink.texts, v @ v.T, result

@@ -361,12 +361,14 @@ class ClassifyRecipe:
         return plan_steps(per_task, cfg.schedule, rng, cfg.temperature)
 
     def _pair_loss(
-        self, t: str, n: int
+        self, t: str, n: int, ranks: dist.Dist | None = None
     ) -> Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor]:
+        """Task t's similarity loss of a global batch of n rows (`ranks`: default, this
+        run's processes, whose vectors form the in-batch candidates)."""
         cfg, spec = self.cfg, self.tasks.specs[t]
         return partial(
             pair_loss, self.tasks.kind(t), loss=cfg.similarity_loss, scale=cfg.similarity_scale,
-            score_range=spec.score_range, n=n, ranks=self.ranks,
+            score_range=spec.score_range, n=n, ranks=ranks or self.ranks,
         )  # fmt: skip
 
     def _projection(self, t: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -484,10 +486,7 @@ class ClassifyRecipe:
             if kind == TaskKind.text:
                 part = part * 2
             y = None if target is None else torch.from_numpy(target[i : i + size])
-            fn = partial(
-                pair_loss, kind, loss=self.cfg.similarity_loss, scale=self.cfg.similarity_scale,
-                score_range=self.tasks.specs[t].score_range, n=len(part[0]), ranks=dist.Dist(),
-            )  # fmt: skip
+            fn = self._pair_loss(t, len(part[0]), dist.Dist())
             losses.append(float(fn(part, y)) * len(part[0]))
         return float(np.sum(losses)) / len(sides[0])  # weighted: a short last batch counts less
 
