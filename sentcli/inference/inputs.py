@@ -274,27 +274,32 @@ class PairInput:
         pair_columns: list[str] | None = None,
         stdin: IO[bytes] | None = None,
     ) -> None:
-        self.mode = "two" if second is not None else "tab"
-        self.first = TextInput(first, stdin=stdin) if second is not None else None
         if second is not None:
-            assert self.first is not None
-            self.second = TextInput(second, stdin=stdin)
-            a, b = self.first.total, self.second.total
-            if a is not None and b is not None and a != b:
+            self.mode = "two"
+            self.first, self.second = TextInput(first, stdin=stdin), TextInput(second, stdin=stdin)
+            rows, b = self.first.total, self.second.total
+            if rows is not None and b is not None and rows != b:
                 raise DataError(
-                    f"{self.first.name} has {a:,} lines and {self.second.name} {b:,}: give "
+                    f"{self.first.name} has {rows:,} lines and {self.second.name} {b:,}: give "
                     "two files of the same length (line i of one pairs with line i of the other)"
                 )
-            self.total = None if a is None else 2 * a  # texts: both sides
-            return
-        kind = "lines" if first == "-" else TABLES.get(extension(Path(first)), "lines")
-        if kind == "lines":
+        elif first == "-" or TABLES.get(extension(Path(first)), "lines") == "lines":
+            self.mode = "tab"
             self.lines = TextInput(first, stdin=stdin)
-            self.total = None if self.lines.total is None else 2 * self.lines.total
-            return
-        self.mode = "table"
-        check_file(Path(first), "no such file; check the path", "give a table or a text file")
-        columns = _header(Path(first), kind)
+            rows = self.lines.total
+        else:
+            self.mode = "table"
+            self.table = self._table(first, pair_columns, stdin)
+            rows = self.table.total
+        self.total = None if rows is None else 2 * rows  # texts: both sides of every pair
+
+    @staticmethod
+    def _table(first: str, pair_columns: list[str] | None, stdin: IO[bytes] | None) -> TextInput:
+        """A table's two text columns (given, or found by name) as one TextInput: the second
+        text rides in the id column, so TextInput checks and streams both."""
+        path = Path(first)
+        check_file(path, "no such file; check the path", "give a table or a text file")
+        columns = _header(path, TABLES[extension(path)])
         pair = pair_columns or next(
             (list(g[:2]) for g in PAIR_NAMES if all(c in columns for c in g[:2])), []
         )
@@ -303,9 +308,7 @@ class PairInput:
                 f"{first}: no pair of text columns found (looked for sentence1/sentence2, "
                 f"anchor/positive, …); columns are {', '.join(columns)}; pass --pair-columns A,B"
             )
-        # the second text rides in the id column: TextInput checks and streams both
-        self.table = TextInput(first, text_column=pair[0], id_column=pair[1], stdin=stdin)
-        self.total = None if self.table.total is None else 2 * self.table.total
+        return TextInput(first, text_column=pair[0], id_column=pair[1], stdin=stdin)
 
     def chunks(self, size: int) -> Iterator[Chunk]:
         if self.mode == "two":
@@ -337,7 +340,6 @@ class PairInput:
                 yield _interleave(a, b)
 
     def _two(self, size: int) -> Iterator[Chunk]:
-        assert self.first is not None
         firsts, seconds = self.first.chunks(size), self.second.chunks(size)
         for x, y in zip(firsts, seconds, strict=False):
             if len(x.texts) != len(y.texts):
