@@ -5,6 +5,7 @@ merging of defaults, a config file, flags and a resumed run's settings (stdlib o
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
@@ -169,6 +170,14 @@ class ModelConfig:
     pooling: Pooling = Pooling.mean
     """The sentence vector: mean of the real tokens (masked), the first token (cls) or the
     masked maximum (max)."""
+    embed_std: float | None = None
+    """The standard deviation of the token embeddings at initialisation. None: 1.0 for an
+    encoder whose tasks are all similarity tasks, so that token identity dominates the
+    residual stream at the start and a mean-pooled vector begins as a bag of random word
+    vectors (STS-B validation 62 at initialisation, against 36 with 0.02); else GPT-2's
+    0.02 (a language model's output projection is tied to them, and classification heads
+    learned faster from it: AG News 0.74 against 0.65 after one epoch). Only a fresh model
+    reads it; the value used is recorded in config.json."""
 
     def __post_init__(self) -> None:
         problems = [
@@ -188,6 +197,8 @@ class ModelConfig:
         if self.n_inner < 0 or not self.norm_eps > 0:
             problems.append("n_inner must be 0 or more and norm_eps above 0")
         _coerce(self, "activation", Activation, problems)
+        if self.embed_std is not None and not 0 < self.embed_std < math.inf:
+            problems.append(f"embed_std must be above 0 and finite (got {self.embed_std})")
         _raise_if(problems, "model options")
 
 

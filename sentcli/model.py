@@ -143,10 +143,13 @@ class Transformer(nn.Module):
         return out
 
 
-def init_weights(model: nn.Module, n_layer: int) -> None:
-    """GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2·n_layer)."""
+def init_weights(model: nn.Module, n_layer: int, embed_std: float) -> None:
+    """GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2·n_layer),
+    token embeddings N(0, embed_std)."""
     for name, p in model.named_parameters():
-        if p.dim() >= 2:
+        if name.endswith("wte.weight"):
+            torch.nn.init.normal_(p, mean=0.0, std=embed_std)
+        elif p.dim() >= 2:
             std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("c_proj.weight") else 0.02
             torch.nn.init.normal_(p, mean=0.0, std=std)
         elif name.endswith("bias"):
@@ -169,7 +172,7 @@ class LanguageModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.trunk = Transformer(config)
-        init_weights(self, config.n_layer)
+        init_weights(self, config.n_layer, config.embed_std or 0.02)
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
@@ -209,7 +212,7 @@ class MultiTaskModel(nn.Module):
                 for name, n in tasks.items()
             }
         )
-        init_weights(self, config.n_layer)
+        init_weights(self, config.n_layer, config.embed_std or 0.02)
 
     def embed(self, idx: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Sentence vectors [B, C] (not normalised) of [B, T] ids and mask."""

@@ -198,6 +198,7 @@ BAD_CASES = [
     ),
     ([*PRETRAIN, "--batch-size", "0"], "batch_size must be at least 1"),
     ([*PRETRAIN, "--n-embd", "30", "--n-head", "4"], "divisible"),
+    ([*PRETRAIN, "--embed-std", "nan"], "embed_std must be above 0 and finite"),
     (
         [*PRETRAIN, "--device", "cuda"],
         "CUDA",

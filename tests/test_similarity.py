@@ -94,6 +94,23 @@ def test_similarity_tasks_train_beside_classification(
     assert run.config.tasks[1].score_range == [0.0, 5.0]
 
 
+def test_token_embeddings_start_large_only_when_every_task_is_a_similarity_task(
+    tmp_path: Path, tokenizer_path: Path
+) -> None:
+    opts = {**OPTS, "max_steps": 1}
+    cases = {"sts": (sts_tasks()[1:2], {}, 1.0), "mixed": (sts_tasks()[:2], {}, 0.02)}
+    cases["given"] = (sts_tasks()[1:2], {"embed_std": 0.3}, 0.3)
+    for name, (tasks, extra, std) in cases.items():
+        run = api.train_mtl(
+            tasks, tmp_path / name, tokenizer=tokenizer_path, options={**opts, **extra}
+        )
+        assert run.config.model.embed_std == std
+        wte = load_file(tmp_path / name / "model.safetensors")["trunk.wte.weight"]
+        assert float(wte.std()) == pytest.approx(std, rel=0.05)  # one step moves it little
+        saved = (tmp_path / name / "config.json").read_text()
+        assert f'"embed_std": {std}' in saved
+
+
 def test_simcse_without_dropout_is_refused(tmp_path: Path, tokenizer_path: Path) -> None:
     with pytest.raises(ConfigError, match="SimCSE.*--dropout is 0"):
         opts = {**OPTS, "dropout": 0.0}

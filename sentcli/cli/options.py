@@ -136,6 +136,14 @@ AttnDropoutOpt = Annotated[
         rich_help_panel=MODEL,
     ),
 ]
+EmbedStdOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Token-embedding init std \\[default: 0.02; 1.0 for an encoder whose tasks are "
+        "all similarity tasks]",
+        rich_help_panel=MODEL,
+    ),
+]
 OutputDir = Annotated[
     Path, typer.Option("--output", "-o", file_okay=False, help="Run folder to write.")
 ]

@@ -610,6 +610,9 @@ def train_classifier(
     dist.barrier(ranks)  # every rank has checked the output folder before it is created
     if not resume and ranks.main:
         ckpt.create_run_dir(output)
+    if config.model.embed_std is None and not resume:  # see ModelConfig.embed_std
+        similarity_only = all(tasks.kind(t) != TaskKind.classification for t in names)
+        config.model.embed_std = 1.0 if similarity_only else 0.02
     seed_everything(cfg.seed)
     model = MultiTaskModel(config.model, heads)
     init = None
