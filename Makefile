@@ -96,6 +96,7 @@ bench: $(VENV)/.bench ## benchmarks against their peers (quick; make bench-full 
 	$(PY) bench/budget.py $(BENCH_ARGS)
 	$(PY) bench/embed.py $(BENCH_ARGS) $(EMBED_ARGS)
 	$(PY) bench/similarity.py $(BENCH_ARGS)
+	$(PY) bench/search.py $(BENCH_ARGS)
 
 bench-full: $(VENV)/.bench ## full data sets ($(SHARED)), 10-minute budgets, a 1,000,000-line file
 	$(MAKE) bench BENCH_ARGS= EMBED_ARGS=

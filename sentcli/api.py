@@ -40,6 +40,7 @@ from sentcli.inference.embed import (
     vector_pipeline,
 )
 from sentcli.inference.outputs import VECTOR_FORMATS
+from sentcli.inference.search import CorpusIndex, run_search
 from sentcli.inference.similarity import cosine_matrix, pair_cosines
 from sentcli.metrics import plot_matrix, plot_scatter
 from sentcli.model import MultiTaskModel
@@ -66,6 +67,7 @@ __all__ = [
     "pretrain",
     "report",
     "resolve_model",
+    "search",
     "similarity",
     "similarity_matrix",
     "train_encoder",
@@ -384,6 +386,30 @@ def similarity_matrix(
     if plot is not None:
         plot_matrix(plot, texts, matrix)
     return texts, matrix, result
+
+
+def search(
+    queries: str,
+    corpus: str,
+    output: Path | None = None,
+    model: Path | None = None,
+    *,
+    k: int = 10,
+    threshold: float | None = None,
+    fmt: str = LabelFormat.tsv,
+    corpus_column: str | None = None,
+    cache: Path | None = None,
+    options: InferenceOptions | None = None,
+    on_event: OnEvent = None,
+) -> tuple[InferenceResult, CorpusIndex]:
+    """Each query's `k` most similar corpus rows by cosine (exact), as TSV or JSON lines.
+    The corpus's vectors are computed once into `cache` (default $SENTCLI_CACHE, else
+    ~/.cache/sentcli) under a hash of the corpus, the model and the settings."""
+    opts = options or InferenceOptions()
+    where = cache or ckpt.cache_root()
+    return run_search(
+        queries, corpus, output, model, k, threshold, fmt, corpus_column, opts, where, on_event
+    )
 
 
 def import_hf(checkpoint: Path, output: Path, overwrite: bool = False) -> dict[str, Any]:

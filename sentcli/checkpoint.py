@@ -31,6 +31,14 @@ STATE = "train_state.pt"
 NEXT_STATE = "train_state.next.pt"
 REQUIRED = (CONFIG, WEIGHTS, TOKENIZER)
 
+CACHE_ENV = "SENTCLI_CACHE"
+
+
+def cache_root() -> Path:
+    """Where computed vectors are kept (teacher vectors, search corpora): $SENTCLI_CACHE,
+    else ~/.cache/sentcli."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sentcli")
+
 
 @functools.cache
 def _umask() -> int:

@@ -10,6 +10,7 @@ from sentcli.cli import (  # noqa: F401
     predict,
     pretrain,
     report,
+    search,
     similarity,
     train_encoder,
     train_mtl,

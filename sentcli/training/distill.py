@@ -9,7 +9,6 @@ reads memory-mapped. The teacher keeps its own tokenizer and pooling."""
 from __future__ import annotations
 
 import hashlib
-import os
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,13 +27,7 @@ from sentcli.tokenizer import encode
 if TYPE_CHECKING:
     from datasets import Dataset
 
-CACHE_ENV = "SENTCLI_CACHE"
 PART_ROWS = 4096
-
-
-def cache_root() -> Path:
-    """$SENTCLI_CACHE, else ~/.cache/sentcli."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sentcli")
 
 
 def _teacher_key(teacher: Path) -> str:
@@ -69,7 +62,7 @@ def teacher_vectors(
     (float32 [N, D], memory-mapped from the cache). Under torchrun the main rank computes
     them and the others wait."""
     key = hashlib.sha256(f"{_teacher_key(teacher)}|{ds._fingerprint}|{len(ds)}".encode())
-    folder = cache_root() / "teacher" / key.hexdigest()[:24]
+    folder = ckpt.cache_root() / "teacher" / key.hexdigest()[:24]
     done = folder / "vectors.npy"
     if not done.is_file() and ranks.main:
         _compute(teacher, ds, folder, batch_size, device)

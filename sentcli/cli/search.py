@@ -1,0 +1,105 @@
+"""`sentcli search`: each query's most similar corpus rows, for pipelines."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sentcli import api
+from sentcli.cli._util import app, err, handle_errors
+from sentcli.cli.options import (
+    INFER_BATCH,
+    BatchSizeOpt,
+    DeviceOpt,
+    InferPrecisionOpt,
+    MaxLengthOpt,
+    ModelOpt,
+    QuietOpt,
+    TextColumnOpt,
+    inference_options,
+)
+from sentcli.cli.render import InferenceView, inference_summary
+from sentcli.config import InferPrecision, LabelFormat
+
+
+@app.command("search")
+@handle_errors
+def search_cli(
+    queries: Annotated[
+        str,
+        typer.Argument(
+            metavar="QUERIES",
+            help="Query file (one per line, .gz ok), - for stdin, or .csv/.tsv/.jsonl/.parquet.",
+        ),
+    ],
+    corpus: Annotated[
+        str,
+        typer.Option(
+            help="The texts to search: a line file or a table (see --corpus-column).",
+            show_default=False,
+        ),
+    ],
+    k: Annotated[int, typer.Option("-k", "--top-k", help="Results per query.")] = 10,
+    threshold: Annotated[
+        float | None, typer.Option(help="Keep only results with a cosine at least this.")
+    ] = None,
+    fmt: Annotated[
+        LabelFormat,
+        typer.Option(
+            "--format", help="tsv: query, rank, score, row, text; jsonl: one object per result."
+        ),
+    ] = LabelFormat.tsv,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", dir_okay=False, help="File to write (default: stdout)."),
+    ] = None,
+    model: ModelOpt = None,
+    text_column: TextColumnOpt = None,
+    corpus_column: Annotated[
+        str | None, typer.Option(help="The corpus table's text column (default: as --text-column).")
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False,
+            help="Folder for corpus vectors (default: $SENTCLI_CACHE, else ~/.cache/sentcli).",
+        ),
+    ] = None,
+    batch_size: BatchSizeOpt = INFER_BATCH,
+    max_length: MaxLengthOpt = None,
+    device: DeviceOpt = None,
+    precision: InferPrecisionOpt = InferPrecision.auto,
+    quiet: QuietOpt = False,
+) -> None:
+    """Find each query's most similar corpus texts by the cosine of their vectors (exact).
+
+    The corpus is embedded once and kept in the cache under a hash of its bytes, the model
+    and the settings: the next search of the same corpus only embeds the queries, and a
+    changed corpus or model is embedded again. TSV rows are query number, rank, score,
+    corpus row (both numbered from 1) and the corpus text (tabs and newlines escaped as
+    \\t and \\n), no header.
+
+    Example: sentcli search questions.txt --corpus data/sentences.txt -k 3
+
+    Example: grep -i refund mail.txt | sentcli search - --corpus faq.txt -k 1 | cut -f5
+    """
+    view = InferenceView(quiet)
+    with view.bar:
+        result, index = api.search(
+            queries,
+            corpus,
+            output,
+            model,
+            k=k,
+            threshold=threshold,
+            fmt=fmt.value,
+            corpus_column=corpus_column,
+            cache=cache,
+            options=inference_options(text_column, None, batch_size, max_length, device, precision),
+            on_event=view,
+        )
+    if index.built is not None:
+        inference_summary("indexed the corpus:", index.built, quiet)
+    elif not quiet:
+        err.print(f"corpus: {len(index):,} rows from the cache ({index.folder})")
+    inference_summary("searched with", result, quiet)

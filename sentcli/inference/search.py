@@ -1,0 +1,269 @@
+"""Semantic search: each query's top-k corpus rows by cosine, exact, by chunked matrix
+products over a memory-mapped corpus (memory stays flat as the corpus grows).
+
+The corpus's vectors and texts are computed once into a cache folder named by a hash of the
+corpus file's bytes, its text column, the model's weights and config, and the inference
+settings: a changed corpus or model gets a new folder, so stale vectors are never read."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from torch import nn
+
+from sentcli import checkpoint as ckpt
+from sentcli.config import RunConfig
+from sentcli.device import resolve_device
+from sentcli.errors import ConfigError
+from sentcli.events import OnEvent
+from sentcli.inference.embed import (
+    BatchFn,
+    InferenceOptions,
+    InferenceResult,
+    resolve_model,
+    run_inference,
+    vector_fn,
+)
+from sentcli.inference.inputs import Chunk, TextInput
+from sentcli.inference.outputs import NpyWriter, Sink, check_output
+from sentcli.model import LanguageModel, MultiTaskModel
+
+VECTORS, TEXTS, OFFSETS, META = "vectors.npy", "texts.bin", "offsets.npy", "meta.json"
+SCORE_BLOCK = 1 << 22
+"""Scores computed at a time (queries × corpus rows; 16 MiB of float32 and 32 MiB of
+int64 positions for the partial sort)."""
+
+
+@dataclass
+class CorpusIndex:
+    """A corpus's L2-normalised vectors [N, D] and its texts, memory-mapped from the cache."""
+
+    folder: Path
+    vectors: np.ndarray
+    offsets: np.ndarray
+    texts: np.ndarray
+    built: InferenceResult | None
+    """The embedding of the corpus by this command; None when it came from the cache."""
+
+    def text(self, row: int) -> str:
+        return bytes(self.texts[self.offsets[row] : self.offsets[row + 1]]).decode("utf-8")
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Vectors [start, stop). From the cache they are read, not mapped: mapped pages
+        would count in the process's memory, which then grew with the corpus."""
+        if not isinstance(self.vectors, np.memmap):
+            return np.asarray(self.vectors[start:stop])
+        stop = min(stop, len(self.vectors))
+        dim = self.vectors.shape[1]
+        with open(self.vectors.filename, "rb") as f:  # type: ignore[arg-type]
+            f.seek(self.vectors.offset + start * dim * self.vectors.itemsize)
+            values = np.fromfile(f, dtype=self.vectors.dtype, count=(stop - start) * dim)
+        return values.reshape(stop - start, dim)
+
+
+def _file_hash(h: Any, path: Path) -> None:
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+
+
+def corpus_key(
+    corpus: Path, column: str | None, model: Path, max_length: int | None, opts: InferenceOptions
+) -> str:
+    """The cache folder's name: what the corpus vectors depend on, hashed."""
+    h = hashlib.sha256()
+    _file_hash(h, corpus)
+    _file_hash(h, model / ckpt.WEIGHTS)
+    h.update((model / ckpt.CONFIG).read_bytes())
+    device = resolve_device(opts.device).type
+    h.update(json.dumps([column, max_length, str(opts.precision), device]).encode())
+    return h.hexdigest()[:32]
+
+
+class IndexWriter:
+    """The corpus's vectors as .npy (row block by row block) and its texts as UTF-8 bytes
+    with their offsets, so a result's text is read back without keeping the corpus."""
+
+    def __init__(self, f: IO[bytes], folder: Path) -> None:
+        self.vectors = NpyWriter(f)
+        self.texts = open(folder / TEXTS, "wb")  # noqa: SIM115 (closed in close())
+        self.offsets = array("q", [0])
+
+    def write(self, chunk: Chunk, values: np.ndarray) -> None:
+        self.vectors.write(chunk, values)
+        for text in chunk.texts:
+            data = text.encode("utf-8")
+            self.texts.write(data)
+            self.offsets.append(self.offsets[-1] + len(data))
+
+    def close(self) -> None:
+        self.vectors.close()
+        self.texts.close()
+
+
+def corpus_index(
+    corpus: str,
+    column: str | None,
+    model: Path | None,
+    opts: InferenceOptions,
+    cache: Path,
+    on_event: OnEvent,
+) -> CorpusIndex:
+    """The corpus's index from the cache, embedding the corpus first when it is not there."""
+    if corpus == "-":
+        raise ConfigError("--corpus - : the corpus must be a file (stdin holds the queries)")
+    source = TextInput(corpus, column)  # checks the file and its column before any work
+    path, _ = resolve_model(model)
+    key = corpus_key(Path(corpus), source.text_column, path, opts.max_length, opts)
+    folder = cache / "search" / key
+    built = None
+    if not (folder / META).is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = folder.with_name(f"{key}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        writers: list[IndexWriter] = []
+
+        def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
+            assert isinstance(net, MultiTaskModel | LanguageModel)
+
+            def sink(f: IO[bytes]) -> Sink:
+                writers.append(IndexWriter(f, tmp))
+                return writers[-1]
+
+            return vector_fn(net, normalize=True), sink
+
+        try:
+            index_opts = InferenceOptions(**{**vars(opts), "text_column": source.text_column})
+            built = run_inference(
+                corpus, tmp / VECTORS, model, (".npy",), index_opts, make, on_event,
+                source=lambda: source,
+            )  # fmt: skip
+            np.save(tmp / OFFSETS, np.frombuffer(writers[0].offsets, dtype=np.int64))
+            meta: dict[str, Any] = {"corpus": str(Path(corpus).resolve())}
+            meta["column"] = source.text_column
+            meta |= {"model": str(path.resolve()), "rows": len(writers[0].offsets) - 1}
+            (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", "utf-8")
+            os.replace(tmp, folder)  # whole or not at all
+            built.output = folder
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    vectors = np.load(folder / VECTORS, mmap_mode="r")
+    offsets = np.load(folder / OFFSETS)
+    texts = (
+        np.memmap(folder / TEXTS, dtype=np.uint8, mode="r")
+        if offsets[-1] > 0
+        else np.zeros(0, dtype=np.uint8)  # a corpus of empty lines: nothing to map
+    )
+    return CorpusIndex(folder, vectors, offsets, texts, built)
+
+
+def top_k(index: CorpusIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, rows) [Q, min(k, N)] of each query's best corpus rows, best first (ties: the
+    lower row first), exact. The corpus is read in blocks sized so that one block's scores
+    stay within SCORE_BLOCK floats."""
+    n, q = len(index), len(queries)
+    k = min(k, n)
+    block = max(256, SCORE_BLOCK // max(q, 1))
+    best_s = np.empty((q, 0), dtype=np.float32)
+    best_i = np.empty((q, 0), dtype=np.int64)
+    for start in range(0, n, block):
+        scores = queries @ index.rows(start, start + block).T  # [Q, C]
+        kk = min(k, scores.shape[1])
+        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        cand_s = np.concatenate([best_s, np.take_along_axis(scores, part, 1)], axis=1)
+        cand_i = np.concatenate([best_i, part + start], axis=1)
+        keep = np.argpartition(-cand_s, k - 1, axis=1)[:, :k] if cand_s.shape[1] > k else None
+        if keep is not None:
+            cand_s = np.take_along_axis(cand_s, keep, 1)
+            cand_i = np.take_along_axis(cand_i, keep, 1)
+        best_s, best_i = cand_s, cand_i
+    order = np.lexsort((best_i, -best_s), axis=1) if q else np.empty((0, k), dtype=np.int64)
+    return np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
+
+
+def escape_tsv(text: str) -> str:
+    """A text as one TSV field: backslash, tab, newline and carriage return escaped."""
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+class SearchWriter:
+    """search's output: per query its results, best first, as TSV (query, rank, score, row,
+    text; no header) or JSON lines. Query and corpus rows are numbered from 1."""
+
+    def __init__(
+        self, f: IO[bytes], index: CorpusIndex, k: int, threshold: float | None, fmt: str
+    ) -> None:
+        self.f, self.index, self.k, self.threshold, self.fmt = f, index, k, threshold, fmt
+        self.queries = 0
+
+    def write(self, chunk: Chunk, values: np.ndarray) -> None:
+        scores, rows = top_k(self.index, values, self.k)
+        lines = []
+        for qi in range(len(values)):
+            query = self.queries + qi + 1
+            for rank, (score, row) in enumerate(zip(scores[qi], rows[qi], strict=True), 1):
+                if self.threshold is not None and score < self.threshold:
+                    break  # results are sorted: the rest are lower
+                text = self.index.text(int(row))
+                if self.fmt == "jsonl":
+                    obj: dict[str, Any] = {"query": query, "rank": rank}
+                    obj["score"] = round(float(score), 6)
+                    obj |= {"row": int(row) + 1, "text": text}
+                    lines.append(json.dumps(obj, ensure_ascii=False))
+                else:
+                    lines.append(f"{query}\t{rank}\t{score:.4f}\t{row + 1}\t{escape_tsv(text)}")
+        self.queries += len(values)
+        if lines:
+            self.f.write(("\n".join(lines) + "\n").encode("utf-8"))
+            self.f.flush()
+
+    def close(self) -> None:
+        self.f.flush()
+
+
+def run_search(
+    queries: str,
+    corpus: str,
+    output: Path | None,
+    model: Path | None,
+    k: int,
+    threshold: float | None,
+    fmt: str,
+    corpus_column: str | None,
+    opts: InferenceOptions,
+    cache: Path,
+    on_event: OnEvent,
+) -> tuple[InferenceResult, CorpusIndex]:
+    """Index the corpus (or find it in the cache), then stream the queries through it."""
+    if k < 1:
+        raise ConfigError(f"-k must be at least 1 (got {k})")
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold {threshold}: a cosine threshold is between -1 and 1")
+    if fmt not in ("tsv", "jsonl"):
+        raise ConfigError(f"--format {fmt}: use tsv or jsonl")
+    formats = (".tsv", ".txt") if fmt == "tsv" else (".jsonl",)
+    check_output(output, formats, [queries, corpus])
+    if queries != "-":  # a bad query file is reported before the corpus is embedded
+        TextInput(queries, opts.text_column)
+    index = corpus_index(corpus, corpus_column, model, opts, cache, on_event)
+
+    def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
+        assert isinstance(net, MultiTaskModel | LanguageModel)
+        return vector_fn(net, normalize=True), lambda f: SearchWriter(f, index, k, threshold, fmt)
+
+    result = run_inference(queries, output, model, formats, opts, make, on_event)
+    return result, index

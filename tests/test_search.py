@@ -1,0 +1,123 @@
+"""search: exact top-k against brute force, the output formats, the corpus cache (reused,
+never stale, never half-written) and bad input."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from sentcli import api
+from sentcli.cli import app
+from sentcli.inference import search as search_mod
+from sentcli.inference.search import CorpusIndex, escape_tsv, top_k
+
+from helpers import DATA
+
+runner = CliRunner()
+
+
+def index_of(vectors: np.ndarray) -> CorpusIndex:
+    offsets = np.zeros(len(vectors) + 1, dtype=np.int64)
+    return CorpusIndex(Path("."), vectors, offsets, np.zeros(0, np.uint8), None)
+
+
+def test_top_k_is_exact_across_corpus_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    corpus = rng.standard_normal((1000, 16)).astype(np.float32)
+    corpus[500] = corpus[10]  # a tie: the lower row comes first
+    queries = rng.standard_normal((7, 16)).astype(np.float32)
+    queries[0] = corpus[10]
+    monkeypatch.setattr(search_mod, "SCORE_BLOCK", 7 * 256)  # 4 blocks of 256 rows
+    scores, rows = top_k(index_of(corpus), queries, k=5)
+    full = queries @ corpus.T
+    for q in range(7):
+        expect = sorted(range(1000), key=lambda i: (-full[q, i], i))[:5]
+        assert rows[q].tolist() == expect
+        np.testing.assert_allclose(scores[q], full[q, expect], rtol=1e-6)
+    assert rows[0, :2].tolist() == [10, 500]
+    s, r = top_k(index_of(corpus[:3]), queries, k=10)  # k above the corpus size
+    assert s.shape == r.shape == (7, 3)
+
+
+def test_tsv_fields_escape_tabs_newlines_and_backslashes() -> None:
+    assert escape_tsv("a\tb\nc\\d\re") == "a\\tb\\nc\\\\d\\re"
+
+
+def corpus_file(tmp_path: Path) -> Path:
+    lines = (DATA / "sentences.txt").read_text("utf-8").splitlines()
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join([*lines, "tab\there", "back\\slash"]) + "\n", "utf-8")
+    return path
+
+
+def test_search_formats_threshold_and_stdin(tmp_path: Path) -> None:
+    corpus, cache = corpus_file(tmp_path), tmp_path / "cache"
+    queries = tmp_path / "q.txt"
+    queries.write_text("A child is riding a horse.\ntab\there\n", "utf-8")
+    args = ["search", str(queries), "--corpus", str(corpus), "--cache", str(cache), "-k", "3"]
+    tsv = runner.invoke(app, args)
+    assert tsv.exit_code == 0, tsv.output
+    lines = tsv.stdout.splitlines()
+    assert len(lines) == 6 and all(len(x.split("\t")) == 5 for x in lines)
+    first = lines[0].split("\t")
+    assert first[:2] == ["1", "1"] and first[3:] == ["2", "A child is riding a horse."]
+    assert lines[3].split("\t")[3:] == ["9", "tab\\there"]  # the exact text ranks first
+    got = runner.invoke(app, [*args, "--format", "jsonl", "--threshold", "0.99"])
+    objs = [json.loads(x) for x in got.stdout.splitlines()]
+    assert {(o["query"], o["row"], o["text"]) for o in objs} >= {(2, 9, "tab\there")}
+    assert all(o["score"] >= 0.99 for o in objs) and len(objs) < 6
+    piped = runner.invoke(app, [*args[:1], "-", *args[2:], "-k", "1"], input="tab\there\n")
+    assert piped.exit_code == 0 and piped.stdout.split("\t")[3] == "9"
+
+
+def test_corpus_vectors_are_cached_and_never_stale(tmp_path: Path) -> None:
+    corpus, cache = corpus_file(tmp_path), tmp_path / "cache"
+
+    def run() -> search_mod.CorpusIndex:
+        out = tmp_path / "result.tsv"
+        return api.search(str(corpus), str(corpus), out, k=1, cache=cache)[1]
+
+    first = run()
+    assert first.built is not None and first.built.stats.texts == 10
+    folders = sorted((cache / "search").iterdir())
+    assert [f.name for f in folders] == [first.folder.name]  # no temporary folder left
+    again = run()
+    assert again.built is None and again.folder == first.folder
+    np.testing.assert_array_equal(again.rows(3, 99), np.asarray(first.vectors)[3:])  # read
+    rows = (tmp_path / "result.tsv").read_text("utf-8").splitlines()
+    assert [r.split("\t")[3] for r in rows] == [str(i) for i in range(1, 11)]  # itself first
+    corpus.write_text("only one line now\n", "utf-8")  # same name, new bytes
+    changed = run()
+    assert changed.built is not None and changed.folder != first.folder
+    assert len(changed) == 1
+    assert (
+        (tmp_path / "result.tsv").read_text("utf-8").splitlines()[0].endswith("only one line now")
+    )
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--corpus", "{tmp}/missing.txt"], "no such file"),
+        (["--corpus", "-"], "the corpus must be a file"),
+        (["--corpus", "{corpus}", "-k", "0"], "-k must be at least 1"),
+        (["--corpus", "{corpus}", "--threshold", "2"], "between -1 and 1"),
+        (["--corpus", "{corpus}", "-o", "{corpus}"], "is the input file"),
+        (["--corpus", "{corpus}", "--corpus-column", "text"], "read as one text per line"),
+    ],
+)
+def test_bad_search_input_exits_2_before_any_embedding(
+    tmp_path: Path, extra: list[str], message: str
+) -> None:
+    corpus, cache = corpus_file(tmp_path), tmp_path / "cache"
+    before = corpus.read_bytes()
+    values = {"tmp": tmp_path, "corpus": corpus}
+    args = ["search", str(corpus), "--cache", str(cache), *[a.format(**values) for a in extra]]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not cache.exists() and corpus.read_bytes() == before
+    missing = runner.invoke(app, ["search", str(tmp_path / "nope.txt"), "--corpus", str(corpus)])
+    assert missing.exit_code == 2 and "no such file" in missing.output
