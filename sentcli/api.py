@@ -293,7 +293,12 @@ def evaluate(
         if s.name in heads and known[s.name].has_labels:
             results[s.name] = evaluate_head(model, tok, known[s.name], s, batch_size, dev, dtype)
             continue
-        unknown = f"{path} has no task {s.name}; its tasks: {', '.join(known)}"
+        unknown = (
+            f"{s.source} holds labelled texts, but task {s.name} of {path} is a "
+            f"{known[s.name].kind} similarity task without a head; give it sentence pairs"
+            if s.name in known
+            else f"{path} has no task {s.name}; its tasks: {', '.join(known)}"
+        )
         split, metrics, cos, gold = evaluate_pairs(
             model, tok, spec, config.model.block_size, batch_size, dev, dtype,
             unknown if known else no_heads,

@@ -232,6 +232,9 @@ def test_evaluate_scores_pairs_with_any_run_that_embeds(
     topic = ["--task", f"topic={DATA / 'ag_news'}"]
     result = CliRunner().invoke(app, ["evaluate", "--model", str(lm), *topic])
     assert result.exit_code == 2 and "has no task heads" in result.output
+    wrong = ["evaluate", "--model", str(run), "--task", f"sts={DATA / 'ag_news'}"]
+    result = CliRunner().invoke(app, wrong)
+    assert result.exit_code == 2 and "is a scored similarity task without a head" in result.output
     result = CliRunner().invoke(app, ["predict", str(corpus_file), "--model", str(run)])
     assert result.exit_code == 0  # its one head (topic); the similarity task has none
     result = CliRunner().invoke(app, ["predict", str(corpus_file), "-m", str(run), "--task", "sts"])
