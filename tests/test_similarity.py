@@ -111,6 +111,18 @@ def test_token_embeddings_start_large_only_when_every_task_is_a_similarity_task(
         assert f'"embed_std": {std}' in saved
 
 
+def test_predict_with_a_run_of_only_similarity_tasks_says_what_to_use(
+    tmp_path: Path, tokenizer_path: Path, corpus_file: Path
+) -> None:
+    run = tmp_path / "sts"
+    api.train_mtl(sts_tasks()[1:2], run, tokenizer=tokenizer_path, options={**OPTS, "max_steps": 1})
+    result = CliRunner().invoke(app, ["predict", str(corpus_file), "--model", str(run)])
+    assert result.exit_code == 2
+    assert "its tasks are similarity tasks: compare its vectors with similarity or search" in (
+        result.output
+    )
+
+
 def test_simcse_without_dropout_is_refused(tmp_path: Path, tokenizer_path: Path) -> None:
     with pytest.raises(ConfigError, match="SimCSE.*--dropout is 0"):
         opts = {**OPTS, "dropout": 0.0}

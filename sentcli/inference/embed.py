@@ -264,8 +264,13 @@ def label_pipeline(task: str | None, top_k: int, fmt: str) -> MakeFn:
             if t.has_labels and t.name in getattr(net, "heads", {})
         }
         if not isinstance(net, MultiTaskModel) or not names:
+            what = (
+                "its tasks are similarity tasks: compare its vectors with similarity or search"
+                if config.tasks
+                else "a pretraining or import-hf run"
+            )
             raise ConfigError(
-                "the model has no task heads (a pretraining or import-hf run); train them with "
+                f"the model has no task heads ({what}); train them with "
                 "train-encoder or train-mtl --init, then predict with that run"
             )
         name = task if task is not None else (next(iter(names)) if len(names) == 1 else None)
