@@ -325,6 +325,10 @@ def test_distillation_matches_a_teacher_of_another_width_through_a_cached_corpus
     bad = {**opts, "teacher": str(tmp_path / "nope")}
     with pytest.raises(Exception, match="--teacher: .*nope is not a run folder"):
         api.train_mtl(tasks, tmp_path / "bad", tokenizer=tokenizer_path, options=bad)
+    with pytest.raises(ConfigError, match="this run has none; add --task NAME=TEXTS"):
+        pairs = sts_tasks()[1:2]  # a teacher without plain text to distill on
+        api.train_mtl(pairs, tmp_path / "unused", tokenizer=tokenizer_path, options=opts)
+    assert not (tmp_path / "unused").exists()
 
 
 def test_teacher_vectors_resume_after_a_kill_at_the_first_missing_part(

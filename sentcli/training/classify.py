@@ -604,6 +604,11 @@ def train_classifier(
             f"task {', '.join(simcse)} is plain text (SimCSE): its two views differ only by "
             "dropout, and --dropout is 0; give --dropout 0.1, or --teacher RUN to distill"
         )
+    if cfg.teacher is not None and TaskKind.distill not in map(tasks.kind, names):
+        raise ConfigError(
+            "--teacher RUN distills on plain-text tasks and this run has none; add --task "
+            "NAME=TEXTS (a line file or an unlabelled folder), or drop --teacher"
+        )
     heads = tasks.heads(config.model.n_embd)
     headless = [t for t in names if t not in heads]
     freeze = parse_freeze(cfg.freeze, list(heads), config.model.n_layer, headless)
