@@ -13,6 +13,7 @@ import torch.nn as nn
 from sentcli import checkpoint as ckpt
 from sentcli.config import (
     Device,
+    InferenceOptions,
     LabelFormat,
     ModelConfig,
     Objective,
@@ -32,7 +33,6 @@ from sentcli.events import OnEvent, TextsRead
 from sentcli.inference.embed import (
     DEFAULT_MODEL,
     MODEL_ENV,
-    InferenceOptions,
     InferenceResult,
     label_pipeline,
     resolve_model,

@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sentcli import __version__
 from sentcli.errors import CheckpointError, ConfigError
@@ -469,3 +469,25 @@ def resumed_config(
     ignored = [f"--{k.replace('_', '-')}" for k in given if k not in RUNTIME]
     ignored += ["--config"] if config_file else []
     return config, ignored
+
+
+@dataclass
+class InferenceOptions:
+    """How embed and predict read, batch and run their input (the same for both)."""
+
+    text_column: str | None = None
+    """Tables: the text column (default: the first of text, sentence, review, content)."""
+    id_column: str | None = None
+    """Tables: a column whose value stands for the text in the output."""
+    batch_size: int = 128
+    max_length: int | None = None
+    """Cut texts to this many tokens; None: the model's block size."""
+    device: str = Device.auto
+    precision: str = InferPrecision.auto
+    """An InferPrecision (checked by `run_inference`)."""
+    stdin: IO[bytes] | None = field(default=None, repr=False)
+    """Where `-` reads from (default: the process's stdin)."""
+    stdout: IO[bytes] | None = field(default=None, repr=False)
+    """Where output goes without a file (default: the process's stdout)."""
+    chunk_size: int | None = None
+    """Rows read, tokenized and written at a time (default: max(1024, 32 × batch size))."""

@@ -10,7 +10,7 @@ import torch
 
 from sentcli import api
 from sentcli import checkpoint as ckpt
-from sentcli.inference.embed import InferenceOptions
+from sentcli.config import InferenceOptions
 from sentcli.training import classify
 
 from helpers import FAST

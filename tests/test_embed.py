@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 from sentcli import api
 from sentcli.checkpoint import load_run
 from sentcli.cli import app
+from sentcli.config import InferenceOptions
 from sentcli.errors import ConfigError
 from sentcli.inference import embed as inference_embed
-from sentcli.inference.embed import InferenceOptions, apply_batched, prepare, vector_fn
+from sentcli.inference.embed import apply_batched, prepare, vector_fn
 from sentcli.tokenizer import encode
 
 from helpers import DATA, FAST, read_rows, write_csv

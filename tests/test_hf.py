@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from sentcli import api
 from sentcli.checkpoint import load_run
 from sentcli.cli import app
-from sentcli.inference.embed import InferenceOptions
+from sentcli.config import InferenceOptions
 from sentcli.tokenizer import encode
 
 from helpers import DATA

@@ -110,3 +110,29 @@ def test_only_the_cli_prints_with_typer_or_rich() -> None:
         if n.split(".")[0] in UI
     ]
     assert found == []
+
+
+HEAVY = ("torch", "datasets", "sklearn", "numpy", "tokenizers", "matplotlib")
+STARTUP = """
+import sys
+from sentcli.cli import app
+for args in (["--help"], ["--version"], ["no-such-command"], ["embed", "--help"]):
+    sys.argv = ["sentcli", *args]
+    try:
+        app()
+    except SystemExit:
+        pass
+print("heavy:" + ",".join(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+def test_help_version_and_unknown_commands_import_no_heavy_library() -> None:
+    """--help, --version and a typo must answer at once (4 s with torch, sklearn and
+    datasets imported up front; 0.2 s without)."""
+    import subprocess
+    import sys
+
+    code = STARTUP.format(heavy=HEAVY)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "heavy:"  # none of HEAVY was imported

@@ -5,7 +5,6 @@ from typing import Annotated
 
 import typer
 
-from sentcli import api
 from sentcli.cli._util import app, err, handle_errors, out
 from sentcli.cli.options import QuietOpt, TextColOpt
 from sentcli.cli.render import TokenizerView, progress
@@ -36,6 +35,8 @@ def build_tokenizer_cli(
 
     Example: sentcli build-tokenizer data/imdb_unsup data/ag_news --vocab-size 8000 -o tok.json
     """
+    from sentcli import api  # imported here: --help stays free of torch
+
     with progress(quiet) as bar:
         summary = api.build_tokenizer(
             data, output, kind.value, vocab_size, min_frequency, lowercase, text_column,

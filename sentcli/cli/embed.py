@@ -5,7 +5,6 @@ from typing import Annotated
 
 import typer
 
-from sentcli import api
 from sentcli.cli._util import app, handle_errors
 from sentcli.cli.options import (
     INFER_BATCH,
@@ -56,6 +55,8 @@ def embed_cli(
 
     Example: cat reviews.txt | sentcli embed - | head -n 2
     """
+    from sentcli import api  # imported here: --help stays free of torch
+
     view = InferenceView(quiet)
     with view.bar:
         result = api.embed(

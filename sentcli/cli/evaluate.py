@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from sentcli import api
 from sentcli.cli._util import app, handle_errors, out
 from sentcli.cli.options import DeviceOpt, ModelOpt
 from sentcli.cli.render import SCORES, confusion_table, per_class_table, score
@@ -49,6 +48,8 @@ def evaluate_cli(
 
     Example: sentcli evaluate --task sts=data/stsb
     """
+    from sentcli import api  # imported here: --help stays free of torch
+
     specs = [TaskConfig(*api.parse_task_spec(t)) for t in task or []]
     dev = device.value if device else "auto"
     prec = precision.value if precision else None

@@ -5,7 +5,6 @@ from typing import Annotated
 
 import typer
 
-from sentcli import api
 from sentcli.cli._util import app, err, handle_errors, out
 from sentcli.cli.options import OutputDir, OverwriteOpt
 from sentcli.cli.render import human
@@ -33,6 +32,8 @@ def import_hf_cli(
 
     Example: sentcli import-hf ~/models/all-MiniLM-L6-v2 -o runs/minilm
     """
+    from sentcli import api  # imported here: --help stays free of torch
+
     r = api.import_hf(checkpoint, output, overwrite)
     for note in r["notes"]:
         err.print(f"note: {note}")

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from sentcli import api
 from sentcli.config import (
     Balance,
     Device,
+    InferenceOptions,
     InferPrecision,
     ModelConfig,
     Objective,
@@ -271,7 +271,7 @@ InferPrecisionOpt = Annotated[
     InferPrecision,
     typer.Option(help="auto: bf16 where native; int8: dynamic quantisation (CPU)."),
 ]
-INFER_BATCH = api.InferenceOptions.batch_size
+INFER_BATCH = InferenceOptions.batch_size
 """embed/predict's default --batch-size."""
 
 
@@ -282,9 +282,9 @@ def inference_options(
     max_length: int | None,
     device: Device | None,
     precision: InferPrecision,
-) -> api.InferenceOptions:
+) -> InferenceOptions:
     """embed's and predict's shared options; output without a file goes to stdout."""
-    return api.InferenceOptions(
+    return InferenceOptions(
         text_column=text_column,
         id_column=id_column,
         batch_size=batch_size,

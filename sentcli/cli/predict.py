@@ -5,7 +5,6 @@ from typing import Annotated
 
 import typer
 
-from sentcli import api
 from sentcli.cli._util import app, handle_errors
 from sentcli.cli.options import (
     INFER_BATCH,
@@ -58,6 +57,8 @@ def predict_cli(
 
     Example: sentcli predict news.txt --model runs/mtl --task topic --top-k 2 --format jsonl
     """
+    from sentcli import api  # imported here: --help stays free of torch
+
     view = InferenceView(quiet)
     with view.bar:
         result = api.predict(

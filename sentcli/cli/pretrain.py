@@ -5,7 +5,6 @@ from typing import Annotated
 
 import typer
 
-from sentcli import api
 from sentcli.cli._util import app, config_options, handle_errors, out
 from sentcli.cli.options import (
     AttnDropoutOpt,
@@ -91,6 +90,8 @@ def pretrain_cli(
 
     Example: sentcli pretrain data/imdb_unsup --tokenizer tok.json --max-steps 500 -o runs/lm
     """
+    from sentcli import api  # imported here: --help stays free of torch
+
     opts = config_options(locals())
     with progress(quiet) as bar:
         result = api.pretrain(

@@ -1,15 +1,16 @@
 """Rendering: progress bars and event lines on stderr, result lines and tables on stdout."""
 
+from __future__ import annotations
+
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sentcli.api import InferenceResult, TrainResult
 from sentcli.cli._util import err, out
 from sentcli.events import (
     EvalLog,
@@ -25,6 +26,9 @@ from sentcli.events import (
     TextsRead,
     TrainWarning,
 )
+
+if TYPE_CHECKING:  # the api imports torch: --help and --version stay free of it
+    from sentcli.api import InferenceResult, TrainResult
 
 
 def progress(quiet: bool, count: str = "{task.completed}/{task.total}") -> Progress:

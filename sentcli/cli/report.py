@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from sentcli import api
 from sentcli.cli._util import app, err, handle_errors, out
 from sentcli.cli.render import grad_table, lm_table, loss_table, print_test_results
 
@@ -24,6 +23,8 @@ def report_cli(
 
     Example: sentcli report runs/mtl
     """
+    from sentcli import api  # imported here: --help stays free of torch
+
     result = api.report(run)
     if as_json:
         out.print_json(json.dumps(result))

@@ -5,7 +5,6 @@ from typing import Annotated
 
 import typer
 
-from sentcli import api
 from sentcli.cli._util import app, err, handle_errors
 from sentcli.cli.options import (
     INFER_BATCH,
@@ -83,6 +82,8 @@ def search_cli(
 
     Example: grep -i refund mail.txt | sentcli search - --corpus faq.txt -k 1 | cut -f5
     """
+    from sentcli import api  # imported here: --help stays free of torch
+
     view = InferenceView(quiet)
     with view.bar:
         result, index = api.search(

@@ -7,7 +7,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from sentcli import api
 from sentcli.cli._util import app, handle_errors, out
 from sentcli.cli.options import (
     INFER_BATCH,
@@ -84,6 +83,8 @@ def similarity_cli(
 
     Example: sentcli similarity --matrix sentences.txt --plot similarity.png
     """
+    from sentcli import api  # imported here: --help stays free of torch
+
     options = inference_options(None, None, batch_size, max_length, device, precision)
     if matrix is not None:
         if first is not None or output is not None or pair_columns is not None:

@@ -5,7 +5,6 @@ from typing import Annotated
 
 import typer
 
-from sentcli import api
 from sentcli.cli._util import app, config_options, handle_errors, out
 from sentcli.cli.options import (
     SIMILARITY,
@@ -129,6 +128,8 @@ def train_encoder_cli(
 
     Example: sentcli train-encoder --task sts=data/stsb --init runs/minilm --lr 2e-5 -o runs/sts
     """
+    from sentcli import api  # imported here: --help stays free of torch
+
     if task is None and not resume:
         raise typer.BadParameter("give --task NAME=SOURCE", param_hint="--task")
     opts = config_options(locals())

@@ -5,7 +5,6 @@ from typing import Annotated
 
 import typer
 
-from sentcli import api
 from sentcli.cli._util import app, config_options, handle_errors, out
 from sentcli.cli.options import (
     SIMILARITY,
@@ -184,6 +183,8 @@ def train_mtl_cli(
     Example: sentcli train-mtl --task topic=data/ag_news --task sentiment=data/imdb
     --init runs/lm --freeze backbone -o runs/mtl
     """
+    from sentcli import api  # imported here: --help stays free of torch
+
     opts = config_options(locals())
     opts["task_weights"] = _weights(task_weight or [])
     pairs = [api.parse_task_spec(t) for t in task or []]

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from sentcli import checkpoint as ckpt
-from sentcli.config import Device, InferPrecision, RunConfig, choices
+from sentcli.config import InferenceOptions, InferPrecision, RunConfig, choices
 from sentcli.data.batching import collate, length_batches
 from sentcli.device import autocast, dtype_name, resolve_device, resolve_precision
 from sentcli.errors import CheckpointError, ConfigError
@@ -178,28 +178,6 @@ def stream(
             stats.seconds = time.perf_counter() - start
             yield chunk, rows
             _release_memory()
-
-
-@dataclass
-class InferenceOptions:
-    """How embed and predict read, batch and run their input (the same for both)."""
-
-    text_column: str | None = None
-    """Tables: the text column (default: the first of text, sentence, review, content)."""
-    id_column: str | None = None
-    """Tables: a column whose value stands for the text in the output."""
-    batch_size: int = 128
-    max_length: int | None = None
-    """Cut texts to this many tokens; None: the model's block size."""
-    device: str = Device.auto
-    precision: str = InferPrecision.auto
-    """An InferPrecision (checked by `run_inference`)."""
-    stdin: IO[bytes] | None = field(default=None, repr=False)
-    """Where `-` reads from (default: the process's stdin)."""
-    stdout: IO[bytes] | None = field(default=None, repr=False)
-    """Where output goes without a file (default: the process's stdout)."""
-    chunk_size: int | None = None
-    """Rows read, tokenized and written at a time (default: max(1024, 32 × batch size))."""
 
 
 @dataclass

@@ -21,13 +21,12 @@ import numpy as np
 from torch import nn
 
 from sentcli import checkpoint as ckpt
-from sentcli.config import RunConfig
+from sentcli.config import InferenceOptions, RunConfig
 from sentcli.device import resolve_device
 from sentcli.errors import ConfigError
 from sentcli.events import OnEvent
 from sentcli.inference.embed import (
     BatchFn,
-    InferenceOptions,
     InferenceResult,
     resolve_model,
     run_inference,

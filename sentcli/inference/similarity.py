@@ -12,12 +12,11 @@ from typing import IO
 import numpy as np
 import torch.nn as nn
 
-from sentcli.config import RunConfig
+from sentcli.config import InferenceOptions, RunConfig
 from sentcli.errors import ConfigError
 from sentcli.events import OnEvent
 from sentcli.inference.embed import (
     BatchFn,
-    InferenceOptions,
     InferenceResult,
     cosine_pipeline,
     run_inference,
