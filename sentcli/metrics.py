@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 
 def classification_metrics(
@@ -17,6 +16,9 @@ def classification_metrics(
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix
     (rows true, columns predicted; its shape never depends on which classes occur)."""
+    # imported here: scikit-learn takes 1.3 s to import, and embed/predict never need it
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
     labels = list(range(len(label_names)))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0.0)
     return {
