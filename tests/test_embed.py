@@ -261,6 +261,27 @@ def test_closed_pipe_ends_quietly(mtl_run: Path, tmp_path: Path) -> None:
     assert proc.stderr.read() == b""
 
 
+def test_a_slow_producer_gets_each_answer_while_stdin_stays_open(mtl_run: Path) -> None:
+    """`tail -f log | sentcli predict -`: each line is answered before the next one is
+    written (input used to be read 4,096 lines at a time)."""
+    import select
+
+    cmd = [sys.executable, "-m", "sentcli", "predict", "-", "-m", str(mtl_run), "-q"]
+    proc = subprocess.Popen(
+        [*cmd, "--task", "sentiment"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    for text in (b"a wonderful film\n", b"dull and far too long\n"):
+        proc.stdin.write(text)
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], 120)  # a bound, not a timing
+        assert ready, "no answer while stdin is open"
+        label, prob = proc.stdout.readline().decode().rstrip("\n").split("\t")
+        assert label in ("neg", "pos") and 0.5 <= float(prob) <= 1
+    proc.stdin.close()
+    assert proc.wait(timeout=120) == 0 and proc.stdout.read() == b""
+
+
 @pytest.fixture(scope="module")
 def bad_inputs(tmp_path_factory: pytest.TempPathFactory, mtl_run: Path) -> Path:
     root = tmp_path_factory.mktemp("bad-embed")

@@ -7,7 +7,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import queue
 import sys
+import threading
 import zlib
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -18,6 +20,11 @@ from sentcli.data.pairs import PAIR_NAMES
 from sentcli.data.sources import TEXT_NAMES, check_file, extension, open_binary, pick_column
 from sentcli.errors import ConfigError, DataError
 
+FIRST_CHUNK = 64
+STDIN_WAIT = 0.05
+"""Seconds without a new line on stdin after which the rows read so far go through."""
+PAUSE = object()
+"""What _paced yields when stdin has been quiet for STDIN_WAIT seconds."""
 TABLES = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 
 
@@ -118,18 +125,25 @@ class TextInput:
         if first is None:
             raise DataError(f"{self.path}: no rows; give a file with at least one row")
 
-    def chunks(self, size: int) -> Iterator[Chunk]:
-        """The rows in order, `size` at a time."""
+    def chunks(self, size: int, cut_on_pause: bool = True) -> Iterator[Chunk]:
+        """The rows in order: FIRST_CHUNK rows, then twice as many each time up to `size`,
+        so the first results come out at once. From stdin (with `cut_on_pause`), a chunk is
+        also cut when no line has come for STDIN_WAIT seconds: `tail -f log | sentcli
+        predict -` answers each line as it arrives."""
         texts: list[str] = []
         ids: list[Any] = []
-        n = 0
-        for text, row_id in self._rows():
-            n += 1
-            texts.append(text)
-            ids.append(row_id)
-            if len(texts) == size:
+        n, limit = 0, min(size, FIRST_CHUNK)
+        stdin = self.kind == "lines" and (self._stdin is not None or self.name == "stdin")
+        rows = _paced(self._rows()) if stdin and cut_on_pause else self._rows()
+        for item in rows:
+            if item is not PAUSE:
+                text, row_id = item
+                n += 1
+                texts.append(text)
+                ids.append(row_id)
+            if texts and (item is PAUSE or len(texts) == limit):
                 yield Chunk(texts, ids if self.id_column else None)
-                texts, ids = [], []
+                texts, ids, limit = [], [], min(size, 2 * limit)
         if texts:
             yield Chunk(texts, ids if self.id_column else None)
         if n == 0:  # files were checked up front; this is an empty stdin
@@ -229,6 +243,37 @@ class TextInput:
                         f"(got {type(text).__name__}); fill or drop it"
                     )
                 yield text, (ids[i] if ids is not None else None)
+
+
+def _paced(rows: Iterator[tuple[str, Any]]) -> Iterator[Any]:
+    """`rows`, read ahead by a thread, with PAUSE whenever the next row is late (once per
+    pause). The reader's exceptions (non-UTF-8 input) are raised here, in order."""
+    items: queue.Queue[Any] = queue.Queue(maxsize=1 << 16)
+    end = object()
+
+    def read() -> None:
+        try:
+            for row in rows:
+                items.put(row)
+        except BaseException as e:  # handed to the consumer
+            items.put(e)
+        items.put(end)
+
+    threading.Thread(target=read, name="sentcli-stdin", daemon=True).start()
+    paused = False
+    while True:
+        try:
+            item = items.get(timeout=None if paused else STDIN_WAIT)
+        except queue.Empty:
+            paused = True
+            yield PAUSE
+            continue
+        paused = False
+        if item is end:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def _header(path: Path, kind: str) -> list[str]:
@@ -340,7 +385,8 @@ class PairInput:
                 yield _interleave(a, b)
 
     def _two(self, size: int) -> Iterator[Chunk]:
-        firsts, seconds = self.first.chunks(size), self.second.chunks(size)
+        # the same chunk sizes on both sides: never cut early on a pause of stdin
+        firsts, seconds = self.first.chunks(size, False), self.second.chunks(size, False)
         for x, y in zip(firsts, seconds, strict=False):
             if len(x.texts) != len(y.texts):
                 raise DataError(f"{self.first.name} and {self.second.name} differ in length")

@@ -88,6 +88,7 @@ class JsonlVectorWriter:
             for k, v in zip(keys, _round(values), strict=True)
         )
         self.f.write(("\n".join(lines) + "\n").encode("utf-8"))
+        self.f.flush()  # each chunk reaches a pipe's reader as soon as it is done
 
     def close(self) -> None:
         self.f.flush()
@@ -107,6 +108,7 @@ class CsvVectorWriter:
             self.writer.writerow([key] + [f"dim_{i}" for i in range(values.shape[1])])
             self.header_written = True
         self.writer.writerows([k, *v] for k, v in zip(keys, _round(values), strict=True))
+        self.text.flush()
 
     def close(self) -> None:
         self.text.flush()
@@ -147,6 +149,7 @@ class LabelWriter:
                 cells += [f"{n}\t{p:.4f}" for n, p in pairs]
                 lines.append("\t".join(cells))
         self.f.write(("\n".join(lines) + "\n").encode("utf-8"))
+        self.f.flush()
 
     def close(self) -> None:
         self.f.flush()
@@ -162,6 +165,7 @@ class CosineWriter:
     def write(self, chunk: Chunk, values: np.ndarray) -> None:
         cos = (values[0::2] * values[1::2]).sum(axis=1)
         self.f.write("".join(f"{c:.6f}\n" for c in cos).encode("utf-8"))
+        self.f.flush()
 
     def close(self) -> None:
         self.f.flush()
