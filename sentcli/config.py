@@ -130,6 +130,25 @@ def _coerce(obj: object, name: str, enum: type[StrEnum], problems: list[str]) ->
         problems.append(f"{name} must be one of {choices(enum)} (got {value!r})")
 
 
+NUMBERS = {"int": (int,), "float": (int, float), "int | None": (int,), "float | None": (int, float)}
+
+
+def _check_numbers(obj: object, what: str) -> None:
+    """Every int/float field holds a number of its type and a finite one (a config file's
+    "64" or 1e999, a flag's nan), before any range check compares it."""
+    problems = []
+    for f in fields(obj):  # type: ignore[arg-type]
+        kinds, value = NUMBERS.get(str(f.type)), getattr(obj, f.name)
+        if kinds is None or (value is None and "None" in str(f.type)):
+            continue
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            problems.append(f"{f.name} must be {'an integer' if kinds == (int,) else 'a number'}")
+            problems[-1] += f" (got {value!r})"
+        elif not math.isfinite(value):
+            problems.append(f"{f.name} must be a finite number (got {value})")
+    _raise_if(problems, what)
+
+
 def _raise_if(problems: list[str], what: str) -> None:
     if problems:
         raise ConfigError(f"invalid {what}: " + "; ".join(problems))
@@ -180,6 +199,7 @@ class ModelConfig:
     reads it; the value used is recorded in config.json."""
 
     def __post_init__(self) -> None:
+        _check_numbers(self, "model options")
         problems = [
             f"{name} must be at least 1 (got {getattr(self, name)})"
             for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
@@ -197,8 +217,8 @@ class ModelConfig:
         if self.n_inner < 0 or not self.norm_eps > 0:
             problems.append("n_inner must be 0 or more and norm_eps above 0")
         _coerce(self, "activation", Activation, problems)
-        if self.embed_std is not None and not 0 < self.embed_std < math.inf:
-            problems.append(f"embed_std must be above 0 and finite (got {self.embed_std})")
+        if self.embed_std is not None and not self.embed_std > 0:
+            problems.append(f"embed_std must be above 0 (got {self.embed_std})")
         _raise_if(problems, "model options")
 
 
@@ -264,6 +284,7 @@ class TrainConfig:
     limit. Evaluations count; a resumed run continues the clock."""
 
     def __post_init__(self) -> None:
+        _check_numbers(self, "training options")
         problems = [
             f"{name} must be at least 1 (got {getattr(self, name)})"
             for name in ("epochs", "batch_size", "log_every", "max_eval_batches")
@@ -282,6 +303,7 @@ class TrainConfig:
                 "max_samples_per_task",
                 "skip_nonfinite",
                 "max_time",
+                "seed",
             )
             if getattr(self, name) < 0
         ]

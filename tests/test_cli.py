@@ -138,6 +138,7 @@ def bad(tmp_path_factory: pytest.TempPathFactory, pipeline: Path) -> Path:
     import shutil
 
     root = tmp_path_factory.mktemp("bad")
+    (root / "string_sizes.json").write_text('{"batch_size": "64"}')
     (root / "notrain").mkdir()
     write_csv(root / "notrain" / "test.csv", [("a", 0), ("b", 1)])
     (root / "mixed.jsonl").write_text('{"text": "a", "label": 0}\n{"text": "b", "label": "pos"}\n')
@@ -198,7 +199,16 @@ BAD_CASES = [
     ),
     ([*PRETRAIN, "--batch-size", "0"], "batch_size must be at least 1"),
     ([*PRETRAIN, "--n-embd", "30", "--n-head", "4"], "divisible"),
-    ([*PRETRAIN, "--embed-std", "nan"], "embed_std must be above 0 and finite"),
+    ([*PRETRAIN, "--embed-std", "nan"], "embed_std must be a finite number (got nan)"),
+    ([*PRETRAIN, "--grad-clip", "nan"], "grad_clip must be a finite number (got nan)"),
+    ([*PRETRAIN, "--max-time", "nan"], "max_time must be a finite number (got nan)"),
+    ([*PRETRAIN, "--lr", "inf"], "lr must be a finite number (got inf)"),
+    ([*PRETRAIN, "--weight-decay", "nan"], "weight_decay must be a finite number"),
+    ([*PRETRAIN, "--seed", "-1"], "seed must be 0 or more (got -1)"),
+    (
+        [*PRETRAIN, "--config", "{bad}/string_sizes.json"],
+        "batch_size must be an integer (got '64')",
+    ),
     (
         [*PRETRAIN, "--device", "cuda"],
         "CUDA",
