@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
 from sentcli.config import RunConfig, TaskKind
-from sentcli.errors import CheckpointError, ConfigError, TokenizerError
+from sentcli.errors import CheckpointError, ConfigError, DataError, TokenizerError
 from sentcli.model import LanguageModel, MultiTaskModel
 from sentcli.tokenizer import check_specials
 
@@ -252,11 +252,17 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for n, line in enumerate(lines, start=1):
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a hard kill: everything before it is good
-            break
+        except json.JSONDecodeError as e:
+            if n == len(lines):  # the last line, cut by a hard kill: all before it is good
+                break
+            raise DataError(
+                f"{path}: line {n} is not JSON ({e.msg}) and lines follow it; the log is "
+                "corrupt: restore it, or delete that line and rerun"
+            ) from None
     return records
 
 

@@ -381,3 +381,25 @@ def test_sigterm_saves_a_resumable_state_and_exits_143(
     assert "--resume" in err and "Traceback" not in err
     weights, step = ckpt.load_weights(run_dir)
     assert step >= 1 and ckpt.load_train_state(run_dir, step)["step"] == step
+
+
+def test_report_refuses_a_log_with_a_corrupt_line_and_rewrites_nothing(
+    pipeline: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    run_dir = tmp_path / "lm"
+    shutil.copytree(pipeline / "lm", run_dir)
+    log = run_dir / "metrics.jsonl"
+    lines = log.read_text().splitlines()
+    assert len(lines) >= 3
+    lines[1] = lines[1][: len(lines[1]) // 2]  # garbled in the middle: not a hard kill's cut
+    log.write_text("\n".join(lines) + "\n")
+    plots = {p: p.stat().st_mtime_ns for p in (run_dir / "report").glob("*.png")}
+    result = run("report", run_dir)
+    assert result.exit_code == 2, result.output
+    assert "metrics.jsonl: line 2 is not JSON" in result.output
+    assert "Traceback" not in result.output
+    assert plots and plots == {p: p.stat().st_mtime_ns for p in (run_dir / "report").glob("*.png")}
+    log.write_text("\n".join(lines[:1] + lines[2:]) + "\n" + lines[2][:10])  # a cut last line
+    assert run("report", run_dir).exit_code == 0

@@ -181,7 +181,10 @@ def read_report(run_dir: Path) -> dict[str, Any]:
     if not records:
         raise CheckpointError(f"{run_dir} has no metrics.jsonl records yet; nothing to report")
     summary_path = run_dir / ckpt.SUMMARY
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
+    try:
+        summary = json.loads(summary_path.read_text("utf-8")) if summary_path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{summary_path} is corrupt ({e}); delete it and rerun") from None
     plot_curves(run_dir, records)
     test = summary.get("test", {})
     for t, m in test.items():
