@@ -147,6 +147,11 @@ def bad(tmp_path_factory: pytest.TempPathFactory, pipeline: Path) -> Path:
     (root / "twolabels").mkdir()
     write_csv(root / "twolabels" / "train.csv", [("a", 0), ("b", 5), ("c", 1)])
     (root / "twolabels" / "labels.txt").write_text("neg\npos\n")
+    (root / "duplabels").mkdir()
+    write_csv(root / "duplabels" / "train.csv", [("a", 0), ("b", 1), ("c", 2)])
+    (root / "duplabels" / "labels.txt").write_text("neg\npos\nneg\n")
+    (root / "hugelabel").mkdir()
+    write_csv(root / "hugelabel" / "train.csv", [("a", 0), ("b", 1_000_000_000), ("c", 1)])
     (root / "ragged.csv").write_text("text,label\nhello there,0\nbad row,1,extra\nok,1\n")
     (root / "short.csv").write_text("text,label\nhello there,0\nshort\nok,1\n")
     for name in ("corrupt", "newer", "swapped", "nostate", "nomodel"):
@@ -260,6 +265,14 @@ BAD_CASES = [
     (
         encoder_on("{bad}/cut.csv.gz"),
         "truncated gzip",
+    ),
+    (
+        encoder_on("{bad}/duplabels"),
+        "'neg' named more than once",
+    ),
+    (
+        encoder_on("{bad}/hugelabel"),
+        "row 2 has label 1000000000: integer labels are class ids 0..K-1",
     ),
     (
         encoder_on("{bad}/twolabels"),

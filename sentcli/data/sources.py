@@ -236,6 +236,12 @@ def read_splits(source: str) -> tuple[dict[str, Dataset], list[str] | None]:
         names = [line.strip() for line in lines if line.strip()]
         if not names:
             raise DataError(f"{labels_file}: empty; write one label name per line")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise DataError(
+                f"{labels_file}: {', '.join(map(repr, twice))} named more than once; give each "
+                "class one line"
+            )
     return splits, names
 
 

@@ -37,6 +37,11 @@ class TaskData:
     label_names: list[str]
 
 
+MAX_CLASSES = 10_000
+"""The most classes integer labels may imply without a labels.txt (a stray 1,000,000,000
+would otherwise make a name per integer)."""
+
+
 def _label_ids(
     ds: Dataset, text_column: str, column: str, names: list[str] | None, where: str
 ) -> tuple[Dataset, list[str]]:
@@ -49,7 +54,15 @@ def _label_ids(
         col = pc.cast(col, pa.int64())
     if pa.types.is_integer(col.type):
         if names is None:
-            names = [str(i) for i in range(int(pc.max(col).as_py()) + 1)]
+            top = int(pc.max(col).as_py())
+            if top >= MAX_CLASSES:
+                row = first_row(pc.equal(col, top))
+                raise DataError(
+                    f"{where}: row {row} has label {top}: integer labels are class ids "
+                    f"0..K-1 with K at most {MAX_CLASSES:,} unless labels.txt names the "
+                    "classes; fix the row or write a labels.txt"
+                )
+            names = [str(i) for i in range(top + 1)]
         bad = pc.or_(pc.less(col, 0), pc.greater_equal(col, len(names)))
         if pc.any(bad).as_py():
             row = first_row(bad)
