@@ -215,6 +215,17 @@ def test_predict_jsonl_with_ids(mtl_run: Path, tmp_path: Path) -> None:
     assert all(r["label"] in ("neg", "pos") and 0.5 <= r["probability"] <= 1 for r in rows)
 
 
+def test_predict_tsv_escapes_ids_with_tabs_and_newlines(mtl_run: Path, tmp_path: Path) -> None:
+    ids = [("a\tb", "great film"), ("c\nd", "dull"), ("e\\f", "fine")]
+    write_csv(tmp_path / "in.csv", ids, ("id", "text"))
+    args = ["predict", str(tmp_path / "in.csv"), "-m", str(mtl_run), "--task", "sentiment"]
+    result = runner.invoke(app, [*args, "--id-column", "id", "-q"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3  # one line per row: 3 rows in, 3 lines out
+    assert [x.split("\t")[0] for x in lines] == ["a\\tb", "c\\nd", "e\\\\f"]
+
+
 def test_default_model_lookup_order(
     mtl_run: Path, lines_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from sentcli import api
 from sentcli.cli import app
 from sentcli.inference import search as search_mod
-from sentcli.inference.search import CorpusIndex, escape_tsv, top_k
+from sentcli.inference.outputs import escape_tsv
+from sentcli.inference.search import CorpusIndex, top_k
 
 from helpers import DATA
 

@@ -39,6 +39,11 @@ def check_output(path: Path | None, formats: tuple[str, ...], inputs: list[str])
             raise ConfigError(f"-o {path} is the input file; write to another file")
 
 
+def escape_tsv(text: str) -> str:
+    """A text as one TSV field: backslash, tab, newline and carriage return escaped."""
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
 def _round(values: np.ndarray) -> list[Any]:
     # 7 decimals hold a float32's precision for |x| <= 1 and keep the lines short
     rounded: list[Any] = np.round(values.astype(np.float64), 7).tolist()
@@ -145,7 +150,7 @@ class LabelWriter:
                     obj["top"] = [{"label": n, "probability": round(p, 6)} for n, p in pairs]
                 lines.append(json.dumps(obj, ensure_ascii=False))
             else:
-                cells = [str(chunk.ids[i])] if chunk.ids is not None else []
+                cells = [escape_tsv(str(chunk.ids[i]))] if chunk.ids is not None else []
                 cells += [f"{n}\t{p:.4f}" for n, p in pairs]
                 lines.append("\t".join(cells))
         self.f.write(("\n".join(lines) + "\n").encode("utf-8"))

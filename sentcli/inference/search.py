@@ -33,7 +33,7 @@ from sentcli.inference.embed import (
     vector_fn,
 )
 from sentcli.inference.inputs import Chunk, TextInput
-from sentcli.inference.outputs import NpyWriter, Sink, check_output
+from sentcli.inference.outputs import NpyWriter, Sink, check_output, escape_tsv
 from sentcli.model import LanguageModel, MultiTaskModel
 
 VECTORS, TEXTS, OFFSETS, META = "vectors.npy", "texts.bin", "offsets.npy", "meta.json"
@@ -192,11 +192,6 @@ def top_k(index: CorpusIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, 
         best_s, best_i = cand_s, cand_i
     order = np.lexsort((best_i, -best_s), axis=1) if q else np.empty((0, k), dtype=np.int64)
     return np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
-
-
-def escape_tsv(text: str) -> str:
-    """A text as one TSV field: backslash, tab, newline and carriage return escaped."""
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 class SearchWriter:
