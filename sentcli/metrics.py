@@ -75,25 +75,33 @@ def plot_grad_norms(path: Path, records: list[dict[str, Any]]) -> None:
     fig.savefig(path)
 
 
+ANNOTATE = 30
+"""Classes up to which the confusion heatmap writes counts in its cells (and, up to twice
+as many, names on its axes)."""
+
+
 def plot_confusion(
     path: Path, confusion: list[list[int]], label_names: list[str], title: str
 ) -> None:
-    """Heatmap of row-normalised rates, annotated with counts."""
+    """Heatmap of row-normalised rates, annotated with counts up to ANNOTATE classes (1,000
+    classes made a million text cells and the plot never finished); at most 16 inches."""
     from matplotlib.figure import Figure
 
     counts = np.asarray(confusion)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    size = 2 + 0.6 * len(label_names)
+    n = len(label_names)
+    size = min(2 + 0.6 * n, 16.0)
     fig = Figure(figsize=(size + 1, size), tight_layout=True)
     ax = fig.add_subplot()
-    im = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
-    ticks = range(len(label_names))
-    ax.set_xticks(ticks, label_names, rotation=45, ha="right")
-    ax.set_yticks(ticks, label_names)
+    im = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ticks = range(n)
+    if n <= 2 * ANNOTATE:
+        ax.set_xticks(ticks, label_names, rotation=45, ha="right")
+        ax.set_yticks(ticks, label_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    for i in ticks:
+    for i in ticks if n <= ANNOTATE else ():
         for j in ticks:
             color = "white" if rates[i, j] > 0.5 else "black"
             ax.text(j, i, str(counts[i, j]), ha="center", va="center", color=color, fontsize=8)

@@ -45,15 +45,30 @@ def progress(quiet: bool, count: str = "{task.completed}/{task.total}") -> Progr
     )
 
 
+TABLE_CLASSES = 12
+
+
 def confusion_table(title: str, confusion: list[list[int]], label_names: list[str]) -> Table:
-    """Rows true, columns predicted; each cell count and row-normalised rate."""
+    """Rows true, columns predicted; each cell count and row-normalised rate. Above
+    TABLE_CLASSES classes, only the largest (by true count) are shown, and an `other` column
+    counts the predictions of the rest; the full matrix is in --json and summary.json."""
+    n = len(label_names)
+    keep = sorted(range(n), key=lambda i: -sum(confusion[i]))[:TABLE_CLASSES]
+    keep.sort()
+    if n > TABLE_CLASSES:
+        title += f" (the {TABLE_CLASSES} largest of {n} classes; all of them: --json)"
     table = Table(title=title, title_justify="left")
     table.add_column("true \\ predicted", style="bold")
-    for name in label_names:
-        table.add_column(name, justify="right")
-    for name, row in zip(label_names, confusion, strict=True):
-        total = max(sum(row), 1)
-        table.add_row(name, *(f"{c} ({c / total:.0%})" for c in row))
+    for i in keep:
+        table.add_column(label_names[i], justify="right")
+    if n > TABLE_CLASSES:
+        table.add_column("other", justify="right")
+    for i in keep:
+        row, total = confusion[i], max(sum(confusion[i]), 1)
+        cells = [row[j] for j in keep] + (
+            [total - sum(row[j] for j in keep)] if n > len(keep) else []
+        )
+        table.add_row(label_names[i], *(f"{c} ({c / total:.0%})" for c in cells))
     return table
 
 
