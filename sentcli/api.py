@@ -94,6 +94,11 @@ def build_tokenizer(
         raise ConfigError(f"--min-frequency must be at least 1 (got {min_frequency})")
     if not output.parent.is_dir():
         raise ConfigError(f"output folder {output.parent} does not exist; create it first")
+    if output.is_dir():
+        raise ConfigError(f"-o {output} is a folder; give the tokenizer's file name")
+    for given in data:
+        if output.exists() and Path(given).exists() and output.samefile(given):
+            raise ConfigError(f"-o {output} is an input of the tokenizer; write it elsewhere")
     sources = load_texts(data, text_column)
 
     def batches() -> Any:
@@ -132,7 +137,7 @@ def pretrain(
 ) -> TrainResult:
     """Pretrain a language model (next-token by default, or masked-LM) into run folder
     `output`. `options` holds ModelConfig/TrainConfig fields (None: not given)."""
-    ckpt.check_run_dir(output, overwrite, resume)
+    ckpt.check_run_dir(output, overwrite, resume, [*data, *_given(tokenizer, config_file)])
     if resume:
         config = resume_config(output, options, config_file, on_event)
         tok = ckpt.load_run_tokenizer(output, config)
@@ -200,6 +205,10 @@ def train_mtl(
     )  # fmt: skip
 
 
+def _given(*paths: str | Path | None) -> list[str | Path]:
+    return [p for p in paths if p]
+
+
 def _train_tasks(
     kind: RunKind,
     specs: list[TaskConfig],
@@ -213,7 +222,9 @@ def _train_tasks(
     on_event: OnEvent,
 ) -> TrainResult:
     """The classifier training behind train-encoder (one task) and train-mtl (several)."""
-    ckpt.check_run_dir(output, overwrite, resume)
+    teacher = (options or {}).get("teacher")
+    inputs = [s.source for s in specs] + _given(init, tokenizer, config_file, teacher)
+    ckpt.check_run_dir(output, overwrite, resume, inputs)
     if resume:
         saved = resume_config(output, options, config_file, on_event)
         tok = ckpt.load_run_tokenizer(output, saved)
@@ -423,7 +434,7 @@ def import_hf(checkpoint: Path, output: Path, overwrite: bool = False) -> dict[s
     train-encoder/train-mtl --init fine-tune it."""
     from sentcli.hf import import_checkpoint
 
-    ckpt.check_run_dir(output, overwrite, resume=False)
+    ckpt.check_run_dir(output, overwrite, resume=False, inputs=[checkpoint])
     run, model, tok, info = import_checkpoint(checkpoint)
     ckpt.create_run_dir(output)
     ckpt.save_run(output, run, model, tok, step=0)

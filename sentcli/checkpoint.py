@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +71,11 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(path, write)
 
 
-def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
-    """Check, before any heavy work, that `run_dir` may be written (or resumed)."""
+def check_run_dir(
+    run_dir: Path, overwrite: bool, resume: bool, inputs: Sequence[str | Path] = ()
+) -> None:
+    """Check, before any heavy work, that `run_dir` may be written (or resumed); `inputs`:
+    the paths the command reads, which --overwrite must not delete."""
     if not run_dir.parent.is_dir():
         raise ConfigError(
             f"output folder's parent {run_dir.parent} does not exist; create it first"
@@ -91,10 +94,48 @@ def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"output {run_dir} is a file; give a folder path")
-    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise ConfigError(
+                f"output folder {run_dir} exists and is not empty; pass --overwrite to replace "
+                "it or --resume to continue it"
+            )
+        check_replaceable(run_dir, inputs)
+
+
+RUN_NAMES = {CONFIG, WEIGHTS, TOKENIZER, METRICS, STATE, NEXT_STATE, "report"}
+"""What sentcli writes into a run folder (and .NAME.tmp files while it writes)."""
+
+
+def check_replaceable(run_dir: Path, inputs: Sequence[str | Path]) -> None:
+    """--overwrite deletes `run_dir`: only a sentcli run folder (or an empty one) that holds
+    none of the command's inputs, and never `/`, the home folder or the current folder."""
+    target = run_dir.resolve()
+    if target in (Path("/"), Path.home().resolve(), Path.cwd().resolve()):
         raise ConfigError(
-            f"output folder {run_dir} exists and is not empty; pass --overwrite to replace "
-            "it or --resume to continue it"
+            f"--overwrite would delete {run_dir} ({target}); give -o a new folder for the run"
+        )
+    for given in inputs:
+        if not str(given) or str(given).startswith("hf:"):
+            continue
+        path = Path(given).resolve()
+        if path == target or target in path.parents:
+            raise ConfigError(
+                f"--overwrite would delete {run_dir}, which holds this command's input "
+                f"{given}; give -o another folder"
+            )
+    foreign = sorted(
+        e.name
+        for e in run_dir.iterdir()
+        if e.name not in RUN_NAMES and not (e.name.startswith(".") and e.name.endswith(".tmp"))
+    )
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise ConfigError(
+            f"--overwrite only replaces a sentcli run folder, and {run_dir} also holds {shown}; "
+            "give -o another folder, or empty that one yourself"
         )
 
 

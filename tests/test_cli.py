@@ -11,7 +11,7 @@ from sentcli import __version__
 from sentcli.api import DEFAULT_MODEL
 from sentcli.cli import app
 
-from helpers import DATA, FAST_FLAGS, write_csv
+from helpers import DATA, FAST_FLAGS, read_rows, write_csv
 
 runner = CliRunner()
 
@@ -416,3 +416,48 @@ def test_report_refuses_a_log_with_a_corrupt_line_and_rewrites_nothing(
     assert plots and plots == {p: p.stat().st_mtime_ns for p in (run_dir / "report").glob("*.png")}
     log.write_text("\n".join(lines[:1] + lines[2:]) + "\n" + lines[2][:10])  # a cut last line
     assert run("report", run_dir).exit_code == 0
+
+
+def test_overwrite_never_deletes_an_input_a_foreign_folder_or_the_working_folder(
+    pipeline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    data = tmp_path / "proj" / "data"
+    data.mkdir(parents=True)
+    write_csv(data / "train.csv", read_rows(DATA / "ag_news" / "train.csv.gz", 60))
+    (tmp_path / "keep.txt").write_text("mine")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not a run")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / ".bashrc").write_text("x")
+    (tmp_path / "texts.txt").write_text("some text to learn from\n" * 50)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+    def snapshot() -> dict[Path, str]:
+        files = (p for p in tmp_path.rglob("*") if p.is_file())
+        return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    before = snapshot()
+    encoder = ["train-encoder", "--task", f"t={data}", "--tokenizer", str(pipeline / "tok.json")]
+    cases = [
+        ([*encoder, "-o", "."], "--overwrite would delete ."),
+        ([*encoder, "-o", str(tmp_path)], "--overwrite would delete"),
+        ([*encoder, "-o", str(tmp_path / "home")], "--overwrite would delete"),
+        ([*encoder, "-o", str(data)], "which holds this command's input"),
+        ([*encoder, "-o", "proj"], "which holds this command's input"),
+        ([*encoder, "-o", "other"], "also holds notes.txt"),
+        (["pretrain", "texts.txt", "--tokenizer", "texts.txt", "-o", "."], "would delete ."),
+    ]
+    for args, message in cases:
+        result = run(*args, "--overwrite", "--max-steps", "1")
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output, result.output
+    result = run("build-tokenizer", "texts.txt", "-o", "texts.txt", "--vocab-size", "100")
+    assert result.exit_code == 2 and "is an input of the tokenizer" in result.output
+    assert snapshot() == before
+    result = run(*encoder, "-o", "run", "--max-steps", "1", "--quiet")  # a real run …
+    assert result.exit_code == 0, result.output
+    result = run(*encoder, "-o", "run", "--max-steps", "1", "--quiet", "--overwrite")
+    assert result.exit_code == 0, result.output  # … is replaced
