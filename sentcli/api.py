@@ -137,19 +137,22 @@ def pretrain(
 ) -> TrainResult:
     """Pretrain a language model (next-token by default, or masked-LM) into run folder
     `output`. `options` holds ModelConfig/TrainConfig fields (None: not given)."""
-    ckpt.check_run_dir(output, overwrite, resume, [*data, *_given(tokenizer, config_file)])
-    if resume:
-        config = resume_config(output, options, config_file, on_event)
-        tok = ckpt.load_run_tokenizer(output, config)
-    else:
-        if tokenizer is None:
-            raise ConfigError("pretrain needs --tokenizer (build one with sentcli build-tokenizer)")
-        tok = load_tokenizer(tokenizer)
-        model_cfg, train_cfg, _ = merge_configs(options or {}, config_file, None)
-        model_cfg.vocab_size = tok.get_vocab_size()
-        model_cfg.causal = train_cfg.objective == Objective.clm
-        config = RunConfig(RunKind.lm, model_cfg, train_cfg, data=list(data))
-    return train_lm(config, tok, output, text_column, resume, on_event)
+    with ckpt.run_lock(output):  # one writer per run folder
+        ckpt.check_run_dir(output, overwrite, resume, [*data, *_given(tokenizer, config_file)])
+        if resume:
+            config = resume_config(output, options, config_file, on_event)
+            tok = ckpt.load_run_tokenizer(output, config)
+        else:
+            if tokenizer is None:
+                raise ConfigError(
+                    "pretrain needs --tokenizer (build one with sentcli build-tokenizer)"
+                )
+            tok = load_tokenizer(tokenizer)
+            model_cfg, train_cfg, _ = merge_configs(options or {}, config_file, None)
+            model_cfg.vocab_size = tok.get_vocab_size()
+            model_cfg.causal = train_cfg.objective == Objective.clm
+            config = RunConfig(RunKind.lm, model_cfg, train_cfg, data=list(data))
+        return train_lm(config, tok, output, text_column, resume, on_event)
 
 
 def train_encoder(
@@ -222,49 +225,56 @@ def _train_tasks(
     on_event: OnEvent,
 ) -> TrainResult:
     """The classifier training behind train-encoder (one task) and train-mtl (several)."""
-    teacher = (options or {}).get("teacher")
-    inputs = [s.source for s in specs] + _given(init, tokenizer, config_file, teacher)
-    ckpt.check_run_dir(output, overwrite, resume, inputs)
-    if resume:
-        saved = resume_config(output, options, config_file, on_event)
-        tok = ckpt.load_run_tokenizer(output, saved)
-        # the command's kind and this sentcli's version, as when the run was started
-        config = RunConfig(
-            kind, saved.model, saved.train, saved.tasks, init=saved.init, imported=saved.imported
-        )
-        return train_classifier(config, tok, output, True, None, on_event)
-    names = [s.name for s in specs]
-    if not names or len(set(names)) != len(names):
-        raise ConfigError(f"give each task once, as --task NAME=SOURCE (got {names})")
-    if (init is None) == (tokenizer is None):
-        raise ConfigError("give exactly one of --init RUN (pretrained) or --tokenizer FILE")
-    source: nn.Module | None = None
-    imported = None
-    base: ModelConfig | None = None
-    if init is not None:
-        init_config, source, tok, _ = ckpt.load_run(init)
-        base = init_config.model
-        imported = init_config.imported  # its tokenizer's special tokens are not ours
-    else:
-        assert tokenizer is not None
-        tok = load_tokenizer(tokenizer)
-    model_cfg, train_cfg, given = merge_configs(options or {}, config_file, base)
-    if init is None:
-        model_cfg.vocab_size = tok.get_vocab_size()
-    # Encoders attend both ways, also from a causal LM: on AG News that scored 1.1 points
-    # above keeping the LM's causal mask (docs/benchmarks.md).
-    if "causal" not in given:
-        model_cfg.causal = False
-    if train_cfg.teacher is not None:
-        train_cfg.teacher = check_teacher(train_cfg.teacher)
-    unknown = sorted(set(train_cfg.task_weights) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"--task-weight names unknown task(s) {', '.join(unknown)}; tasks: {', '.join(names)}"
-        )
-    ref = str(init) if init else None
-    config = RunConfig(kind, model_cfg, train_cfg, list(specs), init=ref, imported=imported)
-    return train_classifier(config, tok, output, False, source, on_event)
+    with ckpt.run_lock(output):  # one writer per run folder
+        teacher = (options or {}).get("teacher")
+        inputs = [s.source for s in specs] + _given(init, tokenizer, config_file, teacher)
+        ckpt.check_run_dir(output, overwrite, resume, inputs)
+        if resume:
+            saved = resume_config(output, options, config_file, on_event)
+            tok = ckpt.load_run_tokenizer(output, saved)
+            # the command's kind and this sentcli's version, as when the run was started
+            config = RunConfig(
+                kind,
+                saved.model,
+                saved.train,
+                saved.tasks,
+                init=saved.init,
+                imported=saved.imported,
+            )
+            return train_classifier(config, tok, output, True, None, on_event)
+        names = [s.name for s in specs]
+        if not names or len(set(names)) != len(names):
+            raise ConfigError(f"give each task once, as --task NAME=SOURCE (got {names})")
+        if (init is None) == (tokenizer is None):
+            raise ConfigError("give exactly one of --init RUN (pretrained) or --tokenizer FILE")
+        source: nn.Module | None = None
+        imported = None
+        base: ModelConfig | None = None
+        if init is not None:
+            init_config, source, tok, _ = ckpt.load_run(init)
+            base = init_config.model
+            imported = init_config.imported  # its tokenizer's special tokens are not ours
+        else:
+            assert tokenizer is not None
+            tok = load_tokenizer(tokenizer)
+        model_cfg, train_cfg, given = merge_configs(options or {}, config_file, base)
+        if init is None:
+            model_cfg.vocab_size = tok.get_vocab_size()
+        # Encoders attend both ways, also from a causal LM: on AG News that scored 1.1 points
+        # above keeping the LM's causal mask (docs/benchmarks.md).
+        if "causal" not in given:
+            model_cfg.causal = False
+        if train_cfg.teacher is not None:
+            train_cfg.teacher = check_teacher(train_cfg.teacher)
+        unknown = sorted(set(train_cfg.task_weights) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"--task-weight names unknown task(s) {', '.join(unknown)}; tasks: "
+                f"{', '.join(names)}"
+            )
+        ref = str(init) if init else None
+        config = RunConfig(kind, model_cfg, train_cfg, list(specs), init=ref, imported=imported)
+        return train_classifier(config, tok, output, False, source, on_event)
 
 
 def evaluate(
@@ -432,10 +442,11 @@ def import_hf(checkpoint: Path, output: Path, overwrite: bool = False) -> dict[s
     """Convert a local Hugging Face BERT-family checkpoint folder (sentence-transformers
     layout too) into a sentcli run folder without task heads: embed uses it as it is, and
     train-encoder/train-mtl --init fine-tune it."""
-    from sentcli.hf import import_checkpoint
+    with ckpt.run_lock(output):  # one writer per run folder
+        from sentcli.hf import import_checkpoint
 
-    ckpt.check_run_dir(output, overwrite, resume=False, inputs=[checkpoint])
-    run, model, tok, info = import_checkpoint(checkpoint)
-    ckpt.create_run_dir(output)
-    ckpt.save_run(output, run, model, tok, step=0)
-    return {**info, "run": str(output), "vocab_size": run.model.vocab_size}
+        ckpt.check_run_dir(output, overwrite, resume=False, inputs=[checkpoint])
+        run, model, tok, info = import_checkpoint(checkpoint)
+        ckpt.create_run_dir(output)
+        ckpt.save_run(output, run, model, tok, step=0)
+        return {**info, "run": str(output), "vocab_size": run.model.vocab_size}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
+import socket
 import tempfile
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +140,64 @@ def check_replaceable(run_dir: Path, inputs: Sequence[str | Path]) -> None:
             f"--overwrite only replaces a sentcli run folder, and {run_dir} also holds {shown}; "
             "give -o another folder, or empty that one yourself"
         )
+
+
+def lock_path(run_dir: Path) -> Path:
+    """The lock of a run folder lives beside it (a new run's folder does not exist yet, and
+    --overwrite deletes the old one)."""
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+def _holder(lock: Path) -> dict[str, Any] | None:
+    """The live process that holds `lock`, or None when the lock is free or stale (its
+    process is gone: killed with -9, or the machine restarted)."""
+    try:
+        info: dict[str, Any] = json.loads(lock.read_text(encoding="utf-8"))
+        pid, host = int(info["pid"]), str(info["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no lock, or a half-written one from a killed process
+    if host != socket.gethostname():
+        return info  # another machine's process: it cannot be checked, so it is respected
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, and another user's
+    return info
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir` for one writer: a second gets a one-line error naming the holder; a
+    lock left by a dead process is taken over. Under torchrun, rank 0 holds it."""
+    if int(os.environ.get("RANK", "0")) != 0 or not run_dir.parent.is_dir():
+        yield  # other ranks write nothing; a missing parent is check_run_dir's error
+        return
+    lock = lock_path(run_dir)
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = _holder(lock)
+            if holder is not None:
+                since = time.strftime("%H:%M:%S", time.localtime(float(holder.get("started", 0))))
+                raise ConfigError(
+                    f"{run_dir} is being written by process {holder['pid']} on {holder['host']} "
+                    f"(since {since}); wait for it to finish or stop it, then rerun"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(info, f)
+        break
+    else:
+        raise ConfigError(f"{run_dir}: could not take its lock {lock}; rerun")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def create_run_dir(run_dir: Path) -> None:

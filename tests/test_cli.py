@@ -461,3 +461,31 @@ def test_overwrite_never_deletes_an_input_a_foreign_folder_or_the_working_folder
     assert result.exit_code == 0, result.output
     result = run(*encoder, "-o", "run", "--max-steps", "1", "--quiet", "--overwrite")
     assert result.exit_code == 0, result.output  # … is replaced
+
+
+def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(
+    pipeline: Path, tmp_path: Path
+) -> None:
+    import json
+    import socket
+    import subprocess
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_csv(data / "train.csv", read_rows(DATA / "ag_news" / "train.csv.gz", 60))
+    args = ["train-encoder", "--task", f"t={data}", "--tokenizer", str(pipeline / "tok.json")]
+    args += ["-o", str(tmp_path / "run"), "--max-steps", "1", "--quiet"]
+    lock = tmp_path / ".run.lock"
+    holder = subprocess.Popen(["sleep", "60"])  # a live process that "holds" the run
+    try:
+        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+        result = run(*args)
+        assert result.exit_code == 2, result.output
+        assert f"is being written by process {holder.pid}" in result.output
+        assert not (tmp_path / "run").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    result = run(*args)  # its process is gone (as after kill -9): the lock is taken over
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "model.safetensors").is_file() and not lock.exists()
