@@ -482,15 +482,28 @@ learns."""
 def resumed_config(
     config: RunConfig, options: dict[str, Any] | None, config_file: Path | None
 ) -> tuple[RunConfig, list[str]]:
-    """A resumed run's config with the RUNTIME flags given now, and the other flags given
-    (as --names), which a resumed run ignores: it keeps its own settings."""
-    given = {k: v for k, v in (options or {}).items() if v is not None}
+    """A resumed run's config with the RUNTIME flags given now, and the other settings given
+    (flags or --config file) whose value differs from the run's (as --name=value), which a
+    resumed run ignores: it keeps its own settings. The same command line again (as after
+    Ctrl-C) ignores nothing."""
+    file_values = read_config_file(config_file) if config_file else {}
+    given = {**file_values, **{k: v for k, v in (options or {}).items() if v is not None}}
     runtime = {k: v for k, v in given.items() if k in RUNTIME}
     if runtime:
         config.train = TrainConfig(**{**asdict(config.train), **runtime})
-    ignored = [f"--{k.replace('_', '-')}" for k in given if k not in RUNTIME]
-    ignored += ["--config"] if config_file else []
+    ignored = []
+    for k, v in given.items():
+        section = config.model if hasattr(config.model, k) else config.train
+        if k not in RUNTIME and not _same(getattr(section, k, None), v):
+            ignored.append(f"--{k.replace('_', '-')}={v}")
     return config, ignored
+
+
+def _same(saved: Any, given: Any) -> bool:
+    """A flag's value against a saved one: enums as their strings, 2 == 2.0."""
+    if isinstance(saved, StrEnum) or isinstance(given, StrEnum):
+        return str(saved) == str(given)
+    return bool(saved == given)
 
 
 @dataclass

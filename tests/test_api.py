@@ -107,11 +107,12 @@ def test_interrupt_then_resume_equals_uninterrupted(
     assert json.loads((cut / "report" / "summary.json").read_text())["steps"] == 4
     events: list[object] = []
     second = api.pretrain(
-        [str(corpus_file)], cut, resume=True, options={"lr": 0.5}, on_event=events.append
+        [str(corpus_file)], cut, resume=True, options={**opts, "lr": 0.5}, on_event=events.append
     )
     assert second.steps == 8 and not second.interrupted
     warnings = [e.message for e in events if isinstance(e, TrainWarning)]
-    assert warnings[0].endswith("ignored: --lr")  # and the run kept its own lr (same weights)
+    # the same flags again are not named; the changed one is (and the run kept its own lr)
+    assert warnings[0].endswith("ignored: --lr=0.5")
     a, b = load_file(str(full / "model.safetensors")), load_file(str(cut / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical on CPU
     metrics = [ckpt.read_metrics(p) for p in (full, cut)]
