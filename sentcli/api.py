@@ -4,6 +4,7 @@ then work; they return values, raise `SentcliError` and report progress only thr
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +152,7 @@ def pretrain(
             model_cfg, train_cfg, _ = merge_configs(options or {}, config_file, None)
             model_cfg.vocab_size = tok.get_vocab_size()
             model_cfg.causal = train_cfg.objective == Objective.clm
-            config = RunConfig(RunKind.lm, model_cfg, train_cfg, data=list(data))
+            config = RunConfig(RunKind.lm, model_cfg, train_cfg, data=[_absolute(d) for d in data])
         return train_lm(config, tok, output, text_column, resume, on_event)
 
 
@@ -206,6 +207,11 @@ def train_mtl(
         RunKind.mtl, tasks, output, init, tokenizer, options, config_file, resume, overwrite,
         on_event,
     )  # fmt: skip
+
+
+def _absolute(source: str) -> str:
+    """A local source's absolute path (hf:NAME and missing paths as given)."""
+    return str(Path(source).resolve()) if Path(source).exists() else source
 
 
 def _given(*paths: str | Path | None) -> list[str | Path]:
@@ -273,6 +279,8 @@ def _train_tasks(
                 f"{', '.join(names)}"
             )
         ref = str(init) if init else None
+        # local sources are recorded absolute, so evaluate works from any folder
+        specs = [replace(t, source=_absolute(t.source)) for t in specs]
         config = RunConfig(kind, model_cfg, train_cfg, list(specs), init=ref, imported=imported)
         return train_classifier(config, tok, output, False, source, on_event)
 
@@ -298,6 +306,12 @@ def evaluate(
     known = {t.name: t for t in config.tasks}
     scorable = (TaskKind.scored, TaskKind.pairs)  # plain text has no gold to score against
     specs = tasks or [t for t in config.tasks if t.has_labels or t.kind in scorable]
+    for t in specs if not tasks else []:
+        if not t.source.startswith("hf:") and not Path(t.source).exists():
+            raise ConfigError(
+                f"task {t.name}'s recorded source {t.source} does not exist here (moved, or "
+                f"recorded relative to another folder); pass --task {t.name}=SOURCE"
+            )
     heads = list(model.heads) if isinstance(model, MultiTaskModel) else []
     no_heads = (
         f"{path} has no task heads (a pretraining or import-hf run); evaluate a run of "

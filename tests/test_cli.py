@@ -489,3 +489,29 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(
     result = run(*args)  # its process is gone (as after kill -9): the lock is taken over
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "model.safetensors").is_file() and not lock.exists()
+
+
+def test_evaluate_works_from_any_folder_and_names_a_missing_recorded_source(
+    pipeline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = read_rows(DATA / "ag_news" / "train.csv.gz", 80)
+    write_csv(data / "train.csv", rows[:60])
+    write_csv(data / "test.csv", rows[60:])
+    (data / "labels.txt").write_text("World\nSports\nBusiness\nSci/Tech\n")
+    monkeypatch.chdir(tmp_path)
+    args = ["train-encoder", "--task", "t=data", "--tokenizer", str(pipeline / "tok.json")]
+    assert run(*args, "-o", "run", "--max-steps", "1", "--quiet").exit_code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = run("evaluate", "--model", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    shutil.move(data, tmp_path / "moved")
+    result = run("evaluate", "--model", tmp_path / "run")
+    assert result.exit_code == 2
+    assert f"task t's recorded source {data} does not exist here" in result.output
+    assert "pass --task t=SOURCE" in result.output
