@@ -107,6 +107,8 @@ def test_corpus_vectors_are_cached_and_never_stale(tmp_path: Path) -> None:
         (["--corpus", "{corpus}", "--threshold", "2"], "between -1 and 1"),
         (["--corpus", "{corpus}", "-o", "{corpus}"], "is the input file"),
         (["--corpus", "{corpus}", "--corpus-column", "text"], "read as one text per line"),
+        (["--corpus", "{corpus}", "--model", "{tmp}/nope"], "is not a run folder"),
+        (["--corpus", "{corpus}", "--cache", "{corpus}/sub"], "cannot write the corpus cache"),
     ],
 )
 def test_bad_search_input_exits_2_before_any_embedding(

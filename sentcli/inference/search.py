@@ -1,5 +1,6 @@
 """Semantic search: each query's top-k corpus rows by cosine, exact, by chunked matrix
-products over a memory-mapped corpus (memory stays flat as the corpus grows).
+products over the corpus vectors read from disk block by block (memory stays flat as the
+corpus grows).
 
 The corpus's vectors and texts are computed once into a cache folder named by a hash of the
 corpus file's bytes, its text column, the model's weights and config, and the inference
@@ -23,7 +24,7 @@ from torch import nn
 from sentcli import checkpoint as ckpt
 from sentcli.config import InferenceOptions, RunConfig
 from sentcli.device import resolve_device
-from sentcli.errors import ConfigError
+from sentcli.errors import CheckpointError, ConfigError
 from sentcli.events import OnEvent
 from sentcli.inference.embed import (
     BatchFn,
@@ -124,15 +125,27 @@ def corpus_index(
     if corpus == "-":
         raise ConfigError("--corpus - : the corpus must be a file (stdin holds the queries)")
     source = TextInput(corpus, column)  # checks the file and its column before any work
-    path, _ = resolve_model(model)
+    path, origin = resolve_model(model)
+    try:
+        ckpt.read_config(path)  # a folder that is not a run fails here, not in the hash
+    except CheckpointError as e:
+        raise CheckpointError(f"{origin}: {e}" if origin != "--model" else str(e)) from e
+    if not (path / ckpt.WEIGHTS).is_file():
+        raise CheckpointError(f"{path} has no {ckpt.WEIGHTS}; give a complete run folder")
     key = corpus_key(Path(corpus), source.text_column, path, opts.max_length, opts)
     folder = cache / "search" / key
     built = None
     if not (folder / META).is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = folder.with_name(f"{key}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        except OSError as e:
+            raise ConfigError(
+                f"cannot write the corpus cache in {cache} ({e.strerror}); give --cache DIR "
+                f"or set ${ckpt.CACHE_ENV}"
+            ) from None
         writers: list[IndexWriter] = []
 
         def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
@@ -155,8 +168,13 @@ def corpus_index(
             meta["column"] = source.text_column
             meta |= {"model": str(path.resolve()), "rows": len(writers[0].offsets) - 1}
             (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", "utf-8")
-            os.replace(tmp, folder)  # whole or not at all
             built.output = folder
+            try:
+                os.replace(tmp, folder)  # whole or not at all
+            except OSError:
+                if not (folder / META).is_file():
+                    raise
+                shutil.rmtree(tmp)  # another search built the same index meanwhile
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
