@@ -293,6 +293,30 @@ def test_a_slow_producer_gets_each_answer_while_stdin_stays_open(mtl_run: Path) 
     assert proc.wait(timeout=120) == 0 and proc.stdout.read() == b""
 
 
+def test_a_reader_that_leaves_ends_a_stream_whose_stdin_stays_open(mtl_run: Path) -> None:
+    """`tail -f log | sentcli predict - | head -n 1`: after head leaves, the next answer's
+    write fails and sentcli exits 0 at once, though stdin is still open (its reader thread
+    is blocked on a read; it must not hold the exit, nor abort it)."""
+    cmd = [sys.executable, "-m", "sentcli", "predict", "-", "-m", str(mtl_run), "-q"]
+    proc = subprocess.Popen(
+        [*cmd, "--task", "sentiment"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(b"a wonderful film\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().split(b"\t")[0] in (b"neg", b"pos")
+    proc.stdout.close()  # the reader leaves
+    proc.stdin.write(b"another line\n")
+    proc.stdin.flush()
+    try:
+        assert proc.wait(timeout=120) == 0
+    finally:
+        proc.kill()
+    assert proc.stderr.read() == b""  # no "Fatal Python error", no traceback
+    proc.stdin.close()
+
+
 @pytest.fixture(scope="module")
 def bad_inputs(tmp_path_factory: pytest.TempPathFactory, mtl_run: Path) -> Path:
     root = tmp_path_factory.mktemp("bad-embed")

@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -154,9 +155,12 @@ def stream(
     device: torch.device,
     dtype: torch.dtype | None,
     stats: InferenceStats,
+    stop: threading.Event | None = None,
 ) -> Iterator[tuple[Chunk, np.ndarray]]:
     """(chunk, its rows of `fn`) in input order; the next chunk is read and tokenized in a
-    worker thread (tokenizers and torch both release the GIL) while this one runs."""
+    worker thread (tokenizers and torch both release the GIL) while this one runs. `stop`
+    (the input's) is set when the caller stops early, so a read of stdin that waits for a
+    line gives up instead of holding the worker (and the exit) until the next line."""
 
     def load() -> tuple[Chunk, list[np.ndarray], int] | None:
         chunk = next(chunks, None)
@@ -168,16 +172,20 @@ def stream(
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentcli-read") as pool:
         pending: Future[tuple[Chunk, list[np.ndarray], int] | None] = pool.submit(load)
-        while (item := pending.result()) is not None:
-            pending = pool.submit(load)
-            chunk, seqs, cut = item
-            rows = apply_batched(fn, seqs, batch_size, device, dtype)
-            stats.texts += len(seqs)
-            stats.tokens += sum(len(s) for s in seqs)
-            stats.truncated += cut
-            stats.seconds = time.perf_counter() - start
-            yield chunk, rows
-            _release_memory()
+        try:
+            while (item := pending.result()) is not None:
+                pending = pool.submit(load)
+                chunk, seqs, cut = item
+                rows = apply_batched(fn, seqs, batch_size, device, dtype)
+                stats.texts += len(seqs)
+                stats.tokens += sum(len(s) for s in seqs)
+                stats.truncated += cut
+                stats.seconds = time.perf_counter() - start
+                yield chunk, rows
+                _release_memory()
+        finally:
+            if stop is not None:
+                stop.set()
 
 
 @dataclass
@@ -264,6 +272,7 @@ def label_pipeline(task: str | None, top_k: int, fmt: str) -> MakeFn:
 
 class Source(Protocol):
     total: int | None
+    stop: threading.Event
 
     def chunks(self, size: int) -> Iterator[Chunk]: ...
 
@@ -318,7 +327,9 @@ def run_inference(
     def run(f: IO[bytes]) -> None:
         sink = make_sink(f)
         chunks = texts.chunks(chunk_size)
-        batches = stream(chunks, tok, max_length, fn, options.batch_size, dev, dtype, stats)
+        batches = stream(
+            chunks, tok, max_length, fn, options.batch_size, dev, dtype, stats, texts.stop
+        )
         for chunk, rows in batches:
             sink.write(chunk, rows)
             if on_event:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import queue
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -23,6 +25,9 @@ from sentcli.errors import ConfigError, DataError
 FIRST_CHUNK = 64
 STDIN_WAIT = 0.05
 """Seconds without a new line on stdin after which the rows read so far go through."""
+STDIN_MAX_WAIT = 0.5
+"""The longest a row read from stdin waits for its chunk to fill (a steady stream never
+pauses for STDIN_WAIT)."""
 PAUSE = object()
 """What _paced yields when stdin has been quiet for STDIN_WAIT seconds."""
 TABLES = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -62,6 +67,8 @@ class TextInput:
         stdin: IO[bytes] | None = None,
     ) -> None:
         self.name = "stdin" if spec == "-" else spec
+        self.stop = threading.Event()
+        """Set by the consumer when it stops early: stdin's reader then gives up."""
         self.text_column = text_column
         self.id_column = id_column
         self.total: int | None = None  # rows, when known before reading
@@ -132,16 +139,19 @@ class TextInput:
         predict -` answers each line as it arrives."""
         texts: list[str] = []
         ids: list[Any] = []
-        n, limit = 0, min(size, FIRST_CHUNK)
+        n, limit, first = 0, min(size, FIRST_CHUNK), 0.0
         stdin = self.kind == "lines" and (self._stdin is not None or self.name == "stdin")
-        rows = _paced(self._rows()) if stdin and cut_on_pause else self._rows()
+        paced = stdin and cut_on_pause
+        rows = _paced(self._rows(), self.stop) if paced else self._rows()
         for item in rows:
             if item is not PAUSE:
                 text, row_id = item
                 n += 1
+                first = first if texts else time.monotonic()
                 texts.append(text)
                 ids.append(row_id)
-            if texts and (item is PAUSE or len(texts) == limit):
+            late = paced and texts and time.monotonic() - first > STDIN_MAX_WAIT
+            if texts and (item is PAUSE or late or len(texts) == limit):
                 yield Chunk(texts, ids if self.id_column else None)
                 texts, ids, limit = [], [], min(size, 2 * limit)
         if texts:
@@ -161,7 +171,10 @@ class TextInput:
 
     def _lines(self) -> Iterator[tuple[str, Any]]:
         if self._stdin is not None or self.name == "stdin":
-            stream = self._stdin if self._stdin is not None else sys.stdin.buffer
+            # the process's stdin is read from its file descriptor, not through
+            # sys.stdin.buffer: a reader thread blocked inside the buffer would hold its lock
+            # and abort the interpreter's exit (`tail -f log | sentcli predict - | head`)
+            stream = self._stdin if self._stdin is not None else _fd_lines(sys.stdin.fileno())
             for n, raw in enumerate(stream, start=1):
                 yield _line_text(raw, self.name, n), None
             return
@@ -245,9 +258,20 @@ class TextInput:
                 yield text, (ids[i] if ids is not None else None)
 
 
-def _paced(rows: Iterator[tuple[str, Any]]) -> Iterator[Any]:
-    """`rows`, read ahead by a thread, with PAUSE whenever the next row is late (once per
-    pause). The reader's exceptions (non-UTF-8 input) are raised here, in order."""
+def _fd_lines(fd: int) -> Iterator[bytes]:
+    """The lines of a file descriptor (each ending with its newline, the last maybe not)."""
+    pending = b""
+    while block := os.read(fd, 1 << 16):
+        *lines, pending = (pending + block).split(b"\n")
+        yield from (line + b"\n" for line in lines)
+    if pending:
+        yield pending
+
+
+def _paced(rows: Iterator[tuple[str, Any]], stop: threading.Event) -> Iterator[Any]:
+    """`rows`, read ahead by a daemon thread, with PAUSE whenever the next row is late (once
+    per pause). The reader's exceptions (non-UTF-8 input) are raised here, in order. When
+    `stop` is set the generator ends (the reader may stay blocked on its read: a daemon)."""
     items: queue.Queue[Any] = queue.Queue(maxsize=1 << 16)
     end = object()
 
@@ -261,12 +285,13 @@ def _paced(rows: Iterator[tuple[str, Any]]) -> Iterator[Any]:
 
     threading.Thread(target=read, name="sentcli-stdin", daemon=True).start()
     paused = False
-    while True:
+    while not stop.is_set():
         try:
-            item = items.get(timeout=None if paused else STDIN_WAIT)
+            item = items.get(timeout=0.1 if paused else STDIN_WAIT)
         except queue.Empty:
-            paused = True
-            yield PAUSE
+            if not paused:
+                paused = True
+                yield PAUSE
             continue
         paused = False
         if item is end:
@@ -337,6 +362,10 @@ class PairInput:
             self.table = self._table(first, pair_columns, stdin)
             rows = self.table.total
         self.total = None if rows is None else 2 * rows  # texts: both sides of every pair
+        self.stop = threading.Event()
+        for part in ("first", "second", "lines", "table"):  # they stop when the pairs stop
+            if hasattr(self, part):
+                getattr(self, part).stop = self.stop
 
     @staticmethod
     def _table(first: str, pair_columns: list[str] | None, stdin: IO[bytes] | None) -> TextInput:
