@@ -174,7 +174,7 @@ class TextInput:
             # the process's stdin is read from its file descriptor, not through
             # sys.stdin.buffer: a reader thread blocked inside the buffer would hold its lock
             # and abort the interpreter's exit (`tail -f log | sentcli predict - | head`)
-            stream = self._stdin if self._stdin is not None else _fd_lines(sys.stdin.fileno())
+            stream = self._stdin if self._stdin is not None else _stdin_lines()
             for n, raw in enumerate(stream, start=1):
                 yield _line_text(raw, self.name, n), None
             return
@@ -256,6 +256,14 @@ class TextInput:
                         f"(got {type(text).__name__}); fill or drop it"
                     )
                 yield text, (ids[i] if ids is not None else None)
+
+
+def _stdin_lines() -> Iterator[bytes]:
+    try:
+        fd = sys.stdin.fileno()
+    except (OSError, ValueError):  # a stdin replaced in-process (io.UnsupportedOperation)
+        return iter(sys.stdin.buffer)
+    return _fd_lines(fd)
 
 
 def _fd_lines(fd: int) -> Iterator[bytes]:
