@@ -84,8 +84,9 @@ def check_run_dir(
             f"output folder's parent {run_dir.parent} does not exist; create it first"
         )
     if resume:
-        for stale in run_dir.glob(".*.tmp"):  # left by a hard kill in the middle of a write
-            stale.unlink(missing_ok=True)
+        if int(os.environ.get("RANK", "0")) == 0:  # the rank that holds the run's lock
+            for stale in run_dir.glob(".*.tmp"):  # left by a hard kill in a write
+                stale.unlink(missing_ok=True)
         missing = [n for n in REQUIRED if not (run_dir / n).is_file()]
         if not (run_dir / STATE).is_file() and not (run_dir / NEXT_STATE).is_file():
             missing.append(STATE)
@@ -148,56 +149,63 @@ def lock_path(run_dir: Path) -> Path:
     return run_dir.parent / f".{run_dir.name}.lock"
 
 
-def _holder(lock: Path) -> dict[str, Any] | None:
-    """The live process that holds `lock`, or None when the lock is free or stale (its
-    process is gone: killed with -9, or the machine restarted)."""
+def _holder(lock: Path) -> str:
+    """Who holds `lock`, as its file says (pid, host, start), for the message."""
     try:
-        info: dict[str, Any] = json.loads(lock.read_text(encoding="utf-8"))
-        pid, host = int(info["pid"]), str(info["host"])
+        info = json.loads(lock.read_text(encoding="utf-8"))
+        since = time.strftime("%H:%M:%S", time.localtime(float(info["started"])))
+        return f"process {int(info['pid'])} on {info['host']} (since {since})"
     except (OSError, ValueError, KeyError, TypeError):
-        return None  # no lock, or a half-written one from a killed process
-    if host != socket.gethostname():
-        return info  # another machine's process: it cannot be checked, so it is respected
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # alive, and another user's
-    return info
+        return "another process"
 
 
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold `run_dir` for one writer: a second gets a one-line error naming the holder; a
-    lock left by a dead process is taken over. Under torchrun, rank 0 holds it."""
+    """Hold `run_dir` for one writer: an exclusive flock on `lock_path(run_dir)` for the
+    whole command. The kernel drops it when its process dies (kill -9, OOM, a reboot), so a
+    stale lock never blocks a rerun, and a reused pid cannot fake a holder. A second writer
+    gets a one-line error naming the holder. Under torchrun rank 0 holds it; where flock is
+    missing (Windows) or the lock cannot be created (a read-only parent), nothing is held."""
     if int(os.environ.get("RANK", "0")) != 0 or not run_dir.parent.is_dir():
         yield  # other ranks write nothing; a missing parent is check_run_dir's error
         return
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
     lock = lock_path(run_dir)
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-    for _ in range(2):
+    for _ in range(3):
         try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            holder = _holder(lock)
-            if holder is not None:
-                since = time.strftime("%H:%M:%S", time.localtime(float(holder.get("started", 0))))
-                raise ConfigError(
-                    f"{run_dir} is being written by process {holder['pid']} on {holder['host']} "
-                    f"(since {since}); wait for it to finish or stop it, then rerun"
-                ) from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(info, f)
-        break
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(
+                f"{run_dir} is being written by {_holder(lock)}; wait for it to finish or "
+                f"stop it, then rerun (lock: {lock})"
+            ) from None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not a file its last holder unlinked after we opened it
+            break
+        os.close(fd)
     else:
-        raise ConfigError(f"{run_dir}: could not take its lock {lock}; rerun")
+        raise ConfigError(f"{run_dir}: its lock {lock} keeps changing hands; rerun")
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(info).encode())
     try:
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)  # while still held: the next writer makes a new file
+        os.close(fd)
 
 
 def create_run_dir(run_dir: Path) -> None:

@@ -466,9 +466,8 @@ def test_overwrite_never_deletes_an_input_a_foreign_folder_or_the_working_folder
 def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(
     pipeline: Path, tmp_path: Path
 ) -> None:
-    import json
-    import socket
     import subprocess
+    import sys
 
     data = tmp_path / "data"
     data.mkdir()
@@ -476,17 +475,27 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(
     args = ["train-encoder", "--task", f"t={data}", "--tokenizer", str(pipeline / "tok.json")]
     args += ["-o", str(tmp_path / "run"), "--max-steps", "1", "--quiet"]
     lock = tmp_path / ".run.lock"
-    holder = subprocess.Popen(["sleep", "60"])  # a live process that "holds" the run
+    hold = (  # another writer: holds the lock the way sentcli does, then sleeps
+        "import fcntl, json, os, socket, sys, time\n"
+        f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.write(fd, json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),"
+        " 'started': time.time()}).encode())\n"
+        "print('held', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE)
     try:
-        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
         result = run(*args)
         assert result.exit_code == 2, result.output
         assert f"is being written by process {holder.pid}" in result.output
-        assert not (tmp_path / "run").exists()
+        assert str(lock) in result.output and not (tmp_path / "run").exists()
     finally:
-        holder.kill()
+        holder.kill()  # as kill -9: the kernel drops its lock; the file stays
         holder.wait()
-    result = run(*args)  # its process is gone (as after kill -9): the lock is taken over
+    assert lock.exists()
+    result = run(*args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "model.safetensors").is_file() and not lock.exists()
 
