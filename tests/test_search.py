@@ -124,3 +124,15 @@ def test_bad_search_input_exits_2_before_any_embedding(
     assert not cache.exists() and corpus.read_bytes() == before
     missing = runner.invoke(app, ["search", str(tmp_path / "nope.txt"), "--corpus", str(corpus)])
     assert missing.exit_code == 2 and "no such file" in missing.output
+
+
+def test_a_table_corpus_takes_the_queries_text_column_by_default(tmp_path: Path) -> None:
+    corpus = tmp_path / "faq.csv"
+    corpus.write_text("id,question\n1,How do I get a refund?\n2,Where is my parcel?\n")
+    queries = tmp_path / "q.csv"
+    queries.write_text("question\nI want my money back\n")
+    args = ["search", str(queries), "--corpus", str(corpus), "--text-column", "question"]
+    result = runner.invoke(app, [*args, "--cache", str(tmp_path / "cache"), "-k", "2"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert sorted(r[4] for r in rows) == ["How do I get a refund?", "Where is my parcel?"]

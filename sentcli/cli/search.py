@@ -55,7 +55,10 @@ def search_cli(
     model: ModelOpt = None,
     text_column: TextColumnOpt = None,
     corpus_column: Annotated[
-        str | None, typer.Option(help="The corpus table's text column (default: as --text-column).")
+        str | None,
+        typer.Option(
+            help="The corpus table's text column (default: --text-column, else found by name)."
+        ),
     ] = None,
     cache: Annotated[
         Path | None,

@@ -23,6 +23,7 @@ from torch import nn
 
 from sentcli import checkpoint as ckpt
 from sentcli.config import InferenceOptions, RunConfig
+from sentcli.data.sources import extension
 from sentcli.device import resolve_device
 from sentcli.errors import CheckpointError, ConfigError
 from sentcli.events import OnEvent
@@ -33,7 +34,7 @@ from sentcli.inference.embed import (
     run_inference,
     vector_fn,
 )
-from sentcli.inference.inputs import Chunk, TextInput
+from sentcli.inference.inputs import TABLES, Chunk, TextInput
 from sentcli.inference.outputs import NpyWriter, Sink, check_output, escape_tsv
 from sentcli.model import LanguageModel, MultiTaskModel
 
@@ -190,11 +191,17 @@ def corpus_index(
 
 def top_k(index: CorpusIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(scores, rows) [Q, min(k, N)] of each query's best corpus rows, best first (ties: the
-    lower row first), exact. The corpus is read in blocks sized so that one block's scores
-    stay within SCORE_BLOCK floats."""
+    lower row first), exact. Memory is bounded whatever Q, k and N: the corpus is read in
+    blocks of at most SCORE_BLOCK floats, and the queries go in groups whose scores and
+    candidates stay within SCORE_BLOCK too."""
     n, q = len(index), len(queries)
     k = min(k, n)
-    block = max(256, SCORE_BLOCK // max(q, 1))
+    dim = max(queries.shape[1], 1)
+    block = max(256, min(SCORE_BLOCK // max(q, 1), SCORE_BLOCK // dim))
+    group = max(1, SCORE_BLOCK // (k + min(block, n)))
+    if q > group:
+        parts = [top_k(index, queries[i : i + group], k) for i in range(0, q, group)]
+        return np.concatenate([s for s, _ in parts]), np.concatenate([r for _, r in parts])
     best_s = np.empty((q, 0), dtype=np.float32)
     best_i = np.empty((q, 0), dtype=np.int64)
     for start in range(0, n, block):
@@ -203,8 +210,8 @@ def top_k(index: CorpusIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, 
         part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
         cand_s = np.concatenate([best_s, np.take_along_axis(scores, part, 1)], axis=1)
         cand_i = np.concatenate([best_i, part + start], axis=1)
-        keep = np.argpartition(-cand_s, k - 1, axis=1)[:, :k] if cand_s.shape[1] > k else None
-        if keep is not None:
+        if cand_s.shape[1] > k:
+            keep = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
             cand_s = np.take_along_axis(cand_s, keep, 1)
             cand_i = np.take_along_axis(cand_i, keep, 1)
         best_s, best_i = cand_s, cand_i
@@ -269,6 +276,8 @@ def run_search(
         raise ConfigError(f"--format {fmt}: use tsv or jsonl")
     formats = (".tsv", ".txt") if fmt == "tsv" else (".jsonl",)
     check_output(output, formats, [queries, corpus])
+    if corpus_column is None and TABLES.get(extension(Path(corpus)), "lines") != "lines":
+        corpus_column = opts.text_column  # a table corpus: the queries' column by default
     if queries != "-":  # a bad query file is reported before the corpus is embedded
         TextInput(queries, opts.text_column)
     index = corpus_index(corpus, corpus_column, model, opts, cache, on_event)
