@@ -324,7 +324,8 @@ def evaluate(
     model.to(dev)
     results: dict[str, Any] = {}
     for s in specs:
-        spec = known[s.name] if s.name in known and known[s.name].source == s.source else s
+        same = s.name in known and known[s.name].source == _absolute(s.source)
+        spec = known[s.name] if same else s
         if s.name in heads and known[s.name].has_labels:
             results[s.name] = evaluate_head(model, tok, known[s.name], s, batch_size, dev, dtype)
             continue

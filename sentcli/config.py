@@ -494,15 +494,18 @@ def resumed_config(
     ignored = []
     for k, v in given.items():
         section = config.model if hasattr(config.model, k) else config.train
-        if k not in RUNTIME and not _same(getattr(section, k, None), v):
+        if k not in RUNTIME and v != {} and not _same(getattr(section, k, None), v, k):
             ignored.append(f"--{k.replace('_', '-')}={v}")
     return config, ignored
 
 
-def _same(saved: Any, given: Any) -> bool:
-    """A flag's value against a saved one: enums as their strings, 2 == 2.0."""
+def _same(saved: Any, given: Any, name: str) -> bool:
+    """A flag's value against a saved one: enums as their strings, 2 == 2.0, a --teacher
+    path by where it points (runs record it absolute)."""
     if isinstance(saved, StrEnum) or isinstance(given, StrEnum):
         return str(saved) == str(given)
+    if name == "teacher" and saved is not None and given is not None:
+        return Path(saved).resolve() == Path(given).resolve()
     return bool(saved == given)
 
 

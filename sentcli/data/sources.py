@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -236,7 +237,7 @@ def read_splits(source: str) -> tuple[dict[str, Dataset], list[str] | None]:
         names = [line.strip() for line in lines if line.strip()]
         if not names:
             raise DataError(f"{labels_file}: empty; write one label name per line")
-        twice = sorted({n for n in names if names.count(n) > 1})
+        twice = sorted(n for n, count in Counter(names).items() if count > 1)
         if twice:
             raise DataError(
                 f"{labels_file}: {', '.join(map(repr, twice))} named more than once; give each "
