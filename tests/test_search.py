@@ -136,3 +136,15 @@ def test_a_table_corpus_takes_the_queries_text_column_by_default(tmp_path: Path)
     assert result.exit_code == 0, result.output
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     assert sorted(r[4] for r in rows) == ["How do I get a refund?", "Where is my parcel?"]
+
+
+def test_top_k_of_many_queries_goes_in_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(1)
+    corpus = rng.standard_normal((2000, 16)).astype(np.float32)
+    queries = rng.standard_normal((1000, 16)).astype(np.float32)
+    monkeypatch.setattr(search_mod, "SCORE_BLOCK", 1 << 16)  # groups of 63 queries
+    scores, rows = top_k(index_of(corpus), queries, k=3)
+    full = queries @ corpus.T
+    np.testing.assert_array_equal(rows[:, 0], full.argmax(axis=1))
+    np.testing.assert_allclose(scores[:, 0], full.max(axis=1), rtol=1e-6)
+    assert rows.shape == (1000, 3) and (np.diff(scores, axis=1) <= 0).all()

@@ -191,20 +191,26 @@ def corpus_index(
 
 def top_k(index: CorpusIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(scores, rows) [Q, min(k, N)] of each query's best corpus rows, best first (ties: the
-    lower row first), exact. Memory is bounded whatever Q, k and N: the corpus is read in
-    blocks of at most SCORE_BLOCK floats, and the queries go in groups whose scores and
-    candidates stay within SCORE_BLOCK too."""
+    lower row first), exact. Memory is bounded whatever Q, k and N: the queries go in groups
+    and the corpus in blocks, so that a group's scores, its candidates and a block of
+    vectors each stay within about SCORE_BLOCK floats."""
     n, q = len(index), len(queries)
     k = min(k, n)
-    dim = max(queries.shape[1], 1)
-    block = max(256, min(SCORE_BLOCK // max(q, 1), SCORE_BLOCK // dim))
-    group = max(1, SCORE_BLOCK // (k + min(block, n)))
-    if q > group:
-        parts = [top_k(index, queries[i : i + group], k) for i in range(0, q, group)]
-        return np.concatenate([s for s, _ in parts]), np.concatenate([r for _, r in parts])
+    group = max(1, min(q, SCORE_BLOCK // (k + 1024)))
+    block = max(256, min(SCORE_BLOCK // group, SCORE_BLOCK // max(queries.shape[1], 1)))
+    if q == 0:
+        return np.empty((0, k), dtype=np.float32), np.empty((0, k), dtype=np.int64)
+    parts = [_top_k(index, queries[i : i + group], k, block) for i in range(0, q, group)]
+    return np.concatenate([s for s, _ in parts]), np.concatenate([r for _, r in parts])
+
+
+def _top_k(
+    index: CorpusIndex, queries: np.ndarray, k: int, block: int
+) -> tuple[np.ndarray, np.ndarray]:
+    q = len(queries)
     best_s = np.empty((q, 0), dtype=np.float32)
     best_i = np.empty((q, 0), dtype=np.int64)
-    for start in range(0, n, block):
+    for start in range(0, len(index), block):
         scores = queries @ index.rows(start, start + block).T  # [Q, C]
         kk = min(k, scores.shape[1])
         part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
@@ -215,7 +221,7 @@ def top_k(index: CorpusIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, 
             cand_s = np.take_along_axis(cand_s, keep, 1)
             cand_i = np.take_along_axis(cand_i, keep, 1)
         best_s, best_i = cand_s, cand_i
-    order = np.lexsort((best_i, -best_s), axis=1) if q else np.empty((0, k), dtype=np.int64)
+    order = np.lexsort((best_i, -best_s), axis=1)
     return np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
 
 
