@@ -43,7 +43,7 @@ def test_odd_column_names_are_given_with_flags(tmp_path: Path) -> None:
         [("a cat sits", "a cat is sitting", "9"), ("a man runs", "stocks fell", "1")] * 3,
         ("left", "right", "rating"),
     )
-    with pytest.raises(DataError, match="no text column found"):
+    with pytest.raises(DataError, match="name them: --pair-columns A,B"):
         shape_of(spec(path))
     given = spec(path, pair_columns=["left", "right"], score_column="rating")
     shape, splits, _ = shape_of(given)

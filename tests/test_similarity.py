@@ -201,11 +201,14 @@ def test_cli_pair_columns_and_score_column_name_odd_columns(
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items() if k not in skip]
     base = ["train-encoder", "--task", f"sts={odd}", "--tokenizer", str(tokenizer_path), "-q"]
     result = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "a"), *flags])
-    assert result.exit_code == 2 and "no text column found" in result.output
+    assert result.exit_code == 2 and "name them: --pair-columns A,B" in result.output
     named = ["--pair-columns", "left side,right side", "--score-column", "rating"]
     result = CliRunner().invoke(app, [*base, *named, "-o", str(tmp_path / "b"), *flags])
     assert result.exit_code == 0, result.output
     assert "Spearman×100" in result.output
+    scored = ["evaluate", "-m", str(tmp_path / "b"), "--task", f"sts={odd}", *named]
+    result = CliRunner().invoke(app, scored)  # evaluate names odd columns the same way
+    assert result.exit_code == 0 and "odd.tsv, train, 120 pairs): Spearman" in result.output
     mse = ["--similarity-loss", "cosine-mse", "-o", str(tmp_path / "c")]
     result = CliRunner().invoke(app, [*base, *named, *mse, *flags])
     assert result.exit_code == 0, result.output

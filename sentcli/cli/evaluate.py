@@ -7,7 +7,13 @@ from typing import Annotated
 import typer
 
 from sentcli.cli._util import app, handle_errors, out
-from sentcli.cli.options import DeviceOpt, ModelOpt
+from sentcli.cli.options import (
+    DeviceOpt,
+    ModelOpt,
+    PairColumnsOpt,
+    ScoreColumnOpt,
+    split_columns,
+)
 from sentcli.cli.render import SCORES, confusion_table, per_class_table, score
 from sentcli.config import Precision, TaskConfig
 
@@ -26,6 +32,8 @@ def evaluate_cli(
     precision: Annotated[
         Precision | None, typer.Option(help="Autocast dtype (default: the run's own).")
     ] = None,
+    pair_columns: PairColumnsOpt = None,
+    score_column: ScoreColumnOpt = None,
     plots: Annotated[
         Path | None,
         typer.Option(
@@ -50,7 +58,11 @@ def evaluate_cli(
     """
     from sentcli import api  # imported here: --help stays free of torch
 
-    specs = [TaskConfig(*api.parse_task_spec(t)) for t in task or []]
+    pairs = split_columns(pair_columns) or []
+    specs = [
+        TaskConfig(*api.parse_task_spec(t), pair_columns=pairs, score_column=score_column)
+        for t in task or []
+    ]
     dev = device.value if device else "auto"
     prec = precision.value if precision else None
     result = api.evaluate(model, specs or None, batch_size, dev, plots, prec)

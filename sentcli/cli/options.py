@@ -293,3 +293,25 @@ def inference_options(
         precision=precision.value,
         stdout=sys.stdout.buffer,
     )
+
+
+PairColumnsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="A,B[,C]: a pair task's text columns (default: sentence1,sentence2; "
+        "anchor,positive[,negative]; …).",
+        rich_help_panel=SIMILARITY,
+    ),
+]
+ScoreColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="A scored pair task's score (default: score/similarity/label).",
+        rich_help_panel=SIMILARITY,
+    ),
+]
+
+
+def split_columns(spec: str | None) -> list[str] | None:
+    """--pair-columns A,B[,C] → its names."""
+    return [c.strip() for c in spec.split(",")] if spec else None

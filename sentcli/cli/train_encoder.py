@@ -7,7 +7,6 @@ import typer
 
 from sentcli.cli._util import app, config_options, handle_errors, out
 from sentcli.cli.options import (
-    SIMILARITY,
     AttnDropoutOpt,
     BatchOpt,
     BlockOpt,
@@ -28,10 +27,12 @@ from sentcli.cli.options import (
     NLayerOpt,
     OutputDir,
     OverwriteOpt,
+    PairColumnsOpt,
     PrecisionOpt,
     QuietOpt,
     ResumeOpt,
     SaveEveryOpt,
+    ScoreColumnOpt,
     SeedOpt,
     SimilarityLossOpt,
     SimilarityScaleOpt,
@@ -41,6 +42,7 @@ from sentcli.cli.options import (
     ValFracOpt,
     WarmupOpt,
     WdOpt,
+    split_columns,
 )
 from sentcli.cli.render import (
     TrainView,
@@ -70,21 +72,8 @@ def train_encoder_cli(
     label_column: Annotated[
         str | None, typer.Option(help="Label column (default: label/target/class/…).")
     ] = None,
-    pair_columns: Annotated[
-        str | None,
-        typer.Option(
-            help="A,B[,C]: a pair task's text columns (default: sentence1,sentence2; "
-            "anchor,positive[,negative]; …).",
-            rich_help_panel=SIMILARITY,
-        ),
-    ] = None,
-    score_column: Annotated[
-        str | None,
-        typer.Option(
-            help="A scored pair task's score (default: score/similarity/label).",
-            rich_help_panel=SIMILARITY,
-        ),
-    ] = None,
+    pair_columns: PairColumnsOpt = None,
+    score_column: ScoreColumnOpt = None,
     similarity_loss: SimilarityLossOpt = None,
     similarity_scale: SimilarityScaleOpt = None,
     teacher: TeacherOpt = None,
@@ -137,7 +126,7 @@ def train_encoder_cli(
         result = api.train_encoder(
             task or "", output, init, tokenizer, opts, config, text_column, label_column,
             resume, overwrite, on_event=TrainView(bar, classifier_eval_line),
-            pair_columns=[c.strip() for c in pair_columns.split(",")] if pair_columns else None,
+            pair_columns=split_columns(pair_columns),
             score_column=score_column,
         )  # fmt: skip
     finish_training(result, quiet)

@@ -104,6 +104,12 @@ def detect(
             f"{where}: a score column ({scores[0]}) but one text column; a scored pair task "
             "needs two text columns: pass --pair-columns A,B"
         )
+    if spec.text_column is None and not any(c in columns for c in TEXT_NAMES):
+        raise DataError(
+            f"{where}: no column sentcli knows by name ({', '.join(columns)}); name them: "
+            "--pair-columns A,B (and --score-column) for sentence pairs, --text-column and "
+            "--label-column for labelled texts, --text-column for plain text"
+        )
     text = pick_column(columns, spec.text_column, TEXT_NAMES, "text", where)
     return Shape(TaskKind.text, [], text_column=text)
 
