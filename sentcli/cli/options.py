@@ -144,6 +144,10 @@ EmbedStdOpt = Annotated[
         rich_help_panel=MODEL,
     ),
 ]
+OutputFileOpt = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", dir_okay=False, help="File to write (default: stdout)."),
+]
 OutputDir = Annotated[
     Path, typer.Option("--output", "-o", file_okay=False, help="Run folder to write.")
 ]

@@ -1,6 +1,5 @@
 """`sentcli predict`: one label (and probability) per input row, for pipelines."""
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,6 +14,7 @@ from sentcli.cli.options import (
     InputArg,
     MaxLengthOpt,
     ModelOpt,
+    OutputFileOpt,
     QuietOpt,
     TextColumnOpt,
     inference_options,
@@ -36,10 +36,7 @@ def predict_cli(
         LabelFormat,
         typer.Option("--format", help="tsv: label<TAB>probability; jsonl: one object per row."),
     ] = LabelFormat.tsv,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", dir_okay=False, help="File to write (default: stdout)."),
-    ] = None,
+    output: OutputFileOpt = None,
     text_column: TextColumnOpt = None,
     id_column: IdColumnOpt = None,
     batch_size: BatchSizeOpt = INFER_BATCH,

@@ -13,6 +13,7 @@ from sentcli.cli.options import (
     InferPrecisionOpt,
     MaxLengthOpt,
     ModelOpt,
+    OutputFileOpt,
     QuietOpt,
     TextColumnOpt,
     inference_options,
@@ -48,10 +49,7 @@ def search_cli(
             "--format", help="tsv: query, rank, score, row, text; jsonl: one object per result."
         ),
     ] = LabelFormat.tsv,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", dir_okay=False, help="File to write (default: stdout)."),
-    ] = None,
+    output: OutputFileOpt = None,
     model: ModelOpt = None,
     text_column: TextColumnOpt = None,
     corpus_column: Annotated[
