@@ -284,13 +284,15 @@ def run_search(
     check_output(output, formats, [queries, corpus])
     if corpus_column is None and TABLES.get(extension(Path(corpus)), "lines") != "lines":
         corpus_column = opts.text_column  # a table corpus: the queries' column by default
-    if queries != "-":  # a bad query file is reported before the corpus is embedded
-        TextInput(queries, opts.text_column)
+    # opened (and checked) before the corpus is embedded, then streamed as it is
+    texts = TextInput(queries, opts.text_column, opts.id_column, opts.stdin)
     index = corpus_index(corpus, corpus_column, model, opts, cache, on_event)
 
     def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
         assert isinstance(net, MultiTaskModel | LanguageModel)
         return vector_fn(net, normalize=True), lambda f: SearchWriter(f, index, k, threshold, fmt)
 
-    result = run_inference(queries, output, model, formats, opts, make, on_event)
+    result = run_inference(
+        queries, output, model, formats, opts, make, on_event, source=lambda: texts
+    )
     return result, index
