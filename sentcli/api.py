@@ -18,6 +18,7 @@ from sentcli.config import (
     LabelFormat,
     ModelConfig,
     Objective,
+    Resume,
     RunConfig,
     RunKind,
     TaskConfig,
@@ -100,6 +101,7 @@ def build_tokenizer(
     for given in data:
         if output.exists() and Path(given).exists() and output.samefile(given):
             raise ConfigError(f"-o {output} is an input of the tokenizer; write it elsewhere")
+    ckpt.check_writable(output)
     sources = load_texts(data, text_column)
 
     def batches() -> Any:
@@ -132,16 +134,18 @@ def pretrain(
     options: dict[str, Any] | None = None,
     config_file: Path | None = None,
     text_column: str | None = None,
-    resume: bool = False,
+    resume: Resume = False,
     overwrite: bool = False,
     on_event: OnEvent = None,
 ) -> TrainResult:
     """Pretrain a language model (next-token by default, or masked-LM) into run folder
     `output`. `options` holds ModelConfig/TrainConfig fields (None: not given)."""
     with ckpt.run_lock(output):  # one writer per run folder
-        ckpt.check_run_dir(output, overwrite, resume, [*data, *_given(tokenizer, config_file)])
+        inputs = [*data, *_given(tokenizer, config_file)]
+        resume, overwrite = ckpt.resume_or_start(output, resume, overwrite, inputs)
+        ckpt.check_run_dir(output, overwrite, resume, inputs)
         if resume:
-            config = resume_config(output, options, config_file, on_event)
+            config = resume_config(output, RunKind.lm, options, config_file, on_event)
             tok = ckpt.load_run_tokenizer(output, config)
         else:
             if tokenizer is None:
@@ -165,7 +169,7 @@ def train_encoder(
     config_file: Path | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
-    resume: bool = False,
+    resume: Resume = False,
     overwrite: bool = False,
     on_event: OnEvent = None,
     *,
@@ -197,7 +201,7 @@ def train_mtl(
     tokenizer: Path | None = None,
     options: dict[str, Any] | None = None,
     config_file: Path | None = None,
-    resume: bool = False,
+    resume: Resume = False,
     overwrite: bool = False,
     on_event: OnEvent = None,
 ) -> TrainResult:
@@ -226,7 +230,7 @@ def _train_tasks(
     tokenizer: Path | None,
     options: dict[str, Any] | None,
     config_file: Path | None,
-    resume: bool,
+    resume: Resume,
     overwrite: bool,
     on_event: OnEvent,
 ) -> TrainResult:
@@ -234,9 +238,10 @@ def _train_tasks(
     with ckpt.run_lock(output):  # one writer per run folder
         teacher = (options or {}).get("teacher")
         inputs = [s.source for s in specs] + _given(init, tokenizer, config_file, teacher)
+        resume, overwrite = ckpt.resume_or_start(output, resume, overwrite, inputs)
         ckpt.check_run_dir(output, overwrite, resume, inputs)
         if resume:
-            saved = resume_config(output, options, config_file, on_event)
+            saved = resume_config(output, kind, options, config_file, on_event)
             tok = ckpt.load_run_tokenizer(output, saved)
             # the command's kind and this sentcli's version, as when the run was started
             config = RunConfig(
@@ -301,6 +306,8 @@ def evaluate(
     `precision` None: the run's training precision."""
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
+    if plots is not None:  # made with its parents when needed: probe the nearest that exists
+        ckpt.check_writable(plots, next(p for p in (plots, *plots.parents) if p.is_dir()))
     path, origin = resolve_model(model_dir)
     config, model, tok, _ = ckpt.load_run(path)
     known = {t.name: t for t in config.tasks}
@@ -423,6 +430,8 @@ def similarity_matrix(
     `plot`)."""
     if plot is not None and not plot.parent.is_dir():
         raise ConfigError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
+    if plot is not None:
+        ckpt.check_writable(plot)
     texts, matrix, result = cosine_matrix(file, model, options or InferenceOptions(), on_event)
     if plot is not None:
         plot_matrix(plot, texts, matrix)
@@ -465,3 +474,4 @@ def import_hf(checkpoint: Path, output: Path, overwrite: bool = False) -> dict[s
         ckpt.create_run_dir(output)
         ckpt.save_run(output, run, model, tok, step=0)
         return {**info, "run": str(output), "vocab_size": run.model.vocab_size}
+

@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
-from sentcli.config import RunConfig, TaskKind
+from sentcli.config import Resume, RunConfig, TaskKind
 from sentcli.errors import CheckpointError, ConfigError, DataError, TokenizerError
 from sentcli.model import LanguageModel, MultiTaskModel
 from sentcli.tokenizer import check_specials
@@ -67,11 +67,48 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def check_writable(path: Path, folder: Path | None = None) -> None:
+    """Refuse, before any work, an output whose folder (default: its parent) cannot take a
+    new file (read-only, no permission, /proc): make and delete a temporary file there."""
+    folder = path.parent if folder is None else folder
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".sentcli-", suffix=".tmp")
+    except OSError as e:
+        raise ConfigError(
+            f"cannot write {path}: {e.strerror.lower() if e.strerror else e} in {folder}; "
+            "give a path in a writable folder"
+        ) from None
+    os.close(fd)
+    os.unlink(name)
+
+
 def write_text(path: Path, text: str) -> None:
     def write(tmp: Path) -> None:
         tmp.write_text(text, encoding="utf-8")
 
     atomic_write(path, write)
+
+
+def resume_or_start(
+    run_dir: Path, resume: Resume, overwrite: bool, inputs: Sequence[str | Path] = ()
+) -> tuple[bool, bool]:
+    """(resume, overwrite) for `--resume auto`: continue the run in `run_dir` when it has a
+    checkpoint, else start it, replacing what a try killed before its first checkpoint left
+    (a run folder without weights). Other values pass through."""
+    if resume != "auto":
+        return bool(resume), overwrite
+    has_state = (run_dir / STATE).is_file() or (run_dir / NEXT_STATE).is_file()
+    if all((run_dir / n).is_file() for n in REQUIRED) and has_state:
+        return True, overwrite
+    if overwrite or not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return False, overwrite
+    if (run_dir / WEIGHTS).exists():
+        raise CheckpointError(
+            f"--resume auto: {run_dir} holds weights but no {STATE} to continue from; pass "
+            "--overwrite to start again, or give -o another folder"
+        )
+    check_replaceable(run_dir, inputs)
+    return False, True
 
 
 def check_run_dir(
@@ -83,6 +120,7 @@ def check_run_dir(
         raise ConfigError(
             f"output folder's parent {run_dir.parent} does not exist; create it first"
         )
+    check_writable(run_dir, run_dir if run_dir.is_dir() else run_dir.parent)
     if resume:
         if int(os.environ.get("RANK", "0")) == 0:  # the rank that holds the run's lock
             for stale in run_dir.glob(".*.tmp"):  # left by a hard kill in a write
@@ -143,6 +181,18 @@ def check_replaceable(run_dir: Path, inputs: Sequence[str | Path]) -> None:
         )
 
 
+def make_parent(run_dir: Path) -> None:
+    """Make the folders above a new run (`-o runs/lm` with no runs/ yet), so that its lock
+    has a place; a file in the way or a folder that cannot be written is refused."""
+    if run_dir.parent.is_dir():
+        return
+    blocking = next((p for p in run_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"-o {run_dir}: {blocking} is a file, not a folder; give another path")
+    check_writable(run_dir, next(p for p in run_dir.parents if p.is_dir()))
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+
+
 def lock_path(run_dir: Path) -> Path:
     """The lock of a run folder lives beside it (a new run's folder does not exist yet, and
     --overwrite deletes the old one)."""
@@ -166,9 +216,10 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     stale lock never blocks a rerun, and a reused pid cannot fake a holder. A second writer
     gets a one-line error naming the holder. Under torchrun rank 0 holds it; where flock is
     missing (Windows) or the lock cannot be created (a read-only parent), nothing is held."""
-    if int(os.environ.get("RANK", "0")) != 0 or not run_dir.parent.is_dir():
-        yield  # other ranks write nothing; a missing parent is check_run_dir's error
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield  # other ranks write nothing
         return
+    make_parent(run_dir)
     try:
         import fcntl
     except ImportError:

@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from sentcli import __version__
 from sentcli.errors import CheckpointError, ConfigError
@@ -114,6 +114,18 @@ class Pooling(StrEnum):
     mean = "mean"
     cls = "cls"
     max = "max"
+
+
+class ResumeMode(StrEnum):
+    """`--resume` (yes: continue the run) and `--resume auto` (continue it if it has a
+    checkpoint, else start it)."""
+
+    yes = "yes"
+    auto = "auto"
+
+
+Resume = bool | Literal["auto"]
+"""What the training functions take for `resume`: True, False or "auto"."""
 
 
 def choices(enum: type[StrEnum]) -> str:
@@ -336,6 +348,20 @@ class TrainConfig:
         _raise_if(problems, "training options")
 
 
+MAX_TASK_NAME = 64
+
+
+def check_task_name(name: str) -> None:
+    """A task's name names its head, its table rows and its files (confusion_NAME.png): a
+    word of letters, digits, '-' and '_', at most MAX_TASK_NAME characters."""
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"task name {name!r} must be letters, digits, '-' or '_'")
+    if len(name) > MAX_TASK_NAME:
+        raise ConfigError(
+            f"task name {name[:20]}… is {len(name)} characters long; use at most {MAX_TASK_NAME}"
+        )
+
+
 @dataclass
 class TaskConfig:
     """One task: where its data comes from, what it holds and (classification) its label
@@ -356,6 +382,7 @@ class TaskConfig:
     """Distillation: the teacher's vector width (a learned projection when it differs)."""
 
     def __post_init__(self) -> None:
+        check_task_name(self.name)
         if self.kind is not None:
             problems: list[str] = []
             _coerce(self, "kind", TaskKind, problems)

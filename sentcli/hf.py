@@ -125,6 +125,10 @@ def read_checkpoint(folder: Path) -> Imported:
             f"{extra}; sentcli imports {SUPPORTED}"
         )
     hf = _json(folder / "config.json")
+    if "format_version" in hf and "kind" in hf:
+        raise CheckpointError(
+            f"{folder} is a sentcli run already; use it as it is (--model or --init {folder})"
+        )
     architecture = ", ".join(hf.get("architectures") or []) or str(hf.get("model_type"))
     if hf.get("model_type") != "bert":
         raise CheckpointError(

@@ -38,3 +38,22 @@ def task_dir(root: Path, dataset: str, n_train: int, n_test: int) -> Path:
     write_csv(root / "test.csv", read_rows(DATA / dataset / "test.csv.gz", n_test))
     (root / "labels.txt").write_text((DATA / dataset / "labels.txt").read_text())
     return root
+
+
+def digests(*roots: Path) -> dict[Path, str]:
+    """The sha256 of every file under `roots`: what a refused command must leave as it was."""
+    import hashlib
+
+    files = (p for root in roots for p in sorted(root.rglob("*")) if p.is_file())
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def assert_refused(result: object, message: str) -> None:
+    """A refused command (a CliRunner result): exit 2, one `error:` line on stderr holding
+    `message`, no traceback."""
+    code, stderr = getattr(result, "exit_code"), getattr(result, "stderr")  # noqa: B009
+    assert code == 2, getattr(result, "output")  # noqa: B009
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert message in lines[0], stderr
+    assert "Traceback" not in getattr(result, "output")  # noqa: B009

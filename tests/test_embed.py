@@ -22,7 +22,7 @@ from sentcli.inference import embed as inference_embed
 from sentcli.inference.embed import apply_batched, prepare, vector_fn
 from sentcli.tokenizer import encode
 
-from helpers import DATA, FAST, read_rows, write_csv
+from helpers import DATA, FAST, assert_refused, digests, read_rows, write_csv
 
 runner = CliRunner()
 
@@ -358,11 +358,12 @@ def test_bad_input_exits_2_and_writes_nothing(
     argv = [a.format(**values) for a in args]
     if "-m" not in argv:
         argv += ["-m", str(mtl_run)]
+    before = digests(bad_inputs, mtl_run)
     result = runner.invoke(app, argv, input="")
-    assert result.exit_code == 2, result.output
-    assert message in result.output, result.output
-    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert_refused(result, message)
+    assert result.stdout == ""
     assert list(tmp_path.iterdir()) == []  # no output, no temporary file
+    assert digests(bad_inputs, mtl_run) == before
 
 
 def test_failure_keeps_the_previous_output(mtl_run: Path, tmp_path: Path) -> None:

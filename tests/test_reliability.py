@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from sentcli import checkpoint as ckpt
 
@@ -86,3 +87,46 @@ def test_a_kill_between_weights_and_state_rename_keeps_the_matching_state(
     mp.undo()
     assert ckpt.load_weights(run_dir)[1] == 2  # the new weights landed, the old state stayed
     assert ckpt.load_train_state(run_dir, 2)["step"] == 2  # found in train_state.next.pt
+
+
+@pytest.mark.slow
+def test_resume_auto_relaunched_after_kill_9_ends_as_one_uninterrupted_run(
+    tmp_path: Path, corpus_file: Path, tokenizer_path: Path
+) -> None:
+    """The same command line, `--resume auto`, killed (SIGKILL) at random moments and
+    relaunched, as a scheduler or torchrun --max-restarts would: the first tries start the
+    run (also over what a try killed before its first checkpoint left), later ones continue
+    it, and the end equals one uninterrupted run."""
+    from safetensors.torch import load_file
+
+    def command(run_dir: Path) -> list[str]:
+        cmd = [sys.executable, "-m", "sentcli", "pretrain", str(corpus_file)]
+        cmd += ["--tokenizer", str(tokenizer_path), *FAST_FLAGS, "--max-steps", "200"]
+        return cmd + ["--save-every", "1", "--log-every", "1", "--resume", "auto"]
+
+    run_dir = tmp_path / "run"
+    rng = random.Random(1)
+    steps: list[int] = []
+    for i in range(8):
+        proc = subprocess.Popen(
+            [*command(run_dir), "-o", str(run_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        # the first kill lands before any checkpoint (while Python starts), the others anywhere
+        time.sleep(0.3 if i == 0 else rng.uniform(1.0, 4.0))
+        proc.kill()
+        assert proc.wait() == -9, "the run ended before its kill; give it more steps"
+        steps.append(ckpt.load_weights(run_dir)[1] if (run_dir / ckpt.WEIGHTS).is_file() else 0)
+    assert steps[0] == 0 and steps == sorted(steps) and steps[-1] > 0, steps
+    done = subprocess.run([*command(run_dir), "-o", str(run_dir)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    again = subprocess.run([*command(run_dir), "-o", str(run_dir)], capture_output=True, text=True)
+    assert again.returncode == 0 and "resuming at step 200" in again.stderr  # finished: no-op
+    one = subprocess.run(
+        [*command(tmp_path / "one"), "-o", str(tmp_path / "one")], capture_output=True, text=True
+    )
+    assert one.returncode == 0, one.stderr
+    assert ckpt.load_weights(run_dir)[1] == ckpt.load_weights(tmp_path / "one")[1] == 200
+    ours, theirs = load_file(run_dir / ckpt.WEIGHTS), load_file(tmp_path / "one" / ckpt.WEIGHTS)
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)

@@ -1,10 +1,12 @@
 """What every command shares: the Typer app, the consoles, error handling and exit codes,
 and turning a command's parameters into config options."""
 
+import contextlib
+import errno
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from enum import Enum
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from sentcli import __version__
 from sentcli.config import ModelConfig, TrainConfig
@@ -24,8 +27,71 @@ out = Console(highlight=False, soft_wrap=True, quiet=_SILENT)
 err = Console(stderr=True, highlight=False, soft_wrap=True, quiet=_SILENT)
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+# Click's error base class, from Typer's own exception (Typer ≥ 0.2x vendors its Click)
+_CLICK_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
+
+def resume_args(args: list[str]) -> list[str]:
+    """`--resume` is a flag with an optional value: `--resume` (continue the run) and
+    `--resume auto` (continue it if there is one, else start it). Typer options take a
+    value or none, never both, so the flag is rewritten to `--resume=yes` / `--resume=auto`
+    before parsing."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            return out + args[i:]
+        if a == "--resume":
+            auto = i + 1 < len(args) and args[i + 1] == "auto"
+            out.append("--resume=auto" if auto else "--resume=yes")
+            i += 2 if auto else 1
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+class SentcliGroup(TyperGroup):
+    """The app's command group: usage errors (an unknown option, a bad value, a missing
+    path) get the same one line as sentcli's own errors, not Typer's boxed panel."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None and any(p.name == "resume" for p in cmd.params):
+            rest = resume_args(rest)
+        return name, cmd, rest
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except _CLICK_ERROR as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # `sentcli` alone: the help, as usual
+            raise
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        text: str = e.format_message()  # type: ignore[attr-defined]
+        message = " ".join(text.split()).removesuffix(".")  # one line, however Click wrapped it
+        err.print(f"[bold red]error:[/] {escape(message)}{hint}")
+        raise typer.Exit(2) from None
+
+
 app = typer.Typer(
     name="sentcli",
+    cls=SentcliGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -77,9 +143,14 @@ def debug_enabled() -> bool:
     return os.environ.get("SENTCLI_DEBUG", "") not in ("", "0")
 
 
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def handle_errors(fn: F) -> F:
-    """SentcliError → one line on stderr, exit 2 (1 for TrainingError); anything else →
-    exit 1 (traceback only with --debug or SENTCLI_DEBUG=1); Ctrl-C outside training → 130."""
+    """SentcliError → one line on stderr, exit 2 (1 for TrainingError); an OSError of the
+    machine's state (disk full, read-only, no permission) → one line, exit 2; anything else
+    → exit 1 (traceback only with --debug or SENTCLI_DEBUG=1); Ctrl-C outside training →
+    130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -90,8 +161,8 @@ def handle_errors(fn: F) -> F:
                 raise
             err.print(f"[bold red]error:[/] {escape(str(e))}")
             raise typer.Exit(e.exit_code) from None
-        except (typer.Exit, typer.Abort):
-            raise
+        except (typer.Exit, typer.Abort, _CLICK_ERROR):
+            raise  # a BadParameter raised by a command is a usage error: one line, exit 2
         except BrokenPipeError:
             # The reader went away (`sentcli embed big.txt | head`): stop quietly, and point
             # stdout at /dev/null so the interpreter's final flush does not complain.
@@ -103,6 +174,14 @@ def handle_errors(fn: F) -> F:
         except Exception as e:
             if debug_enabled():
                 raise
+            if isinstance(e, OSError) and e.errno in _USER_ERRNOS:
+                # the machine's state, not a bug: a full disk, a read-only or forbidden path
+                where = f"{e.filename}: " if e.filename else ""
+                err.print(
+                    f"[bold red]error:[/] {escape(where)}{escape(e.strerror or str(e)).lower()}"
+                    " (check the path, its permissions and the free disk space)"
+                )
+                raise typer.Exit(2) from None
             err.print(
                 f"[bold red]error:[/] unexpected {type(e).__name__}: {escape(str(e))} "
                 "(rerun with --debug for the traceback, and please report it)"

@@ -15,6 +15,8 @@ from sentcli.config import (
     ModelConfig,
     Objective,
     Precision,
+    Resume,
+    ResumeMode,
     Schedule,
     SimilarityLoss,
     TrainConfig,
@@ -154,7 +156,23 @@ OutputDir = Annotated[
 TextColOpt = Annotated[
     str | None, typer.Option(help="Text column (default: text/sentence/review/content).")
 ]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --output.")]
+ResumeOpt = Annotated[
+    ResumeMode | None,
+    typer.Option(
+        "--resume",
+        metavar="[auto]",
+        help="Continue the run in --output. --resume auto: continue it if it has a "
+        "checkpoint, else start it (for schedulers and torchrun --max-restarts).",
+        show_default=False,
+    ),
+]
+
+
+def resume_mode(value: ResumeMode | None) -> Resume:
+    """The api's `resume` from the --resume option."""
+    return "auto" if value == ResumeMode.auto else value is not None
+
+
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace an existing, non-empty --output.")
 ]

@@ -39,6 +39,7 @@ from sentcli.cli.options import (
     ValFracOpt,
     WarmupOpt,
     WdOpt,
+    resume_mode,
 )
 from sentcli.cli.render import TrainView, finish_training, human, lm_eval_line, progress
 
@@ -79,7 +80,7 @@ def pretrain_cli(
     dropout: DropoutOpt = None,
     attn_dropout: AttnDropoutOpt = None,
     embed_std: EmbedStdOpt = None,
-    resume: ResumeOpt = False,
+    resume: ResumeOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -95,7 +96,7 @@ def pretrain_cli(
     opts = config_options(locals())
     with progress(quiet) as bar:
         result = api.pretrain(
-            data, output, tokenizer, opts, config, text_column, resume, overwrite,
+            data, output, tokenizer, opts, config, text_column, resume_mode(resume), overwrite,
             on_event=TrainView(bar, lm_eval_line),
         )  # fmt: skip
     finish_training(result, quiet)

@@ -42,6 +42,7 @@ from sentcli.cli.options import (
     ValFracOpt,
     WarmupOpt,
     WdOpt,
+    resume_mode,
     split_columns,
 )
 from sentcli.cli.render import (
@@ -102,7 +103,7 @@ def train_encoder_cli(
     dropout: DropoutOpt = None,
     attn_dropout: AttnDropoutOpt = None,
     embed_std: EmbedStdOpt = None,
-    resume: ResumeOpt = False,
+    resume: ResumeOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -125,7 +126,7 @@ def train_encoder_cli(
     with progress(quiet) as bar:
         result = api.train_encoder(
             task or "", output, init, tokenizer, opts, config, text_column, label_column,
-            resume, overwrite, on_event=TrainView(bar, classifier_eval_line),
+            resume_mode(resume), overwrite, on_event=TrainView(bar, classifier_eval_line),
             pair_columns=split_columns(pair_columns),
             score_column=score_column,
         )  # fmt: skip

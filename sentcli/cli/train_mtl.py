@@ -50,6 +50,7 @@ from sentcli.cli.options import (
     ValFracOpt,
     WarmupOpt,
     WdOpt,
+    resume_mode,
 )
 from sentcli.cli.render import (
     TrainView,
@@ -166,7 +167,7 @@ def train_mtl_cli(
     dropout: DropoutOpt = None,
     attn_dropout: AttnDropoutOpt = None,
     embed_std: EmbedStdOpt = None,
-    resume: ResumeOpt = False,
+    resume: ResumeOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -204,7 +205,7 @@ def train_mtl_cli(
     ]  # fmt: skip
     with progress(quiet) as bar:
         result = api.train_mtl(
-            specs, output, init, tokenizer, opts, config, resume, overwrite,
+            specs, output, init, tokenizer, opts, config, resume_mode(resume), overwrite,
             on_event=TrainView(bar, classifier_eval_line),
         )  # fmt: skip
     finish_training(result, quiet)

@@ -118,9 +118,10 @@ def pick_column(
     if given is not None:
         if given not in columns:
             role = f"{what} " if say_what else ""
+            flag = "--pair-columns" if what == "pair" else f"--{what}-column"
             raise DataError(
                 f"{where}: no {role}column {given!r}; columns are {', '.join(columns)}; "
-                f"pass --{what}-column with one of them"
+                f"pass {flag} with {'two' if what == 'pair' else 'one'} of them"
             )
         return given
     for name in candidates:

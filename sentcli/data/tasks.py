@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sentcli.config import check_task_name
 from sentcli.data.sources import (
     LABEL_NAMES,
     TEXT_NAMES,
@@ -207,8 +208,7 @@ def parse_task_spec(spec: str) -> tuple[str, str]:
     name, sep, source = spec.partition("=")
     if not sep or not name.strip() or not source.strip():
         raise DataError(f"task {spec!r} is not NAME=SOURCE; write e.g. --task topic=data/ag_news")
-    if not name.replace("_", "").replace("-", "").isalnum():
-        raise DataError(f"task name {name!r} must be letters, digits, '-' or '_'")
+    check_task_name(name.strip())
     return name.strip(), source.strip()
 
 

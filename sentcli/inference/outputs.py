@@ -12,6 +12,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
+from sentcli.checkpoint import check_writable
 from sentcli.data.sources import extension
 from sentcli.errors import ConfigError
 from sentcli.inference.inputs import Chunk
@@ -37,6 +38,7 @@ def check_output(path: Path | None, formats: tuple[str, ...], inputs: list[str])
     for spec in inputs:
         if spec != "-" and Path(spec).exists() and path.exists() and path.samefile(spec):
             raise ConfigError(f"-o {path} is the input file; write to another file")
+    check_writable(path)
 
 
 def escape_tsv(text: str) -> str:

@@ -14,9 +14,9 @@ from tokenizers import Tokenizer
 
 from sentcli import checkpoint as ckpt
 from sentcli import dist
-from sentcli.config import RunConfig, resumed_config
+from sentcli.config import RunConfig, RunKind, resumed_config
 from sentcli.device import dtype_name, resolve_precision
-from sentcli.errors import CheckpointError, TrainingError
+from sentcli.errors import CheckpointError, ConfigError, TrainingError
 from sentcli.events import (
     Event,
     Interrupted,
@@ -65,12 +65,27 @@ class Outcome:
     records: list[dict[str, Any]]
 
 
+MADE_BY = {RunKind.lm: "pretrain", RunKind.encoder: "train-encoder", RunKind.mtl: "train-mtl"}
+"""The command that makes (and resumes) each kind of run."""
+
+
 def resume_config(
-    run_dir: Path, options: dict[str, Any] | None, config_file: Path | None, on_event: OnEvent
+    run_dir: Path,
+    kind: RunKind,
+    options: dict[str, Any] | None,
+    config_file: Path | None,
+    on_event: OnEvent,
 ) -> RunConfig:
     """A resumed run's config.json with the runtime flags given now; a warning names the
-    other flags, which are ignored (the run keeps its own settings)."""
-    config, ignored = resumed_config(ckpt.read_config(run_dir), options, config_file)
+    other flags, which are ignored (the run keeps its own settings). The run must be of
+    `kind`: a run continues under the command that started it."""
+    saved = ckpt.read_config(run_dir)
+    if saved.kind != kind:
+        raise ConfigError(
+            f"--resume: {run_dir} is a {MADE_BY[saved.kind]} run, not a {MADE_BY[kind]} "
+            f"one; continue it with sentcli {MADE_BY[saved.kind]} --resume -o {run_dir}"
+        )
+    config, ignored = resumed_config(saved, options, config_file)
     if ignored and on_event:
         message = (
             "--resume continues with the run's own settings (its config.json); ignored: "
