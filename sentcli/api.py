@@ -14,6 +14,7 @@ import torch.nn as nn
 from sentcli import checkpoint as ckpt
 from sentcli.config import (
     Device,
+    ExportFormat,
     InferenceOptions,
     LabelFormat,
     ModelConfig,
@@ -63,6 +64,7 @@ __all__ = [
     "build_tokenizer",
     "embed",
     "evaluate",
+    "export",
     "import_hf",
     "parse_task_spec",
     "predict",
@@ -475,3 +477,27 @@ def import_hf(checkpoint: Path, output: Path, overwrite: bool = False) -> dict[s
         ckpt.save_run(output, run, model, tok, step=0)
         return {**info, "run": str(output), "vocab_size": run.model.vocab_size}
 
+
+def export(
+    run_dir: Path | None,
+    output: Path,
+    format: str = ExportFormat.onnx,
+    quantize: bool = False,
+    normalize: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Export a run (the default model when `run_dir` is None) for use outside sentcli: an
+    ONNX graph with tokenizer.json (`quantize`: also onnxruntime's int8 version), or a
+    sentence-transformers folder (BERT-shaped runs). Returns the export's description."""
+    from sentcli.inference import export as ex
+
+    path, _ = resolve_model(run_dir)
+    if format not in {f.value for f in ExportFormat}:
+        raise ConfigError(f"unknown export format {format!r}; use one of {choices(ExportFormat)}")
+    if format == ExportFormat.onnx:
+        meta = ex.export_onnx(path, output, normalize, quantize, overwrite)
+    elif quantize:
+        raise ConfigError("--quantize int8 applies to --format onnx; drop it")
+    else:
+        meta = ex.export_sentence_transformers(path, output, normalize, overwrite)
+    return {**meta, "output": str(output)}

@@ -44,7 +44,7 @@ def cache_root() -> Path:
 
 
 @functools.cache
-def _umask() -> int:
+def umask() -> int:
     """The process umask (read once, on first use: reading it means setting it)."""
     mask = os.umask(0)
     os.umask(mask)
@@ -59,7 +59,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600 files; give the usual mode
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -116,6 +116,15 @@ class Pooling(StrEnum):
     max = "max"
 
 
+class ExportFormat(StrEnum):
+    onnx = "onnx"
+    sentence_transformers = "sentence-transformers"
+
+
+class Quantize(StrEnum):
+    int8 = "int8"
+
+
 class ResumeMode(StrEnum):
     """`--resume` (yes: continue the run) and `--resume auto` (continue it if it has a
     checkpoint, else start it)."""

@@ -130,11 +130,16 @@ class Transformer(nn.Module):
         x = self.drop(self.ln_e(self.wte(idx) + self.wpe(pos)))  # [B, T, C]
         mask = None
         # All-real batches need no mask and SDPA then takes its fastest path; the check is a
-        # host sync, so only on the CPU (where it costs nothing).
+        # host sync, so only on the CPU (where it costs nothing) and never in a traced graph
+        # (torch.compile, ONNX export), which must mask whatever its inputs.
         if (
             attention_mask is not None
             and not self.config.causal
-            and (attention_mask.device.type != "cpu" or not attention_mask.all())
+            and (
+                attention_mask.device.type != "cpu"
+                or torch.compiler.is_compiling()
+                or not attention_mask.all()
+            )
         ):
             mask = key_padding_mask(attention_mask)
         for block in self.h:

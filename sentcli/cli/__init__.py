@@ -6,6 +6,7 @@ from sentcli.cli import (  # noqa: F401
     build_tokenizer,
     embed,
     evaluate,
+    export,
     import_hf,
     predict,
     pretrain,
