@@ -105,6 +105,9 @@ def main() -> None:
         close = [r for r in rows if r[3] == genre and float(r[2]) >= 4.5][:2]
         sentences += [s for r in close for s in r[:2]]
     (out / "sentences.txt").write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    # Three questions of our own about those sentences, for the `sentcli search` examples.
+    questions = ["Someone is riding a horse.", "A snake is being fed.", "Who is the attorney?"]
+    (out / "questions.txt").write_text("\n".join(questions) + "\n", encoding="utf-8")
 
     for path in sorted(out.rglob("*")):
         if path.is_file():

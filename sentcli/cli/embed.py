@@ -51,9 +51,9 @@ def embed_cli(
     The input is streamed in chunks, so files larger than memory work. An empty line gets
     the vector of the empty text. Progress and a throughput line go to stderr.
 
-    Example: sentcli embed data/ag_news/titles.txt -o vectors.npy
+    Example: sentcli embed data/sentences.txt -o vectors.npy
 
-    Example: cat reviews.txt | sentcli embed - | head -n 2
+    Example: zcat data/imdb_unsup/train.txt.gz | sentcli embed - | head -n 2
     """
     from sentcli import api  # imported here: --help stays free of torch
 

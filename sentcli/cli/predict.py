@@ -52,7 +52,8 @@ def predict_cli(
 
     Example: echo "great movie" | sentcli predict - --task sentiment
 
-    Example: sentcli predict news.txt --model runs/mtl --task topic --top-k 2 --format jsonl
+    Example: sentcli predict data/sentences.txt --model runs/mtl --task topic --top-k 2
+    --format jsonl
     """
     from sentcli import api  # imported here: --help stays free of torch
 

@@ -79,9 +79,10 @@ def search_cli(
     corpus row (both numbered from 1) and the corpus text (tabs and newlines escaped as
     \\t and \\n), no header.
 
-    Example: sentcli search questions.txt --corpus data/sentences.txt -k 3
+    Example: sentcli search data/questions.txt --corpus data/sentences.txt -k 3
 
-    Example: grep -i refund mail.txt | sentcli search - --corpus faq.txt -k 1 | cut -f5
+    Example: grep -i horse data/questions.txt | sentcli search - --corpus data/sentences.txt
+    -k 1 | cut -f5
     """
     from sentcli import api  # imported here: --help stays free of torch
 

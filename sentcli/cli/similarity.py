@@ -77,11 +77,11 @@ def similarity_cli(
     line, in input order; or, with --matrix, the cosine matrix of a few sentences as a table
     and a heatmap.
 
-    Example: sentcli similarity questions.txt answers.txt > cosines.txt
+    Example: sentcli similarity data/stsb/validation.csv.gz > cosines.txt
 
     Example: printf 'A man plays a guitar.\\tSomeone plays music.\\n' | sentcli similarity -
 
-    Example: sentcli similarity --matrix sentences.txt --plot similarity.png
+    Example: sentcli similarity --matrix data/sentences.txt --plot similarity.png
     """
     from sentcli import api  # imported here: --help stays free of torch
 
