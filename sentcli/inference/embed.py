@@ -74,6 +74,11 @@ class InferenceStats:
 def prepare(model: nn.Module, device: torch.device, precision: str) -> torch.dtype | None:
     """Eval mode on `device` at `precision`; returns the autocast dtype (None: none).
 
+    bf16: the weights themselves become bf16 (no autocast): autocast casts every weight and
+    runs LayerNorm and the residual adds in fp32, so each block converts its activations
+    back and forth (on 256-token IMDB reviews 31 % of the time went to those copies; plain
+    bf16 weights ran 1.2× faster at min cosine 0.99991 to fp32). Pooling and normalisation
+    stay fp32. fp16 keeps autocast (fp16 activations can overflow where bf16 cannot).
     int8 (CPU): the encoder's Linear layers become `Int8Linear` (dynamic quantisation:
     weights once, activations per token); attention, norms, embeddings and the task heads
     stay fp32."""
@@ -84,7 +89,11 @@ def prepare(model: nn.Module, device: torch.device, precision: str) -> torch.dty
         quantize_int8(model.get_submodule("trunk"))
         return None
     model.to(device)
-    return resolve_precision(precision, device)
+    dtype = resolve_precision(precision, device)
+    if dtype == torch.bfloat16:
+        model.to(torch.bfloat16)
+        return None
+    return dtype
 
 
 def vector_fn(model: MultiTaskModel | LanguageModel, normalize: bool) -> BatchFn:
@@ -318,7 +327,8 @@ def run_inference(
     dev = resolve_device(options.device)
     dtype = prepare(net, dev, precision)
     fn, make_sink = make(net, config)
-    name = "int8" if precision == InferPrecision.int8 else dtype_name(dtype)
+    weights = next(net.parameters()).dtype  # bf16 runs with bf16 weights, no autocast
+    name = "int8" if precision == InferPrecision.int8 else dtype_name(dtype or weights)
     if on_event:
         on_event(InferStart(texts.total, str(path), origin, str(dev), name))
     stats = InferenceStats()
