@@ -201,6 +201,9 @@ class ClassifyRecipe:
         self.step_loss = StepLoss(model, weights)
         self.sums = {t: torch.zeros((), device=device) for t in self.names}
         self.counts = {t: [0, 0] for t in self.names}  # batches, examples since the last eval
+        # A split's logits or vectors since the last training step: the final test pass of
+        # a task without a test split reuses the last validation pass instead of redoing it.
+        self.outputs: dict[tuple[str, str], Any] = {}
 
     def step_module(self) -> nn.Module:
         return self.step_loss
@@ -272,6 +275,7 @@ class ClassifyRecipe:
     def loss(
         self, module: nn.Module, step: Step
     ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
+        self.outputs.clear()  # the weights are about to change
         batches, shares = [], {}
         tokens = 0
         for t, idx in step:
@@ -298,7 +302,10 @@ class ClassifyRecipe:
                 self.model, t, mine, self.cfg.batch_size * 2, self.device, self.dtype
             )
 
-        return self._rows_of(self.tasks.data[(t, split)].sides[0], fn)
+        if (t, split) not in self.outputs:
+            self.outputs[(t, split)] = self._rows_of(self.tasks.data[(t, split)].sides[0], fn)
+        logits: np.ndarray = self.outputs[(t, split)]
+        return logits
 
     def vectors_of(self, t: str, split: str) -> list[np.ndarray]:
         """Sentence vectors of every side of a split (not normalised)."""
@@ -308,7 +315,11 @@ class ClassifyRecipe:
             self.model.eval()
             return apply_batched(embed, mine, self.cfg.batch_size * 2, self.device, self.dtype)
 
-        return [self._rows_of(side, fn) for side in self.tasks.data[(t, split)].sides]
+        if (t, split) not in self.outputs:
+            sides = self.tasks.data[(t, split)].sides
+            self.outputs[(t, split)] = [self._rows_of(side, fn) for side in sides]
+        vectors: list[np.ndarray] = self.outputs[(t, split)]
+        return vectors
 
     def scores_of(
         self, t: str, split: str, full: bool, sides: list[np.ndarray] | None = None
