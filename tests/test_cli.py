@@ -154,9 +154,13 @@ def bad(tmp_path_factory: pytest.TempPathFactory, pipeline: Path) -> Path:
     write_csv(root / "hugelabel" / "train.csv", [("a", 0), ("b", 1_000_000_000), ("c", 1)])
     (root / "ragged.csv").write_text("text,label\nhello there,0\nbad row,1,extra\nok,1\n")
     (root / "short.csv").write_text("text,label\nhello there,0\nshort\nok,1\n")
-    for name in ("corrupt", "newer", "swapped", "nostate", "nomodel"):
+    for name in ("corrupt", "newer", "swapped", "nostate", "nomodel", "badjson"):
         shutil.copytree(pipeline / "lm", root / name)
     (root / "corrupt" / "model.safetensors").write_bytes(b"\0" * 64)
+    (root / "badjson" / "config.json").write_text('{"kind": "lm", ')
+    (root / "hfjson").mkdir()
+    (root / "hfjson" / "config.json").write_text("{not json")
+    (root / "hfjson" / "model.safetensors").write_bytes(b"\0" * 64)
     (root / "nomodel" / "model.safetensors").unlink()
     config = json.loads((root / "newer" / "config.json").read_text())
     (root / "newer" / "config.json").write_text(json.dumps({**config, "format_version": 99}))
@@ -477,6 +481,13 @@ VALUES = [  # values out of range, impossible combinations, data that does not f
     (["import-hf", "{lm}", "-o", "{tmp}/r"], "is a sentcli run already; use it as it is"),
     (["import-hf", "{bad}/notarun", "-o", "{lm}"], "exists and is not empty"),
     (["import-hf", "{bad}/ok.txt", "-o", "{tmp}/r"], "is not a folder"),
+    (["import-hf", "{bad}/hfjson", "-o", "{tmp}/r"], "config.json is not readable JSON"),
+    (["evaluate", "--model", "{bad}/badjson"], "badjson/config.json is corrupt"),
+    (["embed", "{bad}/ok.txt", "--model", "{bad}/badjson"], "badjson/config.json is corrupt"),
+    (["pretrain", "{data}/imdb_unsup", "-o", "{bad}/badjson", "--resume"],
+     "badjson/config.json is corrupt"),
+    (["train-encoder", "--task", "t={data}/ag_news", "--init", "{bad}/badjson", "-o", "{tmp}/e"],
+     "badjson/config.json is corrupt"),
     (["export", "{lm}", "-o", "{tmp}/x", "--format", "sentence-transformers"],
      "sentcli's own Pre-LN transformer, which sentence-transformers cannot load"),
     (["export", "{lm}", "-o", "{lm}/onnx"], "is inside the run"),
