@@ -54,8 +54,17 @@ class Graph(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        mask = attention_mask.bool()
-        v = pool(self.trunk(input_ids, mask).float(), mask, self.trunk.config.pooling)  # [B, C]
+        t, mask = self.trunk, attention_mask.bool()
+        pos = torch.arange(input_ids.size(1), device=input_ids.device)
+        x = t.drop(t.ln_e(t.wte(input_ids) + t.wpe(pos)))  # [B, T, C], as Transformer.forward
+        # An additive mask, not SDPA's boolean one: exported, the boolean mask becomes
+        # IsNaN/Where passes over every [B, heads, T, T] score matrix (they guard rows with
+        # no key; none lacks one here): all-MiniLM-L6-v2 on 256-token IMDB reviews in
+        # onnxruntime went from 14 to 20.5 texts/s without them.
+        bias = (~mask[:, None, None, :]).float() * torch.finfo(torch.float32).min  # [B,1,1,T]
+        for block in t.h:
+            x = block(x, bias, t.config.causal)
+        v = pool(t.ln_f(x).float(), mask, t.config.pooling)  # [B, C]
         vector = F.normalize(v, dim=-1) if self.normalize else v
         return (vector, *(torch.softmax(head(v).float(), dim=-1) for head in self.heads.values()))
 
@@ -132,7 +141,13 @@ def _quantize(source: Path, target: Path) -> None:
     prepared = source.with_name("prepared.onnx")
     with _quiet():
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quantize_dynamic(prepared, target, weight_type=QuantType.QInt8)
+        # int8 weights per output channel, for the matmuls only: min cosine to fp32 0.986
+        # on all-MiniLM-L6-v2 and IMDB reviews, against 0.883 with onnxruntime's defaults
+        # (one scale per tensor, the embedding lookups quantized too)
+        quantize_dynamic(
+            prepared, target, weight_type=QuantType.QInt8, per_channel=True,
+            op_types_to_quantize=["MatMul"],
+        )  # fmt: skip
     prepared.unlink()
 
 
