@@ -113,8 +113,15 @@ def test_resume_auto_relaunched_after_kill_9_ends_as_one_uninterrupted_run(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        # the first kill lands before any checkpoint (while Python starts), the others anywhere
-        time.sleep(0.3 if i == 0 else rng.uniform(1.0, 4.0))
+        if i == 0:
+            time.sleep(0.3)  # the first kill lands before any checkpoint (while Python starts)
+        else:
+            # the others once this try has saved a step (start-up time varies from machine to
+            # machine; a fixed sleep killed every try of a slow one before its first save)
+            before, deadline = saved_at(run_dir), time.time() + 120
+            while saved_at(run_dir) == before and time.time() < deadline and proc.poll() is None:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.8))
         proc.kill()
         assert proc.wait() == -9, "the run ended before its kill; give it more steps"
         steps.append(ckpt.load_weights(run_dir)[1] if (run_dir / ckpt.WEIGHTS).is_file() else 0)
