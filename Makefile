@@ -8,7 +8,7 @@ SENTCLI := $(VENV)/bin/sentcli
 # seconds; set TORCH_SPEC (e.g. TORCH_SPEC=torch) to let pip pick a build for your machine.
 TORCH_SPEC ?= torch==2.13.0
 DEMO ?= runs/demo
-# Model and budget for the demo: about 3 minutes on 2 CPU cores (.venv installed).
+# Model and budget for the demo: about 5 minutes on 2 CPU cores (.venv installed).
 DEMO_MODEL := --n-layer 4 --n-head 4 --n-embd 128 --block-size 128
 SMOKE_MODEL := --n-layer 1 --n-head 2 --n-embd 16 --block-size 32
 
@@ -75,7 +75,7 @@ demo: install ## build-tokenizer → pretrain → train-encoder → train-mtl �
 	$(SENTCLI) train-encoder --task topic=data/ag_news --init $(DEMO)/lm --epochs 1 --quiet \
 		--overwrite -o $(DEMO)/topic
 	$(SENTCLI) train-mtl --task topic=data/ag_news --task sentiment=data/imdb --init $(DEMO)/lm \
-		--freeze none --epochs 1 --overwrite -o $(DEMO)/mtl
+		--freeze none --epochs 1 --balance upsample --overwrite -o $(DEMO)/mtl
 	$(SENTCLI) evaluate --model $(DEMO)/mtl
 	$(SENTCLI) train-encoder --task sts=data/stsb --init $(DEMO)/lm --epochs 2 --quiet \
 		--overwrite -o $(DEMO)/sts
