@@ -117,6 +117,71 @@ def time_sentcli(
     return result.stats.seconds, np.load(out), result.stats.tokens
 
 
+def int8_config() -> str:
+    """The dynamic-quantization config sentence-transformers offers for this CPU."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "avx512_vnni" if "avx512_vnni" in flags else "avx2"
+
+
+def st_onnx(st: object, folder: Path, quantized: bool) -> object:
+    """sentence-transformers' ONNX backend (optimum exports the saved model), or its dynamic
+    int8 quantization of that graph."""
+    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+
+    if not (folder / "modules.json").is_file():
+        st.save(str(folder))  # type: ignore[attr-defined]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = SentenceTransformer(str(folder), backend="onnx", device="cpu")
+        if not (folder / "onnx" / "model.onnx").is_file():
+            m.save(str(folder))  # keep the exported graph for the next use
+        if not quantized:
+            return m
+        config = int8_config()
+        name = f"onnx/model_qint8_{config}.onnx"
+        if not (folder / name).is_file():
+            export_dynamic_quantized_onnx_model(m, config, str(folder))
+        kw = {"file_name": name}
+        return SentenceTransformer(str(folder), backend="onnx", device="cpu", model_kwargs=kw)
+
+
+def time_sentcli_onnx(
+    export: Path, texts: list[str], batch_size: int, model: str
+) -> tuple[float, np.ndarray]:
+    """sentcli's exported graph in onnxruntime, fed as docs/cli.md#export shows, batches of
+    similar length (as embed and sentence-transformers sort): tokenization counts."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    meta = json.loads((export / "sentcli_export.json").read_text())
+    tok = Tokenizer.from_file(str(export / "tokenizer.json"))
+    tok.enable_truncation(meta["max_length"])
+    session = ort.InferenceSession(str(export / model))
+
+    width = int(meta["outputs"]["sentence_embedding"].split()[-1][:-1])
+
+    def run(batch: list[str]) -> np.ndarray:
+        encs = tok.encode_batch_fast(batch)
+        order = np.argsort([-len(e.ids) for e in encs], kind="stable")
+        out = np.zeros((len(batch), width), dtype=np.float32)
+        for i in range(0, len(batch), batch_size):
+            rows = order[i : i + batch_size]
+            n = len(encs[rows[0]].ids)
+            ids = np.zeros((len(rows), n), dtype=np.int64)
+            mask = np.zeros((len(rows), n), dtype=np.int64)
+            for j, r in enumerate(rows):
+                ids[j, : len(encs[r].ids)] = encs[r].ids
+                mask[j, : len(encs[r].ids)] = 1
+            feed = {"input_ids": ids, "attention_mask": mask}
+            out[rows] = session.run(["sentence_embedding"], feed)[0]
+        return out
+
+    run(texts[:batch_size])  # warm-up
+    t0 = time.perf_counter()
+    vectors = run(texts)
+    return time.perf_counter() - t0, vectors
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
@@ -157,8 +222,11 @@ def throughput_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, obje
         "IMDB": read_texts(ROOT / "data/imdb/test.csv.gz", n_imdb),
     }
     precisions = ["fp32", "bf16"] + (["int8"] if args.device == "cpu" else [])
+    onnx = args.device == "cpu" and not args.skip_onnx
     rows = []
     for model_name, run, st in pairs:
+        if onnx:  # sentcli's export of the run (fp32 and int8), once per model
+            api.export(run, tmp / f"{run.name}-onnx", quantize=True, overwrite=True)
         for corpus, texts in corpora.items():
             text_file = tmp / "texts.txt"
             # one text per line: the corpora's texts hold no newlines
@@ -199,7 +267,48 @@ def throughput_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, obje
                     }
                 )
                 print_row(rows[-1])
+            for precision in ["onnx fp32", "onnx int8"] if onnx else []:
+                int8 = precision.endswith("int8")
+                graph = "model_int8.onnx" if int8 else "model.onnx"
+                secs, vectors = time_sentcli_onnx(
+                    tmp / f"{run.name}-onnx", texts, args.batch_size, graph
+                )
+                folder = tmp / f"{run.name}-st"
+                st_secs, st_vectors = time_st(st_onnx(st, folder, int8), texts, args.batch_size)
+                assert st_fp32 is not None
+                rows.append(
+                    {
+                        "model": model_name, "corpus": corpus, "texts": len(texts),
+                        "tokens": tokens, "precision": precision,
+                        "sentcli": len(texts) / secs, "st": len(texts) / st_secs,
+                        "ratio": st_secs / secs, "ratio_vs_st_fp32": st_fp32[0] / secs,
+                        "cos_vs_fp32": float(cosine(vectors[::step], alone).min()),
+                        "cos_vs_st_fp32": float(cosine(vectors, st_fp32[1]).min())
+                        if model_name == "all-MiniLM-L6-v2"
+                        else None,
+                        "st_cos": float(cosine(st_vectors, st_fp32[1]).min()),
+                    }
+                )  # fmt: skip
+                print_row(rows[-1])
     return rows
+
+
+def fastest(rows: list[dict[str, object]]) -> None:
+    """Per model and corpus: sentcli's fastest path at min cosine >= 0.999 to its own fp32,
+    against sentence-transformers' fastest configuration whatever its cosine."""
+    print("\n| model | texts | sentcli fastest (cos ≥ 0.999) | s-t fastest (its cos) | ratio |")
+    print("| --- | --- | --- | --- | ---: |")
+    for key in sorted({(str(r["model"]), str(r["corpus"])) for r in rows}):
+        mine = [r for r in rows if (r["model"], r["corpus"]) == key]
+        ours = max(
+            (r for r in mine if float(r["cos_vs_fp32"]) >= 0.999), key=lambda r: r["sentcli"]
+        )
+        theirs = max(mine, key=lambda r: r["st"])
+        print(
+            f"| {key[0]} | {key[1]} | {ours['precision']} {ours['sentcli']:,.0f} texts/s | "
+            f"{theirs['precision']} {theirs['st']:,.0f} texts/s (cos {theirs['st_cos']:.3f}) | "
+            f"{float(ours['sentcli']) / float(theirs['st']):.2f}× |"
+        )
 
 
 def print_row(r: dict[str, object]) -> None:
@@ -254,6 +363,7 @@ def main() -> None:
     parser.add_argument("--imdb", type=int, default=0, help="IMDB reviews (150 quick, 2,000)")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-onnx", action="store_true", help="no ONNX rows (CPU only)")
     parser.add_argument(
         "--lines", type=int, default=0, help="largest file (default 1M; 200k quick)"
     )
@@ -280,12 +390,16 @@ def main() -> None:
             )
             print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
             results["throughput"] = throughput_table(args, tmp)
+            fastest(results["throughput"])  # type: ignore[arg-type]
             print(
                 "\nratio: s-t seconds / sentcli seconds at the same precision (s-t bf16: bf16 "
                 "weights; int8: the same dynamic quantisation of its Linear layers). cos (minimum "
                 "over the texts): against sentcli fp32 with each text embedded alone (a sample of "
                 "200), and, for the real model, against sentence-transformers' fp32 vectors; last "
-                "column: sentence-transformers' vectors at that precision against its own fp32."
+                "column: sentence-transformers' vectors at that precision against its own fp32. "
+                "onnx rows: sentcli's `export` graph in onnxruntime (fed as docs/cli.md shows) "
+                "against sentence-transformers' ONNX backend (optimum; int8: its dynamic "
+                f"quantization for {int8_config()})."
             )
         if not args.skip_memory:
             big = args.lines or (200_000 if args.quick else 1_000_000)
