@@ -71,6 +71,12 @@ def collate(seqs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
+def column_array(ds: Dataset, column: str, dtype: type) -> np.ndarray:
+    """A whole column as one array. `np.asarray(ds[column])` reads it row by row through
+    datasets' formatter (0.57 s for 5,000 labels); a slice is one Arrow read (0.05 s)."""
+    return np.asarray(ds.select_columns([column]).with_format("numpy")[:][column], dtype=dtype)
+
+
 def encode_rows(
     tok: Tokenizer, ds: Dataset, max_length: int, column: str = "text"
 ) -> list[np.ndarray]:

@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 from sentcli import checkpoint as ckpt
 from sentcli import dist
 from sentcli.config import Balance, RunConfig, TaskConfig, TaskKind
-from sentcli.data.batching import collate, encode_rows, length_batches
+from sentcli.data.batching import collate, column_array, encode_rows, length_batches
 from sentcli.data.tasks import load_eval_split
 from sentcli.device import resolve_device, resolve_precision, seed_everything, to_device
 from sentcli.errors import ConfigError
@@ -540,7 +540,7 @@ def evaluate_head(
     assert isinstance(model, MultiTaskModel)
     names = own.label_names
     split, ds = load_eval_split(spec.name, spec.source, spec.text_column, spec.label_column, names)
-    y = np.asarray(ds.with_format("numpy")["label"], dtype=np.int64)
+    y = column_array(ds, "label", np.int64)
     seqs = encode_rows(tok, ds, model.config.block_size)
     logits = predict_logits(model, spec.name, seqs, batch_size, dev, dtype)
     return {"source": spec.source, "split": split, **scores(logits, y, names, True)}

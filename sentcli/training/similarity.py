@@ -25,7 +25,7 @@ from tokenizers import Tokenizer
 
 from sentcli import dist
 from sentcli.config import SimilarityLoss, TaskConfig, TaskKind
-from sentcli.data.batching import encode_rows
+from sentcli.data.batching import column_array, encode_rows
 from sentcli.data.pairs import SIDES, pair_table, shape_of
 from sentcli.errors import ConfigError, DataError
 from sentcli.inference.embed import apply_batched, vector_fn
@@ -186,7 +186,8 @@ def evaluate_pairs(
         apply_batched(embed, encode_rows(tok, ds, block, c), batch_size, device, dtype)
         for c in SIDES[: len(shape.pair_columns)]
     ]
-    target = np.asarray(ds["score"], dtype=np.float64) if shape.kind == TaskKind.scored else None
+    scored = shape.kind == TaskKind.scored
+    target = column_array(ds, "score", np.float64) if scored else None
     metrics = {"kind": str(shape.kind), "pairs": len(ds), **pair_metrics(shape.kind, sides, target)}
     cos = cosines(sides[0], sides[1]) if target is not None else None
     return split, metrics, cos, target

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 
 from sentcli import dist
 from sentcli.config import Balance, RunConfig, TaskConfig, TaskKind, TrainConfig
-from sentcli.data.batching import encode_rows
+from sentcli.data.batching import column_array, encode_rows
 from sentcli.data.pairs import SIDES, Shape, detect, load_pairs, shape_of
 from sentcli.data.sources import read_splits
 from sentcli.data.tasks import load_task
@@ -136,8 +136,8 @@ def load_tasks(
     for t, (spec, splits) in loaded.items():
         for split, ds in splits.items():
             if spec.kind == TaskKind.classification:
-                sides, target = [encode_rows(tok, ds, block)], ds.with_format("numpy")["label"]
-                target = np.asarray(target, dtype=np.int64)
+                sides = [encode_rows(tok, ds, block)]
+                target = column_array(ds, "label", np.int64)
             elif spec.kind == TaskKind.text:
                 sides, target = [encode_rows(tok, ds, block)], None
             elif spec.kind == TaskKind.distill:
@@ -150,6 +150,6 @@ def load_tasks(
                 columns = SIDES[: len(spec.pair_columns)]
                 sides = [encode_rows(tok, ds, block, c) for c in columns]
                 scored = spec.kind == TaskKind.scored
-                target = np.asarray(ds["score"], dtype=np.float32) if scored else None
+                target = column_array(ds, "score", np.float32) if scored else None
             data[(t, split)] = Encoded(sides, target)
     return TaskSet({t: spec for t, (spec, _) in loaded.items()}, data)
