@@ -76,6 +76,7 @@ def test_scores_written_as_strings_are_numbers_and_other_strings_are_refused(
     ("header", "rows", "message"),
     [
         (("text", "score"), [("a", "1"), ("b", "2")], "one text column"),
+        (("q", "doc", "score"), [("a", "b", "1")], r"not know as a pair \(q, doc\).*q,doc$"),
         (STS, [("a", " ", "1"), ("b", "c", "2")], "row 1 has an empty text in column 'sentence2'"),
         (STS, [("a", "b", "2"), ("c", "d", "2")], "every train score is 2"),
         (STS, [("a", "b", "1"), ("c", "d", "")], "row 2 has no score"),

@@ -100,6 +100,13 @@ def detect(
         return Shape(TaskKind.classification, [])
     scores = [c for c in SCORE_NAMES if c in columns]
     if scores:
+        others = [c for c in columns if c != scores[0]]
+        if len(others) >= 2:  # texts under names sentcli does not know
+            raise DataError(
+                f"{where}: a score column ({scores[0]}) beside columns sentcli does not know "
+                f"as a pair ({', '.join(others)}); name the two texts: --pair-columns "
+                f"{others[0]},{others[1]}"
+            )
         raise DataError(
             f"{where}: a score column ({scores[0]}) but one text column; a scored pair task "
             "needs two text columns: pass --pair-columns A,B"
