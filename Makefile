@@ -38,10 +38,10 @@ $(VENV)/.bench: $(VENV)/.installed pyproject.toml
 
 install-bench: $(VENV)/.bench ## also the bench and onnx extras (sentence-transformers, all-MiniLM-L6-v2, onnxruntime)
 
-test: install ## the fast tests (offline, CPU, under 90 s on 2 cores; `slow` ones left out)
+test: install ## the fast tests (offline, CPU, about 2 min 15 s on 2 cores; `slow` ones left out)
 	$(PY) -m pytest -q
 
-test-all: install ## every test, the slow ones too (what CI runs; about 4 minutes)
+test-all: install ## every test, the slow ones too (what CI runs; about 7 minutes)
 	$(PY) -m pytest -q -m "slow or not slow"
 
 smoke: install ## every training command end to end on data/, tiny model (under a minute)
