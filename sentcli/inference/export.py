@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -28,6 +27,7 @@ from tokenizers import Tokenizer
 from sentcli import __version__
 from sentcli import checkpoint as ckpt
 from sentcli.config import Norm, RunConfig
+from sentcli.data.batching import collate
 from sentcli.errors import ConfigError
 from sentcli.model import LanguageModel, MultiTaskModel, pool
 from sentcli.tokenizer import PAD_ID, encode
@@ -71,14 +71,8 @@ class Graph(nn.Module):
 
 def _example(tok: Tokenizer, block: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A padded batch of two texts of different lengths: the traced graph must mask."""
-    seqs = encode(tok, ["a short text", "a somewhat longer text, to pad the other one"], block)
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), PAD_ID, dtype=torch.int64)
-    mask = torch.zeros((len(seqs), n), dtype=torch.int64)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.from_numpy(s.astype(np.int64))
-        mask[i, : len(s)] = 1
-    return ids, mask
+    ids, mask = collate(encode(tok, ["a short text", "a longer text, to pad the other"], block))
+    return ids, mask.long()  # int64 in, as onnxruntime's users feed it
 
 
 def _need(module: str, extra: str) -> None:
@@ -111,12 +105,21 @@ def check_output(out_dir: Path, overwrite: bool, run_dir: Path) -> None:
     ckpt.check_writable(out_dir, out_dir if out_dir.is_dir() else out_dir.parent)
 
 
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """The finished folder replaces `out_dir` in one rename (an old export is removed)."""
-    os.chmod(tmp, 0o777 & ~ckpt.umask())  # mkdtemp makes it 0700: give the usual mode
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+@contextlib.contextmanager
+def _staged(out_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside `out_dir` to write the export into; when the block ends
+    without error it replaces `out_dir` in one rename (an old export is removed), else it
+    is deleted."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~ckpt.umask())  # mkdtemp makes it 0700: give the usual mode
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -169,12 +172,10 @@ def export_onnx(
     model.eval()
     labels = label_names(config)  # classification heads (not distillation projections)
     graph = Graph(model, list(labels), normalize)
-    heads = list(labels)
-    outputs = ["sentence_embedding", *(f"probabilities_{t}" for t in heads)]
+    outputs = ["sentence_embedding", *(f"probabilities_{t}" for t in labels)]
     block = config.model.block_size
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=block)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with _staged(out_dir) as tmp:
         with _quiet(), torch.no_grad():
             program = torch.onnx.export(
                 graph,
@@ -214,11 +215,7 @@ def export_onnx(
             "normalize": normalize,
             "labels": labels,
         }
-        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        _publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _write_json(tmp / META, meta)
     return meta
 
 
@@ -306,26 +303,15 @@ def export_sentence_transformers(
         "word_embedding_dimension": m.n_embd,
         **{f"pooling_mode_{k}": str(m.pooling) == v for k, v in _POOLING.items()},
     }
+    stack = ["Transformer", "Pooling", *(["Normalize"] if normalize else [])]
     modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.models.Pooling",
-        },
-    ]
-    if normalize:
-        modules.append(
-            {
-                "idx": 2,
-                "name": "2",
-                "path": "2_Normalize",
-                "type": "sentence_transformers.models.Normalize",
-            }
-        )
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+            "idx": i, "name": str(i), "path": f"{i}_{kind}" if i else "",
+            "type": f"sentence_transformers.models.{kind}",
+        }
+        for i, kind in enumerate(stack)
+    ]  # fmt: skip
+    with _staged(out_dir) as tmp:
         save_file(
             _bert_weights(model, m.n_layer),
             str(tmp / "model.safetensors"),
@@ -362,10 +348,6 @@ def export_sentence_transformers(
             "note": "the task heads are not part of a sentence-transformers model",
         }
         _write_json(tmp / META, meta)
-        _publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta
 
 
