@@ -309,7 +309,7 @@ def evaluate(
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
     if plots is not None:  # made with its parents when needed: probe the nearest that exists
-        ckpt.check_writable(plots, next(p for p in (plots, *plots.parents) if p.is_dir()))
+        ckpt.check_writable(plots, ckpt.existing_folder(plots))
     path, origin = resolve_model(model_dir)
     config, model, tok, _ = ckpt.load_run(path)
     known = {t.name: t for t in config.tasks}
@@ -430,9 +430,11 @@ def similarity_matrix(
 ) -> tuple[list[str], np.ndarray, InferenceResult]:
     """The texts of a line file of a few sentences and their cosine matrix (a heatmap to
     `plot`)."""
-    if plot is not None and not plot.parent.is_dir():
-        raise ConfigError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
     if plot is not None:
+        if not plot.parent.is_dir():
+            raise ConfigError(
+                f"--plot {plot}: folder {plot.parent} does not exist; create it first"
+            )
         ckpt.check_writable(plot)
     texts, matrix, result = cosine_matrix(file, model, options or InferenceOptions(), on_event)
     if plot is not None:

@@ -67,6 +67,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def existing_folder(path: Path) -> Path:
+    """`path` if it is a folder, else the nearest of its parents that is one (where a new
+    file or folder under `path` would first land)."""
+    return next(p for p in (path, *path.parents) if p.is_dir())
+
+
 def check_writable(path: Path, folder: Path | None = None) -> None:
     """Refuse, before any work, an output whose folder (default: its parent) cannot take a
     new file (read-only, no permission, /proc): make and delete a temporary file there."""
@@ -120,7 +126,7 @@ def check_run_dir(
         raise ConfigError(
             f"output folder's parent {run_dir.parent} does not exist; create it first"
         )
-    check_writable(run_dir, run_dir if run_dir.is_dir() else run_dir.parent)
+    check_writable(run_dir, existing_folder(run_dir))
     if resume:
         if int(os.environ.get("RANK", "0")) == 0:  # the rank that holds the run's lock
             for stale in run_dir.glob(".*.tmp"):  # left by a hard kill in a write
@@ -189,7 +195,7 @@ def make_parent(run_dir: Path) -> None:
     blocking = next((p for p in run_dir.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise ConfigError(f"-o {run_dir}: {blocking} is a file, not a folder; give another path")
-    check_writable(run_dir, next(p for p in run_dir.parents if p.is_dir()))
+    check_writable(run_dir, existing_folder(run_dir))
     run_dir.parent.mkdir(parents=True, exist_ok=True)
 
 

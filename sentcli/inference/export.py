@@ -102,7 +102,7 @@ def check_output(out_dir: Path, overwrite: bool, run_dir: Path) -> None:
             )
         if not overwrite:
             raise ConfigError(f"-o {out_dir} holds an export; pass --overwrite to replace it")
-    ckpt.check_writable(out_dir, out_dir if out_dir.is_dir() else out_dir.parent)
+    ckpt.check_writable(out_dir, ckpt.existing_folder(out_dir))
 
 
 @contextlib.contextmanager
