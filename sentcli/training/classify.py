@@ -203,7 +203,7 @@ class ClassifyRecipe:
         self.counts = {t: [0, 0] for t in self.names}  # batches, examples since the last eval
         # A split's logits or vectors since the last training step: the final test pass of
         # a task without a test split reuses the last validation pass instead of redoing it.
-        self.outputs: dict[tuple[str, str], Any] = {}
+        self.outputs: dict[tuple[str, str, str], list[np.ndarray]] = {}
 
     def step_module(self) -> nn.Module:
         return self.step_loss
@@ -296,16 +296,23 @@ class ClassifyRecipe:
         mine = [seqs[i] for i in range(r.rank, len(seqs), r.world)]
         return dist.gather_rows(fn(mine), len(seqs), r)
 
+    def _outputs(
+        self, what: str, t: str, split: str, fn: Callable[..., np.ndarray]
+    ) -> list[np.ndarray]:
+        """`fn` over every side of a split, computed once until the next training step."""
+        key = (what, t, split)
+        if key not in self.outputs:
+            sides = self.tasks.data[(t, split)].sides
+            self.outputs[key] = [self._rows_of(side, fn) for side in sides]
+        return self.outputs[key]
+
     def logits_of(self, t: str, split: str) -> np.ndarray:
         def fn(mine: list[np.ndarray]) -> np.ndarray:
             return predict_logits(
                 self.model, t, mine, self.cfg.batch_size * 2, self.device, self.dtype
             )
 
-        if (t, split) not in self.outputs:
-            self.outputs[(t, split)] = self._rows_of(self.tasks.data[(t, split)].sides[0], fn)
-        logits: np.ndarray = self.outputs[(t, split)]
-        return logits
+        return self._outputs("logits", t, split, fn)[0]
 
     def vectors_of(self, t: str, split: str) -> list[np.ndarray]:
         """Sentence vectors of every side of a split (not normalised)."""
@@ -315,11 +322,7 @@ class ClassifyRecipe:
             self.model.eval()
             return apply_batched(embed, mine, self.cfg.batch_size * 2, self.device, self.dtype)
 
-        if (t, split) not in self.outputs:
-            sides = self.tasks.data[(t, split)].sides
-            self.outputs[(t, split)] = [self._rows_of(side, fn) for side in sides]
-        vectors: list[np.ndarray] = self.outputs[(t, split)]
-        return vectors
+        return self._outputs("vectors", t, split, fn)
 
     def scores_of(
         self, t: str, split: str, full: bool, sides: list[np.ndarray] | None = None
