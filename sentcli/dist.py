@@ -1,5 +1,5 @@
 """Data parallelism under torchrun: the process group, each rank's share of a batch, and the
-few collectives training needs (loss means, agreed stops, gathered predictions).
+few collectives training and inference need (loss means, agreed stops, gathered rows).
 
 Without torchrun (no WORLD_SIZE above 1 in the environment) every helper is a no-op, so the
 training code has one path. `--batch-size` stays the global batch: every rank takes a strided
@@ -129,9 +129,12 @@ def gather_rows(local: np.ndarray, n: int, d: Dist) -> np.ndarray:
         return local
     parts: list[Any] = [None] * d.world
     td.all_gather_object(parts, local, group=_control)
-    out = np.empty((n, *local.shape[1:]), dtype=local.dtype)
+    # A rank whose share is empty (fewer rows than ranks) may hold a shapeless array.
+    like = next((p for p in parts if len(p)), local)
+    out = np.empty((n, *like.shape[1:]), dtype=like.dtype)
     for r, part in enumerate(parts):
-        out[r :: d.world] = part
+        if len(part):
+            out[r :: d.world] = part
     return out
 
 

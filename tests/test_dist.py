@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -178,3 +179,49 @@ def test_similarity_tasks_under_two_ranks(tmp_path: Path, tokenizer_path: Path) 
     ]
     for key in ("sts/spearman", "sts/val_loss", "para/recall@1", "para/mrr", "simcse/val_loss"):
         assert rows[0][key] == pytest.approx(rows[1][key], abs=1e-5), key
+
+
+def test_embed_and_predict_under_two_ranks_match_one_process(
+    tmp_path: Path, runs: dict[str, Path]
+) -> None:
+    """Each rank embeds its share of every chunk; the main rank writes one output in input
+    order, equal to one process's (fp32, within 1e-5). 1,100 texts of mixed lengths make two
+    chunks, the second of odd size."""
+    from helpers import read_rows
+
+    texts = [t for t, _ in read_rows(DATA / "ag_news" / "test.csv.gz", 900)]
+    texts += [t for t, _ in read_rows(DATA / "imdb" / "test.csv.gz", 200)]
+    (tmp_path / "in.txt").write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n")
+    model = ["--model", str(runs["one"]), "--device", "cpu", "--precision", "fp32"]
+    common = [str(tmp_path / "in.txt"), *model, "--batch-size", "8"]
+    predict = ["predict", *common, "--task", "sentiment", "--top-k", "2", "--format", "jsonl"]
+    outputs = {}
+    for name, launch in (("two", torchrun), ("one", None)):
+        embed = ["embed", *common, "-o", str(tmp_path / f"{name}.npy")]
+        if launch is None:
+            for args in (embed, predict):
+                result = CliRunner().invoke(app, args)
+                assert result.exit_code == 0, result.output
+            outputs[name] = result.stdout
+            continue
+        proc = launch(embed)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert err.count("embedded 1,100 texts") == 1, err  # one report, from the main rank
+        proc = launch(predict)
+        outputs[name], err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    two, one = np.load(tmp_path / "two.npy"), np.load(tmp_path / "one.npy")
+    assert two.shape == one.shape == (1100, 32)
+    np.testing.assert_allclose(two, one, rtol=0, atol=1e-5)
+    rows = [[json.loads(s) for s in outputs[n].rstrip("\n").split("\n")] for n in ("two", "one")]
+    assert len(rows[0]) == len(rows[1]) == 1100
+    for a, b in zip(*rows, strict=True):
+        assert a["text"] == b["text"] and [t["label"] for t in a["top"]] == [
+            t["label"] for t in b["top"]
+        ]
+        assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
+    refused = torchrun(["embed", "-", *model])
+    _, err = refused.communicate(timeout=120)
+    assert refused.returncode != 0
+    assert "error: under torchrun every process reads the input itself" in err

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from sentcli import checkpoint as ckpt
+from sentcli import dist
 from sentcli.config import InferenceOptions, InferPrecision, RunConfig, choices
 from sentcli.data.batching import collate, length_batches
 from sentcli.device import autocast, dtype_name, resolve_device, resolve_precision
@@ -164,12 +165,15 @@ def stream(
     device: torch.device,
     dtype: torch.dtype | None,
     stats: InferenceStats,
-    stop: threading.Event | None = None,
+    stop: threading.Event | None,
+    ranks: dist.Dist,
 ) -> Iterator[tuple[Chunk, np.ndarray]]:
     """(chunk, its rows of `fn`) in input order; the next chunk is read and tokenized in a
     worker thread (tokenizers and torch both release the GIL) while this one runs. `stop`
     (the input's) is set when the caller stops early, so a read of stdin that waits for a
-    line gives up instead of holding the worker (and the exit) until the next line."""
+    line gives up instead of holding the worker (and the exit) until the next line.
+    Under torchrun every rank reads every chunk, runs its strided share of it (lengths stay
+    balanced) and gets all the chunk's rows back, in order."""
 
     def load() -> tuple[Chunk, list[np.ndarray], int] | None:
         chunk = next(chunks, None)
@@ -185,7 +189,9 @@ def stream(
             while (item := pending.result()) is not None:
                 pending = pool.submit(load)
                 chunk, seqs, cut = item
-                rows = apply_batched(fn, seqs, batch_size, device, dtype)
+                share = seqs[ranks.rank :: ranks.world]
+                rows = apply_batched(fn, share, batch_size, device, dtype)
+                rows = dist.gather_rows(rows, len(seqs), ranks)
                 stats.texts += len(seqs)
                 stats.tokens += sum(len(s) for s in seqs)
                 stats.truncated += cut
@@ -308,6 +314,10 @@ def run_inference(
             f"--precision {options.precision}: use one of {choices(InferPrecision)}"
         ) from None
     check_output(output, formats, [input])
+    if dist.from_env().on and input == "-" and source is None:
+        raise ConfigError(
+            "under torchrun every process reads the input itself: give a file, not - (stdin)"
+        )
     texts = (
         source()
         if source
@@ -324,11 +334,13 @@ def run_inference(
         raise ConfigError(
             f"--max-length {max_length}: the model reads 2 to {block} tokens per text"
         )
-    dev = resolve_device(options.device)
+    ranks, dev = dist.setup(resolve_device(options.device))  # torchrun: each rank its GPU
     dtype = prepare(net, dev, precision)
     fn, make_sink = make(net, config)
     weights = next(net.parameters()).dtype  # bf16 runs with bf16 weights, no autocast
     name = "int8" if precision == InferPrecision.int8 else dtype_name(dtype or weights)
+    if not ranks.main:  # the other ranks compute their shares; only the main rank reports
+        on_event = None
     if on_event:
         on_event(InferStart(texts.total, str(path), origin, str(dev), name))
     stats = InferenceStats()
@@ -338,7 +350,7 @@ def run_inference(
         sink = make_sink(f)
         chunks = texts.chunks(chunk_size)
         batches = stream(
-            chunks, tok, max_length, fn, options.batch_size, dev, dtype, stats, texts.stop
+            chunks, tok, max_length, fn, options.batch_size, dev, dtype, stats, texts.stop, ranks
         )
         for chunk, rows in batches:
             sink.write(chunk, rows)
@@ -346,7 +358,10 @@ def run_inference(
                 on_event(InferProgress(stats.texts))
         sink.close()
 
-    if output is None:
+    if not ranks.main:  # and only the main rank writes
+        with open(os.devnull, "wb") as f:
+            run(f)
+    elif output is None:
         import sys
 
         run(options.stdout or sys.stdout.buffer)
