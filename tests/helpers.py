@@ -2,7 +2,12 @@
 
 import csv
 import gzip
+import json
 from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
@@ -57,3 +62,61 @@ def assert_refused(result: object, message: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     assert message in lines[0], stderr
     assert "Traceback" not in getattr(result, "output")  # noqa: B009
+
+
+TINY_BERT = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}
+TINY_BERT |= {"intermediate_size": 24, "max_position_embeddings": 40, "type_vocab_size": 2}
+
+
+def make_bert(folder: Path, tokenizer: Tokenizer, pooling: str | None = None) -> Path:
+    """A tiny BERT checkpoint in Hugging Face's layout (random weights, the test tokenizer;
+    with `pooling`, the sentence-transformers files too)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_type": "bert", "architectures": ["BertModel"], "hidden_act": "gelu"}
+    config |= {"vocab_size": tokenizer.get_vocab_size(), "layer_norm_eps": 1e-12, **TINY_BERT}
+    (folder / "config.json").write_text(json.dumps(config))
+    g = torch.Generator().manual_seed(0)
+    C, inner = TINY_BERT["hidden_size"], TINY_BERT["intermediate_size"]
+
+    def t(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * 0.5
+
+    w = {
+        "embeddings.word_embeddings.weight": t(config["vocab_size"], C),
+        "embeddings.position_embeddings.weight": t(40, C),
+        "embeddings.token_type_embeddings.weight": t(2, C),
+        "embeddings.LayerNorm.weight": 1 + t(C),
+        "embeddings.LayerNorm.bias": t(C),
+        "embeddings.position_ids": torch.arange(40)[None],
+        "pooler.dense.weight": t(C, C),
+        "pooler.dense.bias": t(C),
+    }
+    for i in range(2):
+        p = f"encoder.layer.{i}."
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value"):
+            w |= {p + name + ".weight": t(C, C), p + name + ".bias": t(C)}
+        w |= {p + "attention.output.dense.weight": t(C, C), p + "attention.output.dense.bias": t(C)}
+        w |= {p + "intermediate.dense.weight": t(inner, C), p + "intermediate.dense.bias": t(inner)}
+        w |= {p + "output.dense.weight": t(C, inner), p + "output.dense.bias": t(C)}
+        for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
+            w |= {p + ln + ".weight": 1 + t(C), p + ln + ".bias": t(C)}
+    save_file({k: v.contiguous() for k, v in w.items()}, str(folder / "model.safetensors"))
+    tokenizer.save(str(folder / "tokenizer.json"))
+    if pooling:
+        modules = [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {
+                "idx": 1,
+                "name": "1",
+                "path": "1_Pooling",
+                "type": "sentence_transformers.models.Pooling",
+            },
+        ]
+        (folder / "modules.json").write_text(json.dumps(modules))
+        (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 32}')
+        (folder / "1_Pooling").mkdir()
+        keys = {"mean": "mean_tokens", "cls": "cls_token", "max": "max_tokens"}
+        keys["sqrt"] = "mean_sqrt_len_tokens"
+        modes = {f"pooling_mode_{k}": m == pooling for m, k in keys.items()}
+        (folder / "1_Pooling" / "config.json").write_text(json.dumps(modes))
+    return folder
