@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +137,12 @@ def gather_rows(local: np.ndarray, n: int, d: Dist) -> np.ndarray:
         if len(part):
             out[r :: d.world] = part
     return out
+
+
+def sharded(fn: Callable[[list[Any]], np.ndarray], items: list[Any], d: Dist) -> np.ndarray:
+    """`fn` over this rank's strided share of `items` (texts r, r + world, …: lengths stay
+    balanced), every rank getting all the rows back in order; `fn(items)` without torchrun."""
+    return gather_rows(fn(items[d.rank :: d.world]), len(items), d)
 
 
 def gather_objects(obj: Any, d: Dist) -> list[Any]:

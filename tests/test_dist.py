@@ -221,7 +221,30 @@ def test_embed_and_predict_under_two_ranks_match_one_process(
             t["label"] for t in b["top"]
         ]
         assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
-    refused = torchrun(["embed", "-", *model])
-    _, err = refused.communicate(timeout=120)
-    assert refused.returncode != 0
-    assert "error: under torchrun every process reads the input itself" in err
+    # search: the corpus index is embedded in shares and written once, by the main rank
+    (tmp_path / "q.txt").write_text("\n".join(texts[::100]) + "\n")
+    found = {}
+    for name, launch in (("two", torchrun), ("one", None)):
+        args = ["search", str(tmp_path / "q.txt"), "--corpus", str(tmp_path / "in.txt"), "-k", "3"]
+        args += [*model, "--cache", str(tmp_path / f"cache-{name}"), "-q"]
+        if launch is None:
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 0, result.output
+            found[name] = result.stdout
+            continue
+        proc = launch(args)
+        found[name], err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    hits = [[line.split("\t") for line in found[n].splitlines()] for n in ("two", "one")]
+    assert len(hits[0]) == len(hits[1]) == 33  # 11 queries × 3
+    for a, b in zip(*hits, strict=True):
+        assert a[:2] == b[:2] and a[3] == b[3]  # query, rank, corpus row
+        assert float(a[2]) == pytest.approx(float(b[2]), abs=2e-4)
+    assert len(list((tmp_path / "cache-two" / "search").iterdir())) == 1  # one index, no temps
+    # stdin is refused wherever an input reads it: embed's, and search's queries (refused
+    # before the corpus is embedded)
+    for args in (["embed", "-"], ["search", "-", "--corpus", str(tmp_path / "in.txt")]):
+        refused = torchrun([*args, *model])
+        _, err = refused.communicate(timeout=120)
+        assert refused.returncode != 0
+        assert "error: under torchrun every process reads the input itself" in err

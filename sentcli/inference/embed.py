@@ -172,8 +172,10 @@ def stream(
     worker thread (tokenizers and torch both release the GIL) while this one runs. `stop`
     (the input's) is set when the caller stops early, so a read of stdin that waits for a
     line gives up instead of holding the worker (and the exit) until the next line.
-    Under torchrun every rank reads every chunk, runs its strided share of it (lengths stay
-    balanced) and gets all the chunk's rows back, in order."""
+    Under torchrun every rank reads every chunk and runs its share of it (`dist.sharded`)."""
+
+    def run(share: list[np.ndarray]) -> np.ndarray:
+        return apply_batched(fn, share, batch_size, device, dtype)
 
     def load() -> tuple[Chunk, list[np.ndarray], int] | None:
         chunk = next(chunks, None)
@@ -189,9 +191,7 @@ def stream(
             while (item := pending.result()) is not None:
                 pending = pool.submit(load)
                 chunk, seqs, cut = item
-                share = seqs[ranks.rank :: ranks.world]
-                rows = apply_batched(fn, share, batch_size, device, dtype)
-                rows = dist.gather_rows(rows, len(seqs), ranks)
+                rows = dist.sharded(run, seqs, ranks)
                 stats.texts += len(seqs)
                 stats.tokens += sum(len(s) for s in seqs)
                 stats.truncated += cut
@@ -314,10 +314,6 @@ def run_inference(
             f"--precision {options.precision}: use one of {choices(InferPrecision)}"
         ) from None
     check_output(output, formats, [input])
-    if dist.from_env().on and input == "-" and source is None:
-        raise ConfigError(
-            "under torchrun every process reads the input itself: give a file, not - (stdin)"
-        )
     texts = (
         source()
         if source
@@ -346,21 +342,24 @@ def run_inference(
     stats = InferenceStats()
     chunk_size = options.chunk_size or max(1024, 32 * options.batch_size)
 
-    def run(f: IO[bytes]) -> None:
-        sink = make_sink(f)
+    def run(f: IO[bytes] | None) -> None:
+        """Stream the input into a sink on `f`; None (a rank other than the main one): only
+        compute this rank's shares, nothing is formatted or written."""
+        sink = make_sink(f) if f is not None else None
         chunks = texts.chunks(chunk_size)
         batches = stream(
             chunks, tok, max_length, fn, options.batch_size, dev, dtype, stats, texts.stop, ranks
         )
         for chunk, rows in batches:
-            sink.write(chunk, rows)
+            if sink is not None:
+                sink.write(chunk, rows)
             if on_event:
                 on_event(InferProgress(stats.texts))
-        sink.close()
+        if sink is not None:
+            sink.close()
 
-    if not ranks.main:  # and only the main rank writes
-        with open(os.devnull, "wb") as f:
-            run(f)
+    if not ranks.main:
+        run(None)
     elif output is None:
         import sys
 

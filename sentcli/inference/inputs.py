@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from sentcli import dist
 from sentcli.data.pairs import PAIR_NAMES
 from sentcli.data.sources import TEXT_NAMES, check_file, extension, open_binary, pick_column
 from sentcli.errors import ConfigError, DataError
@@ -66,6 +67,10 @@ class TextInput:
         id_column: str | None = None,
         stdin: IO[bytes] | None = None,
     ) -> None:
+        if spec == "-" and dist.from_env().on:
+            raise ConfigError(
+                "under torchrun every process reads the input itself: give a file, not - (stdin)"
+            )
         self.name = "stdin" if spec == "-" else spec
         self.stop = threading.Event()
         """Set by the consumer when it stops early: stdin's reader then gives up."""

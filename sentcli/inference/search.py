@@ -22,6 +22,7 @@ import numpy as np
 from torch import nn
 
 from sentcli import checkpoint as ckpt
+from sentcli import dist
 from sentcli.config import InferenceOptions, RunConfig
 from sentcli.data.sources import extension
 from sentcli.device import resolve_device
@@ -164,21 +165,15 @@ def corpus_index(
                 corpus, tmp / VECTORS, model, (".npy",), index_opts, make, on_event,
                 source=lambda: source,
             )  # fmt: skip
-            np.save(tmp / OFFSETS, np.frombuffer(writers[0].offsets, dtype=np.int64))
-            meta: dict[str, Any] = {"corpus": str(Path(corpus).resolve())}
-            meta["column"] = source.text_column
-            meta |= {"model": str(path.resolve()), "rows": len(writers[0].offsets) - 1}
-            (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", "utf-8")
-            built.output = folder
-            try:
-                os.replace(tmp, folder)  # whole or not at all
-            except OSError:
-                if not (folder / META).is_file():
-                    raise
-                shutil.rmtree(tmp)  # another search built the same index meanwhile
+            if writers:  # no sink on the other torchrun ranks: the main one writes the index
+                _publish(tmp, folder, writers[0], corpus, source.text_column, path)
+                built.output = folder
+            else:
+                shutil.rmtree(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        dist.barrier(dist.from_env())  # under torchrun every rank then reads that index
     vectors = np.load(folder / VECTORS, mmap_mode="r")
     offsets = np.load(folder / OFFSETS)
     texts = (
@@ -187,6 +182,23 @@ def corpus_index(
         else np.zeros(0, dtype=np.uint8)  # a corpus of empty lines: nothing to map
     )
     return CorpusIndex(folder, vectors, offsets, texts, built)
+
+
+def _publish(
+    tmp: Path, folder: Path, writer: IndexWriter, corpus: str, column: str | None, model: Path
+) -> None:
+    """The finished index in `tmp` (vectors and texts written) gets its offsets and meta,
+    then replaces `folder` in one rename."""
+    np.save(tmp / OFFSETS, np.frombuffer(writer.offsets, dtype=np.int64))
+    meta: dict[str, Any] = {"corpus": str(Path(corpus).resolve()), "column": column}
+    meta |= {"model": str(model.resolve()), "rows": len(writer.offsets) - 1}
+    (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", "utf-8")
+    try:
+        os.replace(tmp, folder)  # whole or not at all
+    except OSError:
+        if not (folder / META).is_file():
+            raise
+        shutil.rmtree(tmp)  # another search built the same index meanwhile
 
 
 def top_k(index: CorpusIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

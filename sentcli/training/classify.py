@@ -290,12 +290,6 @@ class ClassifyRecipe:
             self.sums[t] += loss.detach()
         return total, tokens, losses
 
-    def _rows_of(self, seqs: list[np.ndarray], fn: Callable[..., np.ndarray]) -> np.ndarray:
-        """Each rank runs `fn` on its share of the rows; every rank gets all of them back."""
-        r = self.ranks
-        mine = [seqs[i] for i in range(r.rank, len(seqs), r.world)]
-        return dist.gather_rows(fn(mine), len(seqs), r)
-
     def _outputs(
         self, what: str, t: str, split: str, fn: Callable[..., np.ndarray]
     ) -> list[np.ndarray]:
@@ -303,7 +297,7 @@ class ClassifyRecipe:
         key = (what, t, split)
         if key not in self.outputs:
             sides = self.tasks.data[(t, split)].sides
-            self.outputs[key] = [self._rows_of(side, fn) for side in sides]
+            self.outputs[key] = [dist.sharded(fn, side, self.ranks) for side in sides]
         return self.outputs[key]
 
     def logits_of(self, t: str, split: str) -> np.ndarray:
