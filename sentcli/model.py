@@ -74,11 +74,11 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, inner, bias=config.bias)
         self.c_proj = nn.Linear(inner, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
-        self.approximate = "tanh" if config.activation == "gelu_tanh" else "none"
+        # a module, not F.gelu: CPU bf16 inference folds it into c_fc (inference/onednn.py)
+        self.act: nn.Module = nn.GELU("tanh" if config.activation == "gelu_tanh" else "none")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.gelu(self.c_fc(x), approximate=self.approximate)
-        out: torch.Tensor = self.dropout(self.c_proj(h))
+        out: torch.Tensor = self.dropout(self.c_proj(self.act(self.c_fc(x))))
         return out
 
 

@@ -158,6 +158,25 @@ def test_length_batches_cover_every_index_once_and_group_lengths() -> None:
     assert all((a == b).all() for a, b in zip(batches, again, strict=True))
 
 
+def test_length_batches_with_max_tokens_keep_every_padded_batch_under_the_cap() -> None:
+    lengths = np.random.default_rng(0).integers(1, 300, size=1000)
+    lengths[7] = 9000  # longer than the cap: goes alone
+    batches = batching.length_batches(lengths, 128, max_tokens=8192)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    assert [b.tolist() for b in batches if lengths[b].max() > 8192] == [[7]]
+    for b in batches:
+        assert len(b) == 1 or len(b) * lengths[b].max() <= 8192
+        assert len(b) <= 128
+    # in length order, as without the cap, and short texts still fill whole batches
+    flat = np.concatenate(batches)
+    assert (np.diff(lengths[flat]) >= 0).all()
+    assert len(batches[0]) == 128
+    for b, after in zip(batches, batches[1:], strict=False):  # each takes all the rows that fit
+        assert len(b) == 128 or (len(b) + 1) * lengths[after[0]] > 8192
+    uncapped = batching.length_batches(lengths, 128)
+    assert np.array_equal(np.concatenate(uncapped), flat)
+
+
 def test_collate_pads_right_with_mask() -> None:
     ids, mask = batching.collate([np.array([5, 6, 7]), np.array([8])])
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]]

@@ -1,5 +1,6 @@
 """embed and predict: order, streaming, formats, precision, the default model, bad input."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -11,15 +12,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+import torch.nn as nn
 from typer.testing import CliRunner
 
 from sentcli import api
 from sentcli.checkpoint import load_run
 from sentcli.cli import app
-from sentcli.config import InferenceOptions
+from sentcli.config import Activation, InferenceOptions, ModelConfig
 from sentcli.errors import ConfigError
 from sentcli.inference import embed as inference_embed
+from sentcli.inference import onednn
 from sentcli.inference.embed import apply_batched, prepare, vector_fn
+from sentcli.model import MultiTaskModel
 from sentcli.tokenizer import encode
 
 from helpers import DATA, FAST, assert_refused, digests, read_rows, write_csv
@@ -375,3 +379,38 @@ def test_failure_keeps_the_previous_output(mtl_run: Path, tmp_path: Path) -> Non
     )
     assert result.exit_code == 2 and "line 3001 is not UTF-8" in result.output
     assert out.read_bytes() == b"previous" and list(tmp_path.iterdir()) == [out]
+
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh"])
+def test_fused_linears_compute_what_the_plain_model_does(activation: str) -> None:
+    """fuse_linears moves each MLP's GELU into its first Linear: the same vectors (fp32 here,
+    so any CPU checks the rewiring), the same state dict, nothing left as nn.Linear."""
+    config = ModelConfig(vocab_size=300, block_size=40, n_layer=2, n_head=2, n_embd=32)
+    config.causal, config.dropout, config.activation = False, 0.0, Activation(activation)
+    torch.manual_seed(0)
+    plain = MultiTaskModel(config, {"t": 3}).eval()
+    fused = copy.deepcopy(plain)
+    onednn.fuse_linears(fused.trunk)
+    assert not any(isinstance(m, nn.Linear) for m in fused.trunk.modules())
+    assert not any(isinstance(m, nn.GELU) for m in fused.trunk.modules())
+    assert fused.state_dict().keys() == plain.state_dict().keys()
+    ids = torch.randint(3, 300, (5, 40))
+    mask = torch.arange(40)[None, :] < torch.tensor([40, 33, 7, 1, 20])[:, None]
+    with torch.inference_mode():
+        want, got = plain.embed(ids, mask), fused.embed(ids, mask)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_bf16_fuses_where_native_and_stays_close_to_fp32(mtl_run: Path) -> None:
+    config, model, tok, _ = load_run(mtl_run)
+    texts = ["a short text", "and a much longer one, with words " * 3]
+    seqs = encode(tok, texts, config.model.block_size)
+    cpu = torch.device("cpu")
+    prepare(model, cpu, "bf16")
+    fused = any(isinstance(m, onednn.FusedLinear) for m in model.modules())
+    assert fused == onednn.available()  # elsewhere bf16 runs as plain (emulated) Linear
+    bf16 = apply_batched(vector_fn(model, True), seqs, 2, cpu)
+    _, model, _, _ = load_run(mtl_run)
+    prepare(model, cpu, "fp32")
+    fp32 = apply_batched(vector_fn(model, True), seqs, 2, cpu)
+    assert (bf16 * fp32).sum(axis=1).min() > 0.99

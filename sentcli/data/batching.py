@@ -31,15 +31,21 @@ def iter_text_batches(
 
 
 def length_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None
+    lengths: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator | None = None,
+    max_tokens: int | None = None,
 ) -> list[np.ndarray]:
     """Index batches of similar length, so little padding is computed.
 
     With `rng`: shuffle, sort by length within windows of 50 batches, shuffle the batch order
-    (random but length-homogeneous). Without: sorted by length (evaluation).
+    (random but length-homogeneous). Without: sorted by length (evaluation), and with
+    `max_tokens` no batch pads to more than that many tokens (a longer text goes alone).
     """
     if rng is None:
         order = np.argsort(lengths, kind="stable")
+        if max_tokens is not None:
+            return _capped(order, lengths[order], batch_size, max_tokens)
     else:
         order = rng.permutation(len(lengths))
         window = batch_size * 50
@@ -52,6 +58,22 @@ def length_batches(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def _capped(
+    order: np.ndarray, sorted_lengths: np.ndarray, batch_size: int, max_tokens: int
+) -> list[np.ndarray]:
+    """`order` (ascending by length) cut into batches of ≤ batch_size rows whose padded size
+    (rows × longest) stays ≤ max_tokens: each batch takes the most rows that fit."""
+    batches, start = [], 0
+    while start < len(order):
+        window = sorted_lengths[start : start + batch_size]
+        # k rows pad to k × window[k-1] tokens, which grows with k: count the k that fit
+        fits = np.arange(1, len(window) + 1) * window <= max_tokens
+        end = start + max(1, int(fits.sum()))
+        batches.append(order[start:end])
+        start = end
     return batches
 
 
