@@ -8,9 +8,6 @@ chunk is read and tokenized in a worker thread while the model runs on the curre
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import os
 import threading
 import time
@@ -27,7 +24,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from sentcli import checkpoint as ckpt
-from sentcli import dist
+from sentcli import dist, heap
 from sentcli.config import InferenceOptions, InferPrecision, RunConfig, choices
 from sentcli.data.batching import collate, length_batches
 from sentcli.device import autocast, dtype_name, resolve_device, resolve_precision
@@ -43,22 +40,6 @@ from sentcli.tokenizer import encode_counting
 MODEL_ENV = "SENTCLI_MODEL"
 DEFAULT_MODEL = Path(__file__).parent.parent / "default_model"
 """The multi-task model (topic + sentiment) shipped in the package; `make default-model`."""
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, looked up on first use (not at every command's start-up)."""
-    if os.name != "posix":
-        return None
-    return getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
-
-
-def _release_memory() -> None:
-    """Give freed heap pages back to the OS (glibc's malloc keeps them otherwise: every batch
-    has a new shape, and the resident size would creep up with the input's length)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 BatchFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -208,7 +189,7 @@ def stream(
                 stats.truncated += cut
                 stats.seconds = time.perf_counter() - start
                 yield chunk, rows
-                _release_memory()
+                heap.release()
         finally:
             if stop is not None:
                 stop.set()

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn as nn
 
-from sentcli import dist
+from sentcli import dist, heap
 from sentcli.config import TrainConfig
 from sentcli.device import autocast, resolve_precision
 from sentcli.events import EvalLog, Interrupted, LoopEvent, NonFinite, StepLog
@@ -414,6 +414,8 @@ def train_loop(
     s = loop.state
     if s.step >= loop.total:
         return
+    if device.type == "cpu":
+        heap.keep_freed()
     loop.start()
     start, last_eval = s.batch, -1
     with deferred_interrupts() as flag:
