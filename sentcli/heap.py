@@ -33,8 +33,12 @@ def keep_freed() -> None:
     """Serve every block from the heap and never shrink it, for this process: glibc maps
     blocks over 32 MB afresh and unmaps them at free, so each training step faulted its
     large activations in again (all-MiniLM-L6-v2 on IMDB, batch 32, 2 CPU cores: 1,660–1,920
-    → 2,810–3,100 tokens/s; peak resident set 4.7 → 5.3 GB). `release` still trims."""
+    → 2,930–3,070 tokens/s; peak resident set 4.7 → 5.3 GB). `release` still trims.
+
+    For the rest of the process: setting either option also ends glibc's dynamic mmap
+    threshold, so there is no going back to its defaults (inference in the same process
+    keeps bounded memory through `release` after each chunk)."""
     libc = _libc()
     if libc is not None:
         libc.mallopt(_M_MMAP_MAX, 0)
-        libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)  # an int; the largest glibc takes
+        libc.mallopt(_M_TRIM_THRESHOLD, -1)  # -1: never trim on free (mallopt(3))

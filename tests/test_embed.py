@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from sentcli import api
@@ -399,6 +400,15 @@ def test_fused_linears_compute_what_the_plain_model_does(activation: str) -> Non
     with torch.inference_mode():
         want, got = plain.embed(ids, mask), fused.embed(ids, mask)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # the MLP's first Linear applies this activation, not the other: at pre-activations of
+    # a few units exact and tanh GELU differ by ~1e-3 (near 0, inside any tolerance)
+    mlp = plain.trunk.h[0].mlp
+    x = 3 * torch.randn(64, 32)
+    with torch.inference_mode():
+        pre = mlp.c_fc(x)
+        other = "none" if activation == "gelu_tanh" else "tanh"
+        assert (F.gelu(pre, approximate=other) - mlp.act(pre)).abs().max() > 1e-4
+        torch.testing.assert_close(fused.trunk.h[0].mlp.c_fc(x), mlp.act(pre), atol=1e-5, rtol=0)
 
 
 def test_cpu_bf16_fuses_where_native_and_stays_close_to_fp32(mtl_run: Path) -> None:
