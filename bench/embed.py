@@ -27,7 +27,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -111,19 +113,30 @@ def st_default_batch(st: object) -> int:
     return int(inspect.signature(st.encode).parameters["batch_size"].default)  # type: ignore[attr-defined]
 
 
+T = TypeVar("T")
+
 REPEATS = 3
 """Timed runs of each configuration after its warm-up; the fastest counts (the machine is
 shared: a slower run measures its neighbours, not the code)."""
 
 
-def time_st(st: object, texts: list[str], batch_size: int) -> tuple[float, np.ndarray]:
-    st.encode(texts[:batch_size], batch_size=batch_size)  # type: ignore[attr-defined]  # warm-up
-    best = float("inf")
+def best_of(run: Callable[[], T]) -> tuple[float, T]:
+    """The fastest of REPEATS timed calls of `run` (after the caller's warm-up), and its
+    result."""
+    best: tuple[float, T] | None = None
     for _ in range(REPEATS):
         t0 = time.perf_counter()
-        v = st.encode(texts, batch_size=batch_size, normalize_embeddings=True)  # type: ignore[attr-defined]
-        best = min(best, time.perf_counter() - t0)
-    return best, np.asarray(v, dtype=np.float32)
+        result = run()
+        secs = time.perf_counter() - t0
+        best = (secs, result) if best is None or secs < best[0] else best
+    assert best is not None, "--repeats must be at least 1"
+    return best
+
+
+def time_st(st: object, texts: list[str], batch_size: int) -> tuple[float, np.ndarray]:
+    st.encode(texts[:batch_size], batch_size=batch_size)  # type: ignore[attr-defined]  # warm-up
+    secs, v = best_of(lambda: st.encode(texts, batch_size=batch_size, normalize_embeddings=True))  # type: ignore[attr-defined]
+    return secs, np.asarray(v, dtype=np.float32)
 
 
 def time_sentcli(
@@ -196,12 +209,7 @@ def time_sentcli_onnx(
         return out
 
     run(texts[:batch_size])  # warm-up
-    best = float("inf")
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        vectors = run(texts)
-        best = min(best, time.perf_counter() - t0)
-    return best, vectors
+    return best_of(lambda: run(texts))
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -267,7 +275,8 @@ def throughput_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, obje
                 secs, vectors, tokens = time_sentcli(
                     run, text_file, tmp / "v.npy", args.batch_size, args.device, precision
                 )
-                st_secs, st_vectors = time_st(st_at(st, precision), texts, args.batch_size)
+                st_here = st_at(st, precision)
+                st_secs, st_vectors = time_st(st_here, texts, args.batch_size)
                 st_fp32 = st_fp32 or (st_secs, st_vectors)
                 same_model = model_name == "all-MiniLM-L6-v2"
                 rows.append(
@@ -293,7 +302,7 @@ def throughput_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, obje
                 if precision == "bf16" and st_batch != args.batch_size:
                     # its own default batch size too: smaller batches of long texts are faster
                     # there (less padding, smaller activations), so this is its fastest setting
-                    st_secs, st_vectors = time_st(st_at(st, precision), texts, st_batch)
+                    st_secs, st_vectors = time_st(st_here, texts, st_batch)
                     rows.append(
                         rows[-1] | {
                             "precision": f"bf16, s-t batch {st_batch}",

@@ -6,17 +6,16 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from sentcli.device import native_cpu_bf16
+from sentcli.inference.quantize import replace_linears
 from sentcli.model import MLP
 
 
 def available() -> bool:
-    """An x86 CPU with bf16 instructions (AVX512-BF16 or AMX), where the fusion was measured.
-    oneDNN also runs bf16 on older AVX-512 CPUs by emulation and on ARM through ACL (where
-    torch's own compiler leaves this fusion off); neither was measured, so neither fuses."""
-    if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
-        return False
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return bool(native and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """oneDNN runs bf16 natively here (`device.native_cpu_bf16`), where the fusion was
+    measured; on older AVX-512 CPUs (emulated bf16) and on ARM (ACL, where torch's own
+    compiler leaves this fusion off) nothing fuses."""
+    return torch.backends.mkldnn.is_available() and native_cpu_bf16()  # type: ignore[no-untyped-call]
 
 
 class FusedLinear(nn.Module):
@@ -35,23 +34,18 @@ class FusedLinear(nn.Module):
         # oneDNN's post-op names: exact (erf) GELU is "none", the tanh approximation "tanh"
         self.attr, self.algorithm = ("gelu", act.approximate) if act is not None else ("none", "")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] → [..., out]
         y: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
-            x.reshape(-1, shape[-1]), self.weight, self.bias, self.attr, [], self.algorithm
+            x, self.weight, self.bias, self.attr, [], self.algorithm
         )
-        return y.view(*shape[:-1], -1)
+        return y
 
 
 def fuse_linears(module: nn.Module) -> None:
     """Replace every Linear under `module` by a `FusedLinear`, in place; each MLP's
     GELU moves into its first Linear."""
-    for name, child in module.named_children():
-        if isinstance(child, MLP) and isinstance(child.act, nn.GELU):
-            child.c_fc = FusedLinear(child.c_fc, child.act)  # type: ignore[assignment]
-            child.c_proj = FusedLinear(child.c_proj)  # type: ignore[assignment]
-            child.act = nn.Identity()
-        elif isinstance(child, nn.Linear):
-            setattr(module, name, FusedLinear(child))
-        else:
-            fuse_linears(child)
+    for mlp in list(module.modules()):
+        if isinstance(mlp, MLP) and isinstance(mlp.act, nn.GELU):
+            mlp.c_fc = FusedLinear(mlp.c_fc, mlp.act)  # type: ignore[assignment]
+            mlp.act = nn.Identity()
+    replace_linears(module, FusedLinear)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 
@@ -40,10 +42,15 @@ class Int8Linear(nn.Module):
         return y.view(*shape[:-1], -1)
 
 
-def quantize_int8(module: nn.Module) -> None:
-    """Replace every Linear layer under `module` by an `Int8Linear`, in place."""
+def replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> None:
+    """Replace every `nn.Linear` under `module` by `make(it)`, in place."""
     for name, child in module.named_children():
         if isinstance(child, nn.Linear):
-            setattr(module, name, Int8Linear(child))
+            setattr(module, name, make(child))
         else:
-            quantize_int8(child)
+            replace_linears(child, make)
+
+
+def quantize_int8(module: nn.Module) -> None:
+    """Replace every Linear layer under `module` by an `Int8Linear`, in place."""
+    replace_linears(module, Int8Linear)
