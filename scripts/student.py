@@ -1,5 +1,5 @@
 """The next default model's starting point: a distillation corpus of sentences, and a
-student cut from a teacher run (not yet part of `make default-model`).
+student cut from a teacher run: the first steps of `make default-model`.
 
   python scripts/student.py corpus DATA OUT.txt [--max-sentences N]
       One text per line, deduplicated, shuffled with a fixed seed: both sides of the STS-B

@@ -132,7 +132,7 @@ def test_the_docs_example_embeds_with_onnxruntime_alone(tmp_path: Path) -> None:
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("(3, 192)"), done.stdout
+    assert done.stdout.startswith("(3, 384)"), done.stdout
 
 
 def test_sentence_transformers_format_refuses_sentclis_own_architecture(
