@@ -43,7 +43,6 @@ from sentcli.model import training_flops_per_token
 from sentcli.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKENIZER = ROOT / "sentcli" / "default_model" / "tokenizer.json"
 SIZE = {"n_layer": 4, "n_head": 4, "n_embd": 256}
 OPT = {"lr": 1e-3, "betas": (0.9, 0.95), "weight_decay": 0.1}
 
@@ -117,7 +116,14 @@ def peer_run(
 
 
 def sentcli_run(
-    task: str, rows: int, block: int, batch: int, steps: int, device: str, precision: str
+    task: str,
+    tokenizer: Path,
+    rows: int,
+    block: int,
+    batch: int,
+    steps: int,
+    device: str,
+    precision: str,
 ) -> float:
     """Median real tokens/s of api.train_encoder's logged windows."""
     out = Path(tempfile.mkdtemp(prefix="train_speed_")) / "run"
@@ -135,7 +141,7 @@ def sentcli_run(
         "max_samples_per_task": rows,
         "max_eval_batches": 1,
     }
-    result = api.train_encoder(task, out, tokenizer=TOKENIZER, options=options)
+    result = api.train_encoder(task, out, tokenizer=tokenizer, options=options)
     return float(result.throughput["tokens_per_s"])
 
 
@@ -152,7 +158,10 @@ def main() -> None:
     fast = resolve_precision("auto", device)
     steps, warmup = (20, 5) if args.quick else (60, 10)
     rounds = 1 if args.quick else 2
-    tok = load_tokenizer(TOKENIZER)
+    # a sentcli BPE tokenizer of 8,000 tokens on the shipped samples (as `make demo` builds)
+    tokenizer = Path(tempfile.mkdtemp(prefix="train_speed_tok_")) / "tokenizer.json"
+    api.build_tokenizer([str(ROOT / "data" / "ag_news"), str(ROOT / "data" / "imdb")], tokenizer)
+    tok = load_tokenizer(tokenizer)
     vocab = tok.get_vocab_size()
     peaks = {"fp32": matmul_peak(device, torch.float32)}
     if fast is not None:
@@ -191,7 +200,14 @@ def main() -> None:
         for _ in range(rounds):  # alternate the sides (twice in full mode; best of each)
             for label, dtype in precisions:
                 tps = sentcli_run(
-                    f"t={folder}", n, block, args.batch_size, steps + warmup, args.device, label
+                    f"t={folder}",
+                    tokenizer,
+                    n,
+                    block,
+                    args.batch_size,
+                    steps + warmup,
+                    args.device,
+                    label,
                 )
                 rows.setdefault(f"sentcli {label}", []).append(tps)
                 for batching, plan in (("padded", shuffled), ("bucketed", bucketed)):
