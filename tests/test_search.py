@@ -2,6 +2,8 @@
 never stale, never half-written) and bad input."""
 
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ from typer.testing import CliRunner
 
 from sentcli import api
 from sentcli.cli import app
+from sentcli.config import InferenceOptions
 from sentcli.inference import search as search_mod
 from sentcli.inference.outputs import escape_tsv
 from sentcli.inference.search import CorpusIndex, top_k
@@ -96,6 +99,62 @@ def test_corpus_vectors_are_cached_and_never_stale(tmp_path: Path) -> None:
     assert (
         (tmp_path / "result.tsv").read_text("utf-8").splitlines()[0].endswith("only one line now")
     )
+
+
+def _truncate(folder: Path) -> None:
+    (folder / "vectors.npy").write_bytes((folder / "vectors.npy").read_bytes()[:40])
+
+
+def _garbage(name: str) -> Callable[[Path], int]:
+    return lambda folder: (folder / name).write_bytes(b"not what sentcli wrote" * 10)
+
+
+DAMAGE = {
+    "truncated vectors": (_truncate, "unreadable file"),
+    "garbage vectors": (_garbage("vectors.npy"), "unreadable file"),
+    "garbage offsets": (_garbage("offsets.npy"), "unreadable file"),
+    "garbage meta": (_garbage("meta.json"), "unreadable file"),
+    "another width": (lambda f: np.save(f / "vectors.npy", np.ones((10, 768), "f4")), "(10, 768)"),
+    "one dimension": (lambda f: np.save(f / "vectors.npy", np.ones(3840, "f4")), "(3840,)"),
+    "fewer rows": (lambda f: np.save(f / "vectors.npy", np.ones((2, 384), "f4")), "(2, 384)"),
+    "no vectors": (lambda f: (f / "vectors.npy").unlink(), "has no vectors.npy"),
+    "no texts": (lambda f: (f / "texts.bin").unlink(), "has no texts.bin"),
+    "no meta": (lambda f: (f / "meta.json").unlink(), "has no meta.json"),
+    "cut texts": (lambda f: (f / "texts.bin").write_bytes(b"x"), "do not match its texts.bin"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_cache_folder_is_embedded_again_and_said_so(tmp_path: Path, damage: str) -> None:
+    corpus, cache = corpus_file(tmp_path), tmp_path / "cache"
+    args = ["search", str(corpus), "--corpus", str(corpus), "-k", "2", "--cache", str(cache)]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    (folder,) = (cache / "search").iterdir()
+    harm, reason = DAMAGE[damage]
+    harm(folder)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert again.stdout == first.stdout  # the same results, from a rebuilt index
+    warning = [line for line in again.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and reason in warning[0], again.stderr
+    assert "embedded again" in warning[0] and "indexed the corpus" in again.stderr
+    assert [f.name for f in (cache / "search").iterdir()] == [folder.name]
+    third = runner.invoke(app, args)  # and the rebuilt folder is reused, without a warning
+    assert third.exit_code == 0 and "rows from the cache" in third.stderr
+    assert "warning" not in third.stderr and third.stdout == first.stdout
+
+
+def test_the_cache_key_covers_the_tokenizer(tmp_path: Path) -> None:
+    corpus, model = corpus_file(tmp_path), tmp_path / "model"
+    shutil.copytree(api.DEFAULT_MODEL, model)
+    opts = InferenceOptions()
+    key = search_mod.corpus_key(corpus, None, model, None, opts)
+    assert search_mod.corpus_key(corpus, None, model, None, opts) == key
+    tok = json.loads((model / "tokenizer.json").read_text("utf-8"))
+    tok["normalizer"]["lowercase"] = not tok["normalizer"]["lowercase"]
+    (model / "tokenizer.json").write_text(json.dumps(tok), "utf-8")  # same weights and config
+    assert search_mod.corpus_key(corpus, None, model, None, opts) != key
 
 
 BAD_SEARCH = [

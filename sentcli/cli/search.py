@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from sentcli.cli._util import app, err, handle_errors
 from sentcli.cli.options import (
@@ -100,6 +101,11 @@ def search_cli(
             cache=cache,
             options=inference_options(text_column, None, batch_size, max_length, device, precision),
             on_event=view,
+        )
+    if index.damaged is not None:  # shown even with --quiet: a cache folder was replaced
+        err.print(
+            f"[yellow]warning:[/] the cached corpus vectors {escape(index.damaged)}; "
+            "the corpus was embedded again"
         )
     if index.built is not None:
         inference_summary("indexed the corpus:", index.built, quiet)

@@ -3,8 +3,10 @@ products over the corpus vectors read from disk block by block (memory stays fla
 corpus grows).
 
 The corpus's vectors and texts are computed once into a cache folder named by a hash of the
-corpus file's bytes, its text column, the model's weights and config, and the inference
-settings: a changed corpus or model gets a new folder, so stale vectors are never read."""
+corpus file's bytes, its text column, the model's weights, config and tokenizer, and the
+inference settings: a changed corpus or model gets a new folder, so stale vectors are never
+read. A cache folder that does not hold what sentcli wrote (a file missing, unreadable, or of
+the wrong shape for its rows and the model's width) is embedded again, and said so."""
 
 from __future__ import annotations
 
@@ -55,6 +57,8 @@ class CorpusIndex:
     texts: np.ndarray
     built: InferenceResult | None
     """The embedding of the corpus by this command; None when it came from the cache."""
+    damaged: str | None = None
+    """Why the cache folder found for this corpus could not be used (it was rebuilt)."""
 
     def text(self, row: int) -> str:
         return bytes(self.texts[self.offsets[row] : self.offsets[row + 1]]).decode("utf-8")
@@ -89,6 +93,7 @@ def corpus_key(
     _file_hash(h, corpus)
     _file_hash(h, model / ckpt.WEIGHTS)
     h.update((model / ckpt.CONFIG).read_bytes())
+    _file_hash(h, model / ckpt.TOKENIZER)  # the same weights under another tokenizer differ
     device = resolve_device(opts.device).type
     h.update(json.dumps([column, max_length, str(opts.precision), device]).encode())
     return h.hexdigest()[:32]
@@ -129,59 +134,92 @@ def corpus_index(
     source = TextInput(corpus, column)  # checks the file and its column before any work
     path, origin = resolve_model(model)
     try:
-        ckpt.read_config(path)  # a folder that is not a run fails here, not in the hash
+        width = ckpt.read_config(path).model.n_embd  # a folder that is not a run fails here
     except CheckpointError as e:
         raise CheckpointError(f"{origin}: {e}" if origin != "--model" else str(e)) from e
     if not (path / ckpt.WEIGHTS).is_file():
         raise CheckpointError(f"{path} has no {ckpt.WEIGHTS}; give a complete run folder")
     key = corpus_key(Path(corpus), source.text_column, path, opts.max_length, opts)
     folder = cache / "search" / key
-    built = None
-    if not (folder / META).is_file():
-        tmp = folder.with_name(f"{key}.tmp{os.getpid()}")
+    damaged = None
+    if folder.exists():
         try:
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-        except OSError as e:
-            raise ConfigError(
-                f"cannot write the corpus cache in {cache} ({e.strerror}); give --cache DIR "
-                f"or set ${ckpt.CACHE_ENV}"
-            ) from None
-        writers: list[IndexWriter] = []
+            return open_index(folder, width)
+        except DamagedIndex as e:
+            damaged = str(e)
+            shutil.rmtree(folder, ignore_errors=True)
+    tmp = folder.with_name(f"{key}.tmp{os.getpid()}")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot write the corpus cache in {cache} ({e.strerror}); give --cache DIR "
+            f"or set ${ckpt.CACHE_ENV}"
+        ) from None
+    writers: list[IndexWriter] = []
 
-        def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
-            assert isinstance(net, MultiTaskModel | LanguageModel)
+    def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
+        assert isinstance(net, MultiTaskModel | LanguageModel)
 
-            def sink(f: IO[bytes]) -> Sink:
-                writers.append(IndexWriter(f, tmp))
-                return writers[-1]
+        def sink(f: IO[bytes]) -> Sink:
+            writers.append(IndexWriter(f, tmp))
+            return writers[-1]
 
-            return vector_fn(net, normalize=True), sink
+        return vector_fn(net, normalize=True), sink
 
-        try:
-            index_opts = InferenceOptions(**{**vars(opts), "text_column": source.text_column})
-            built = run_inference(
-                corpus, tmp / VECTORS, model, (".npy",), index_opts, make, on_event,
-                source=lambda: source,
-            )  # fmt: skip
-            if writers:  # no sink on the other torchrun ranks: the main one writes the index
-                _publish(tmp, folder, writers[0], corpus, source.text_column, path)
-                built.output = folder
-            else:
-                shutil.rmtree(tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        dist.barrier(dist.from_env())  # under torchrun every rank then reads that index
-    vectors = np.load(folder / VECTORS, mmap_mode="r")
-    offsets = np.load(folder / OFFSETS)
+    try:
+        index_opts = InferenceOptions(**{**vars(opts), "text_column": source.text_column})
+        built = run_inference(
+            corpus, tmp / VECTORS, model, (".npy",), index_opts, make, on_event,
+            source=lambda: source,
+        )  # fmt: skip
+        if writers:  # no sink on the other torchrun ranks: the main one writes the index
+            _publish(tmp, folder, writers[0], corpus, source.text_column, path)
+            built.output = folder
+        else:
+            shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    dist.barrier(dist.from_env())  # under torchrun every rank then reads that index
+    try:
+        index = open_index(folder, width)
+    except DamagedIndex as e:  # only if something damaged it between the rename and now
+        raise ConfigError(f"the corpus cache {folder} {e}; delete it and run again") from None
+    index.built, index.damaged = built, damaged
+    return index
+
+
+class DamagedIndex(Exception):
+    """A cache folder that does not hold what `_publish` wrote."""
+
+
+def open_index(folder: Path, width: int) -> CorpusIndex:
+    """The index in `folder`, checked against its meta.json and the model's `width` (shapes
+    and sizes, not every value: that would read the whole corpus)."""
+    try:
+        rows = json.loads((folder / META).read_text("utf-8"))["rows"]
+        vectors = np.load(folder / VECTORS, mmap_mode="r")
+        offsets = np.load(folder / OFFSETS)
+        size = (folder / TEXTS).stat().st_size
+    except FileNotFoundError as e:
+        raise DamagedIndex(f"has no {Path(str(e.filename)).name}") from None
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise DamagedIndex(f"has an unreadable file ({type(e).__name__})") from None
+    if not isinstance(rows, int) or vectors.shape != (rows, width) or vectors.dtype != np.float32:
+        raise DamagedIndex(f"holds vectors of shape {vectors.shape}, not ({rows}, {width})")
+    if offsets.shape != (rows + 1,) or offsets.dtype != np.int64:
+        raise DamagedIndex(f"holds {offsets.shape} text offsets for {rows} rows")
+    if offsets[0] != 0 or offsets[-1] != size or np.any(np.diff(offsets) < 0):
+        raise DamagedIndex(f"holds text offsets that do not match its {TEXTS}")
     texts = (
         np.memmap(folder / TEXTS, dtype=np.uint8, mode="r")
-        if offsets[-1] > 0
+        if size > 0
         else np.zeros(0, dtype=np.uint8)  # a corpus of empty lines: nothing to map
     )
-    return CorpusIndex(folder, vectors, offsets, texts, built)
+    return CorpusIndex(folder, vectors, offsets, texts, None)
 
 
 def _publish(
