@@ -42,10 +42,10 @@ from sentcli.inference.embed import (
     run_inference,
     vector_pipeline,
 )
-from sentcli.inference.outputs import VECTOR_FORMATS
+from sentcli.inference.outputs import VECTOR_FORMATS, check_plot
 from sentcli.inference.search import CorpusIndex, run_search
 from sentcli.inference.similarity import cosine_matrix, pair_cosines
-from sentcli.metrics import plot_matrix, plot_scatter
+from sentcli.metrics import image_format, plot_matrix, plot_scatter
 from sentcli.model import MultiTaskModel
 from sentcli.tokenizer import UNK_ID, TokenizerSummary, encode, load_tokenizer, train_tokenizer
 from sentcli.training.classify import evaluate_head, train_classifier
@@ -431,14 +431,10 @@ def similarity_matrix(
     """The texts of a line file of a few sentences and their cosine matrix (a heatmap to
     `plot`)."""
     if plot is not None:
-        if not plot.parent.is_dir():
-            raise ConfigError(
-                f"--plot {plot}: folder {plot.parent} does not exist; create it first"
-            )
-        ckpt.check_writable(plot)
+        check_plot(plot, [file])
     texts, matrix, result = cosine_matrix(file, model, options or InferenceOptions(), on_event)
     if plot is not None:
-        plot_matrix(plot, texts, matrix)
+        ckpt.atomic_write(plot, lambda tmp: plot_matrix(tmp, texts, matrix, image_format(plot)))
     return texts, matrix, result
 
 

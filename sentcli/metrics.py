@@ -4,6 +4,7 @@ gradient-norm warnings and summary) and the plots written to its report/."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +110,22 @@ def plot_confusion(
     fig.savefig(path)
 
 
-def plot_matrix(path: Path, texts: list[str], matrix: np.ndarray) -> None:
-    """Heatmap of a cosine matrix, the texts (cut to 40 characters) as labels."""
+def image_formats() -> list[str]:
+    """The file name extensions matplotlib can write (png, pdf, svg, jpg…)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def image_format(path: Path) -> str | None:
+    """`path`'s image format if matplotlib writes it, else None."""
+    ext = path.suffix.lower().lstrip(".")
+    return ext if ext in image_formats() else None
+
+
+def plot_matrix(path: Path, texts: list[str], matrix: np.ndarray, fmt: str | None = None) -> None:
+    """Heatmap of a cosine matrix, the texts (cut to 40 characters) as labels; `fmt`: the
+    image format when `path`'s name does not say it (a temporary file)."""
     from matplotlib.figure import Figure
 
     labels = [t if len(t) <= 40 else t[:39] + "…" for t in texts]
@@ -127,7 +142,9 @@ def plot_matrix(path: Path, texts: list[str], matrix: np.ndarray) -> None:
                 ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7)
     ax.set_title("cosine similarity")
     fig.colorbar(im, ax=ax)
-    fig.savefig(path)
+    with warnings.catch_warnings():  # a label's emoji or CJK: drawn as a box, not a warning
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
+        fig.savefig(path, format=fmt)
 
 
 def plot_scatter(path: Path, cosine: np.ndarray, gold: np.ndarray, title: str) -> None:

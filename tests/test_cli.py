@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -170,6 +171,8 @@ def bad(tmp_path_factory: pytest.TempPathFactory, pipeline: Path) -> Path:
         str(root / "swapped" / "tokenizer.json")
     )
     (root / "empty.txt").write_text("")
+    (root / "lines.png").write_text("a sentence\nanother one\n")  # text, named like an image
+    np.save(root / "vectors.npy", np.ones((3, 4), dtype=np.float32))
     (root / "latin1.csv").write_bytes("text,label\ncaf\xe9,0\n".encode("latin-1"))
     write_csv(root / "range.csv", [("a", 0), ("b", 1)])
     (root / "notarun").mkdir()
@@ -478,6 +481,22 @@ VALUES = [  # values out of range, impossible combinations, data that does not f
     (["similarity", "--matrix", "{bad}/latin1.txt"], "line 2 is not UTF-8"),
     (["search", "{bad}/ok.txt", "--corpus", "{bad}/empty.txt"], "the file is empty"),
     (["search", "{bad}/ok.txt", "--corpus", "{bad}/latin1.txt"], "line 2 is not UTF-8"),
+    (["search", "{bad}/ok.txt", "--corpus", "{bad}/range.csv", "--corpus-column", "nope"],
+     "no column 'nope'; columns are text, label; pass --corpus-column"),
+    (["search", "{bad}/vectors.npy", "--corpus", "{bad}/ok.txt"],
+     "vectors.npy is a NumPy .npy file (vectors); give the texts"),
+    (["embed", "{bad}/vectors.npy"], "vectors.npy is a NumPy .npy file (vectors)"),
+    (["similarity", "--matrix", "{bad}/lines.png", "--plot", "{bad}/lines.png"],
+     "lines.png is the input file; write to another file"),
+    (["similarity", "--matrix", "{bad}/two.txt", "--plot", "{tmp}/p.xyz"],
+     "p.xyz: unknown output format; end the name with ."),
+    (["similarity", "{bad}/ok.txt", "{bad}/ok.txt", "--plot", "{tmp}/p.png"],
+     "--plot goes with --matrix FILE"),
+    (["similarity", "{bad}/ok.txt", "{bad}/ok.txt", "--pair-columns", "a,b"],
+     "A and B are line files paired line by line: drop --pair-columns"),
+    (["similarity", "{bad}/range.csv", "{bad}/ok.txt"], "with A and B, each is a line file"),
+    (["similarity", "{bad}/range.csv", "--pair-columns", "a,b"],
+     "no column 'a'; columns are text, label; pass --pair-columns"),
     (["import-hf", "{lm}", "-o", "{tmp}/r"], "is a sentcli run already; use it as it is"),
     (["import-hf", "{bad}/notarun", "-o", "{lm}"], "exists and is not empty"),
     (["import-hf", "{bad}/ok.txt", "-o", "{tmp}/r"], "is not a folder"),

@@ -56,9 +56,12 @@ def similarity_cli(
         ),
     ] = None,
     plot: Annotated[
-        Path,
-        typer.Option(dir_okay=False, help="--matrix: the heatmap to write."),
-    ] = Path("similarity.png"),
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="--matrix: the heatmap to write, .png, .pdf, .svg… [default: similarity.png]",
+        ),
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", dir_okay=False, help=".txt or .tsv (default: stdout)."),
@@ -92,10 +95,14 @@ def similarity_cli(
                 "--matrix FILE takes no pairs, -o or --pair-columns (it writes --plot)",
                 param_hint="--matrix",
             )
-        texts, cos, _ = api.similarity_matrix(matrix, model, plot=plot, options=options)
+        plot = plot or Path("similarity.png")
+        texts, cos, result = api.similarity_matrix(matrix, model, plot=plot, options=options)
         out.print(matrix_table(texts, cos.tolist()))
         out.print(f"wrote {plot}")
+        inference_summary("compared", result, quiet=True)  # only a cut texts' warning
         return
+    if plot is not None:
+        raise typer.BadParameter("--plot goes with --matrix FILE", param_hint="--plot")
     if first is None:
         raise typer.BadParameter("give pairs (A [B]) or --matrix FILE", param_hint="A")
     columns = [c.strip() for c in pair_columns.split(",")] if pair_columns else None

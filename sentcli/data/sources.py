@@ -112,13 +112,15 @@ def pick_column(
     where: str,
     *,
     say_what: bool = True,
+    flag: str | None = None,
 ) -> str:
     """The column to read: `given` (which must exist), else the first of `candidates` found.
-    `say_what` names the column's role in the message for a missing `given` one."""
+    `say_what` names the column's role in the message for a missing `given` one; `flag` is
+    the option that sets it (default: --pair-columns, or --WHAT-column)."""
+    flag = flag or ("--pair-columns" if what == "pair" else f"--{what}-column")
     if given is not None:
         if given not in columns:
             role = f"{what} " if say_what else ""
-            flag = "--pair-columns" if what == "pair" else f"--{what}-column"
             raise DataError(
                 f"{where}: no {role}column {given!r}; columns are {', '.join(columns)}; "
                 f"pass {flag} with {'two' if what == 'pair' else 'one'} of them"
@@ -129,7 +131,7 @@ def pick_column(
             return name
     raise DataError(
         f"{where}: no {what} column found (looked for {', '.join(candidates)}); columns are "
-        f"{', '.join(columns)}; pass --{what}-column NAME"
+        f"{', '.join(columns)}; pass {flag} NAME"
     )
 
 

@@ -50,6 +50,11 @@ def _line_text(raw: bytes, where: str, lineno: int) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
+        if lineno == 1 and raw.startswith(b"\x93NUMPY"):  # vectors where texts belong
+            raise DataError(
+                f"{where} is a NumPy .npy file (vectors); give the texts, one per line or "
+                "in a table"
+            ) from None
         raise DataError(
             f"{where}: line {lineno} is not UTF-8 (byte {raw[e.start]:#04x}); re-encode the "
             "input as UTF-8 (for example with iconv -f latin1 -t utf-8)"
@@ -66,7 +71,9 @@ class TextInput:
         text_column: str | None = None,
         id_column: str | None = None,
         stdin: IO[bytes] | None = None,
+        flags: tuple[str, str] = ("--text-column", "--id-column"),
     ) -> None:
+        """`flags`: the options that set the text and id columns, for the messages."""
         if spec == "-" and dist.from_env().on:
             raise ConfigError(
                 "under torchrun every process reads the input itself: give a file, not - (stdin)"
@@ -76,14 +83,16 @@ class TextInput:
         """Set by the consumer when it stops early: stdin's reader then gives up."""
         self.text_column = text_column
         self.id_column = id_column
+        self.flags = flags
         self.total: int | None = None  # rows, when known before reading
         self._stdin = stdin
         self.path = Path(spec)
         self.kind = "lines" if spec == "-" else TABLES.get(extension(self.path), "lines")
         if self.kind == "lines" and (text_column or id_column):
             raise ConfigError(
-                f"{self.name} is read as one text per line; --text-column and --id-column "
-                "apply to .csv, .tsv, .jsonl and .parquet input"
+                f"{self.name} is read as one text per line; "
+                f"{' and '.join(dict.fromkeys(flags))} apply to .csv, .tsv, .jsonl and .parquet "
+                "input"
             )
         if spec != "-":
             check_file(
@@ -112,11 +121,12 @@ class TextInput:
         return n
 
     def _pick(self, columns: list[str]) -> None:
+        text_flag, id_flag = self.flags
         self.text_column = pick_column(
-            columns, self.text_column, TEXT_NAMES, "text", self.name, say_what=False
+            columns, self.text_column, TEXT_NAMES, "text", self.name, say_what=False, flag=text_flag
         )
         if self.id_column is not None:
-            pick_column(columns, self.id_column, (), "id", self.name, say_what=False)
+            pick_column(columns, self.id_column, (), "id", self.name, say_what=False, flag=id_flag)
 
     def _check_columns(self) -> None:
         if self.kind == "parquet":
@@ -361,6 +371,17 @@ class PairInput:
     ) -> None:
         if second is not None:
             self.mode = "two"
+            for spec in (first, second):
+                if spec != "-" and TABLES.get(extension(Path(spec)), "lines") != "lines":
+                    raise ConfigError(
+                        f"{spec}: with A and B, each is a line file (one text per line); a table "
+                        "holds its pairs itself: give it alone (its columns: --pair-columns A,B)"
+                    )
+            if pair_columns:
+                raise ConfigError(
+                    "--pair-columns names a table's two text columns; A and B are line files "
+                    "paired line by line: drop --pair-columns"
+                )
             self.first, self.second = TextInput(first, stdin=stdin), TextInput(second, stdin=stdin)
             rows, b = self.first.total, self.second.total
             if rows is not None and b is not None and rows != b:
@@ -397,7 +418,8 @@ class PairInput:
                 f"{first}: no pair of text columns found (looked for sentence1/sentence2, "
                 f"anchor/positive, …); columns are {', '.join(columns)}; pass --pair-columns A,B"
             )
-        return TextInput(first, text_column=pair[0], id_column=pair[1], stdin=stdin)
+        flags = ("--pair-columns", "--pair-columns")
+        return TextInput(first, text_column=pair[0], id_column=pair[1], stdin=stdin, flags=flags)
 
     def chunks(self, size: int) -> Iterator[Chunk]:
         if self.mode == "two":

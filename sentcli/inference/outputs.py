@@ -23,22 +23,32 @@ VECTOR_FORMATS = (".npy", ".jsonl", ".csv", ".tsv")
 NPY_HEADER = 128  # bytes reserved for the .npy header, rewritten with the final row count
 
 
-def check_output(path: Path | None, formats: tuple[str, ...], inputs: list[str]) -> None:
-    """Refuse, before any work, an output that cannot be written or would eat the input."""
+def check_output(
+    path: Path | None, formats: tuple[str, ...], inputs: list[str], flag: str = "-o"
+) -> None:
+    """Refuse, before any work, an output that cannot be written or would eat the input
+    (`flag`: the option that names it)."""
     if path is None:
         return
     if extension(path) not in formats or path.suffix.lower() == ".gz":
         raise ConfigError(
-            f"-o {path}: unknown output format; end the name with {', '.join(formats)}"
+            f"{flag} {path}: unknown output format; end the name with {', '.join(formats)}"
         )
     if path.is_dir():
-        raise ConfigError(f"-o {path} is a folder; give a file name")
+        raise ConfigError(f"{flag} {path} is a folder; give a file name")
     if not path.parent.is_dir():
-        raise ConfigError(f"-o {path}: folder {path.parent} does not exist; create it first")
+        raise ConfigError(f"{flag} {path}: folder {path.parent} does not exist; create it first")
     for spec in inputs:
         if spec != "-" and Path(spec).exists() and path.exists() and path.samefile(spec):
-            raise ConfigError(f"-o {path} is the input file; write to another file")
+            raise ConfigError(f"{flag} {path} is the input file; write to another file")
     check_writable(path)
+
+
+def check_plot(path: Path, inputs: list[str]) -> None:
+    """`check_output` for a --plot image: a format matplotlib writes (png, pdf, svg…)."""
+    from sentcli.metrics import image_formats
+
+    check_output(path, tuple(f".{f}" for f in image_formats()), inputs, flag="--plot")
 
 
 def escape_tsv(text: str) -> str:

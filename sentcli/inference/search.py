@@ -131,7 +131,8 @@ def corpus_index(
     """The corpus's index from the cache, embedding the corpus first when it is not there."""
     if corpus == "-":
         raise ConfigError("--corpus - : the corpus must be a file (stdin holds the queries)")
-    source = TextInput(corpus, column)  # checks the file and its column before any work
+    # checks the file and its column before any work
+    source = TextInput(corpus, column, flags=("--corpus-column", "--corpus-column"))
     path, origin = resolve_model(model)
     try:
         width = ckpt.read_config(path).model.n_embd  # a folder that is not a run fails here
