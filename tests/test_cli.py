@@ -173,6 +173,7 @@ def bad(tmp_path_factory: pytest.TempPathFactory, pipeline: Path) -> Path:
     (root / "empty.txt").write_text("")
     (root / "lines.png").write_text("a sentence\nanother one\n")  # text, named like an image
     np.save(root / "vectors.npy", np.ones((3, 4), dtype=np.float32))
+    (root / "tabs.txt").write_text("a\tb\tc\n")  # which tab splits the pair?
     (root / "latin1.csv").write_bytes("text,label\ncaf\xe9,0\n".encode("latin-1"))
     write_csv(root / "range.csv", [("a", 0), ("b", 1)])
     (root / "notarun").mkdir()
@@ -475,6 +476,7 @@ VALUES = [  # values out of range, impossible combinations, data that does not f
      "is read as one text per line"),
     (["predict", "{bad}/missing.txt", "--task", "topic"], "missing.txt: no such file"),
     (["similarity", "{bad}/ok.txt"], "line 1 has no tab; give one pair per line"),
+    (["similarity", "{bad}/tabs.txt"], "line 1 has 2 tabs; give one pair per line"),
     (["similarity", "{bad}/ok.txt", "{bad}/two.txt"], "has 1 lines and"),
     (["similarity", "--matrix", "{bad}/empty.txt"], "the file is empty"),
     (["similarity", "{bad}/missing.txt", "{bad}/ok.txt"], "missing.txt: no such file"),

@@ -441,9 +441,10 @@ class PairInput:
                 for text in chunk.texts:
                     row += 1
                     left, tab, right = text.partition("\t")
-                    if not tab:
+                    if not tab or "\t" in right:
+                        many = "no tab" if not tab else f"{text.count(chr(9))} tabs"
                         raise DataError(
-                            f"{self.lines.name}: line {row} has no tab; give one pair per line "
+                            f"{self.lines.name}: line {row} has {many}; give one pair per line "
                             "as text1<TAB>text2, or two files"
                         )
                     a.append(left)
