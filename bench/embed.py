@@ -13,7 +13,7 @@ two sizes. Before that, the shipped default model at --precision auto against th
 all-MiniLM-L6-v2 in sentence-transformers fp32 (its faster of two batch sizes), same texts.
 
 Usage: python bench/embed.py [--quick] [--device cpu|cuda] [--batch-size 128]
-       [--repeats 3] [--skip-memory] [--skip-default] [--lines N]
+       [--repeats 3] [--skip-memory] [--skip-default] [--lines N] [--tokenizer TOK.json]
 Needs the `bench` extra: pip install -e '.[bench]'.
 """
 

@@ -24,7 +24,9 @@ Usage: python bench/train_speed.py [--quick] [--device cpu|cuda] [--json OUT]
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import tempfile
 import time
 import warnings
@@ -160,6 +162,7 @@ def main() -> None:
     rounds = 1 if args.quick else 2
     # a sentcli BPE tokenizer of 8,000 tokens on the shipped samples (as `make demo` builds)
     tokenizer = Path(tempfile.mkdtemp(prefix="train_speed_tok_")) / "tokenizer.json"
+    atexit.register(shutil.rmtree, tokenizer.parent, ignore_errors=True)
     api.build_tokenizer([str(ROOT / "data" / "ag_news"), str(ROOT / "data" / "imdb")], tokenizer)
     tok = load_tokenizer(tokenizer)
     vocab = tok.get_vocab_size()

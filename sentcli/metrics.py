@@ -110,11 +110,15 @@ def plot_confusion(
     fig.savefig(path)
 
 
+IMAGE_FORMATS = ("png", "pdf", "svg", "svgz", "jpg", "jpeg", "tif", "tiff", "webp", "eps", "ps")
+"""Image formats a plot may take: matplotlib's own, less pgf (needs LaTeX) and raw pixels."""
+
+
 def image_formats() -> list[str]:
-    """The file name extensions matplotlib can write (png, pdf, svg, jpg…)."""
+    """The file name extensions of IMAGE_FORMATS this matplotlib writes."""
     from matplotlib.backend_bases import FigureCanvasBase
 
-    return sorted(FigureCanvasBase.get_supported_filetypes())
+    return [f for f in IMAGE_FORMATS if f in FigureCanvasBase.get_supported_filetypes()]
 
 
 def image_format(path: Path) -> str | None:

@@ -110,13 +110,14 @@ def _garbage(name: str) -> Callable[[Path], int]:
 
 
 DAMAGE = {
-    "truncated vectors": (_truncate, "unreadable file"),
-    "garbage vectors": (_garbage("vectors.npy"), "unreadable file"),
-    "garbage offsets": (_garbage("offsets.npy"), "unreadable file"),
-    "garbage meta": (_garbage("meta.json"), "unreadable file"),
+    "truncated vectors": (_truncate, "has an unreadable vectors.npy (ValueError)"),
+    "garbage vectors": (_garbage("vectors.npy"), "has an unreadable vectors.npy"),
+    "garbage offsets": (_garbage("offsets.npy"), "has an unreadable offsets.npy"),
+    "garbage meta": (_garbage("meta.json"), "has an unreadable meta.json"),
     "another width": (lambda f: np.save(f / "vectors.npy", np.ones((10, 768), "f4")), "(10, 768)"),
     "one dimension": (lambda f: np.save(f / "vectors.npy", np.ones(3840, "f4")), "(3840,)"),
     "fewer rows": (lambda f: np.save(f / "vectors.npy", np.ones((2, 384), "f4")), "(2, 384)"),
+    "float64": (lambda f: np.save(f / "vectors.npy", np.ones((10, 384))), "float64 vectors"),
     "no vectors": (lambda f: (f / "vectors.npy").unlink(), "has no vectors.npy"),
     "no texts": (lambda f: (f / "texts.bin").unlink(), "has no texts.bin"),
     "no meta": (lambda f: (f / "meta.json").unlink(), "has no meta.json"),
@@ -143,6 +144,24 @@ def test_a_damaged_cache_folder_is_embedded_again_and_said_so(tmp_path: Path, da
     third = runner.invoke(app, args)  # and the rebuilt folder is reused, without a warning
     assert third.exit_code == 0 and "rows from the cache" in third.stderr
     assert "warning" not in third.stderr and third.stdout == first.stdout
+
+
+def test_an_unreadable_cache_folder_is_an_error_not_damage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus, cache = corpus_file(tmp_path), tmp_path / "cache"
+    api.search(str(corpus), str(corpus), tmp_path / "r.tsv", k=1, cache=cache)
+    (folder,) = (cache / "search").iterdir()
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(folder / "vectors.npy"))
+
+    monkeypatch.setattr(search_mod.np, "load", denied)
+    with pytest.raises(PermissionError):  # the CLI reports it as an unreadable input
+        api.search(str(corpus), str(corpus), tmp_path / "r.tsv", k=1, cache=cache)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "meta.json", "offsets.npy", "texts.bin", "vectors.npy"
+    ]  # fmt: skip
 
 
 def test_the_cache_key_covers_the_tokenizer(tmp_path: Path) -> None:

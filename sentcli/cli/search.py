@@ -104,8 +104,8 @@ def search_cli(
         )
     if index.damaged is not None:  # shown even with --quiet: a cache folder was replaced
         err.print(
-            f"[yellow]warning:[/] the cached corpus vectors {escape(index.damaged)}; "
-            "the corpus was embedded again"
+            f"[yellow]warning:[/] the corpus cache {escape(str(index.folder))} "
+            f"{escape(index.damaged)}; the corpus was embedded again"
         )
     if index.built is not None:
         inference_summary("indexed the corpus:", index.built, quiet)

@@ -59,7 +59,8 @@ def similarity_cli(
         Path | None,
         typer.Option(
             dir_okay=False,
-            help="--matrix: the heatmap to write, .png, .pdf, .svg… [default: similarity.png]",
+            help="--matrix: the heatmap to write (.png, .pdf, .svg, .jpg…) "
+            "[default: similarity.png]",
         ),
     ] = None,
     output: Annotated[

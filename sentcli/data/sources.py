@@ -123,7 +123,7 @@ def pick_column(
             role = f"{what} " if say_what else ""
             raise DataError(
                 f"{where}: no {role}column {given!r}; columns are {', '.join(columns)}; "
-                f"pass {flag} with {'two' if what == 'pair' else 'one'} of them"
+                f"pass {flag} with {'two' if flag == '--pair-columns' else 'one'} of them"
             )
         return given
     for name in candidates:

@@ -90,8 +90,8 @@ class TextInput:
         self.kind = "lines" if spec == "-" else TABLES.get(extension(self.path), "lines")
         if self.kind == "lines" and (text_column or id_column):
             raise ConfigError(
-                f"{self.name} is read as one text per line; "
-                f"{' and '.join(dict.fromkeys(flags))} apply to .csv, .tsv, .jsonl and .parquet "
+                f"{self.name} is read as one text per line; {' and '.join(dict.fromkeys(flags))} "
+                f"appl{'ies' if flags[0] == flags[1] else 'y'} to .csv, .tsv, .jsonl and .parquet "
                 "input"
             )
         if spec != "-":

@@ -149,6 +149,10 @@ def corpus_index(
         except DamagedIndex as e:
             damaged = str(e)
             shutil.rmtree(folder, ignore_errors=True)
+            if folder.exists():
+                raise ConfigError(
+                    f"the corpus cache {folder} {damaged} and cannot be removed; delete it"
+                ) from None
     tmp = folder.with_name(f"{key}.tmp{os.getpid()}")
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -199,18 +203,25 @@ class DamagedIndex(Exception):
 
 def open_index(folder: Path, width: int) -> CorpusIndex:
     """The index in `folder`, checked against its meta.json and the model's `width` (shapes
-    and sizes, not every value: that would read the whole corpus)."""
-    try:
-        rows = json.loads((folder / META).read_text("utf-8"))["rows"]
-        vectors = np.load(folder / VECTORS, mmap_mode="r")
-        offsets = np.load(folder / OFFSETS)
-        size = (folder / TEXTS).stat().st_size
-    except FileNotFoundError as e:
-        raise DamagedIndex(f"has no {Path(str(e.filename)).name}") from None
-    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise DamagedIndex(f"has an unreadable file ({type(e).__name__})") from None
-    if not isinstance(rows, int) or vectors.shape != (rows, width) or vectors.dtype != np.float32:
+    and sizes, not every value: that would read the whole corpus). A missing or unreadable
+    file is damage; other OS errors (permissions, I/O) are raised as they are."""
+
+    def load(name: str, read: Callable[[Path], Any]) -> Any:
+        try:
+            return read(folder / name)
+        except FileNotFoundError:
+            raise DamagedIndex(f"has no {name}") from None
+        except (ValueError, KeyError, TypeError, EOFError, UnicodeDecodeError) as e:
+            raise DamagedIndex(f"has an unreadable {name} ({type(e).__name__})") from None
+
+    rows = load(META, lambda p: json.loads(p.read_text("utf-8"))["rows"])
+    vectors = load(VECTORS, lambda p: np.load(p, mmap_mode="r"))
+    offsets = load(OFFSETS, np.load)
+    size = load(TEXTS, lambda p: p.stat().st_size)
+    if not isinstance(rows, int) or vectors.shape != (rows, width):
         raise DamagedIndex(f"holds vectors of shape {vectors.shape}, not ({rows}, {width})")
+    if vectors.dtype != np.float32:
+        raise DamagedIndex(f"holds {vectors.dtype} vectors, not float32")
     if offsets.shape != (rows + 1,) or offsets.dtype != np.int64:
         raise DamagedIndex(f"holds {offsets.shape} text offsets for {rows} rows")
     if offsets[0] != 0 or offsets[-1] != size or np.any(np.diff(offsets) < 0):

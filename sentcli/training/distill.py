@@ -36,6 +36,7 @@ def _teacher_key(teacher: Path) -> str:
     with open(weights, "rb") as f:  # the header (names, shapes, offsets) and the first MiB
         h.update(f.read(1 << 20))
     h.update(str(weights.stat().st_size).encode())
+    h.update((teacher / ckpt.TOKENIZER).read_bytes())  # the same weights, other tokens differ
     return h.hexdigest()[:16]
 
 
