@@ -38,7 +38,7 @@ $(VENV)/.bench: $(VENV)/.installed pyproject.toml
 
 install-bench: $(VENV)/.bench ## also the bench and onnx extras (sentence-transformers, all-MiniLM-L6-v2, onnxruntime)
 
-test: install ## the fast tests (offline, CPU, about 2 min 15 s on 2 cores; `slow` ones left out)
+test: install ## the fast tests (offline, CPU, about 2 min 50 s on 2 cores; `slow` ones left out)
 	$(PY) -m pytest -q
 
 test-all: install ## every test, the slow ones too (what CI runs; about 7 minutes)
