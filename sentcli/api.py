@@ -45,7 +45,7 @@ from sentcli.inference.embed import (
 from sentcli.inference.outputs import VECTOR_FORMATS, check_plot
 from sentcli.inference.search import CorpusIndex, run_search
 from sentcli.inference.similarity import cosine_matrix, pair_cosines
-from sentcli.metrics import image_format, plot_matrix, plot_scatter
+from sentcli.metrics import plot_matrix, plot_scatter
 from sentcli.model import MultiTaskModel
 from sentcli.tokenizer import UNK_ID, TokenizerSummary, encode, load_tokenizer, train_tokenizer
 from sentcli.training.classify import evaluate_head, train_classifier
@@ -434,7 +434,7 @@ def similarity_matrix(
         check_plot(plot, [file])
     texts, matrix, result = cosine_matrix(file, model, options or InferenceOptions(), on_event)
     if plot is not None:
-        ckpt.atomic_write(plot, lambda tmp: plot_matrix(tmp, texts, matrix, image_format(plot)))
+        plot_matrix(plot, texts, matrix)
     return texts, matrix, result
 
 

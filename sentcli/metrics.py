@@ -6,10 +6,15 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from sentcli.checkpoint import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def classification_metrics(
@@ -53,7 +58,7 @@ def plot_losses(path: Path, curves: dict[str, list[tuple[int, float]]]) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend(fontsize=8)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def plot_grad_norms(path: Path, records: list[dict[str, Any]]) -> None:
@@ -73,7 +78,7 @@ def plot_grad_norms(path: Path, records: list[dict[str, Any]]) -> None:
     ax.set_ylabel("gradient norm")
     if series:
         ax.legend(fontsize=7)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 ANNOTATE = 30
@@ -107,7 +112,7 @@ def plot_confusion(
             color = "white" if rates[i, j] > 0.5 else "black"
             ax.text(j, i, str(counts[i, j]), ha="center", va="center", color=color, fontsize=8)
     fig.colorbar(im, ax=ax)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 IMAGE_FORMATS = ("png", "pdf", "svg", "svgz", "jpg", "jpeg", "tif", "tiff", "webp", "eps", "ps")
@@ -121,15 +126,20 @@ def image_formats() -> list[str]:
     return [f for f in IMAGE_FORMATS if f in FigureCanvasBase.get_supported_filetypes()]
 
 
-def image_format(path: Path) -> str | None:
-    """`path`'s image format if matplotlib writes it, else None."""
-    ext = path.suffix.lower().lstrip(".")
-    return ext if ext in image_formats() else None
+def save_figure(fig: Figure, path: Path) -> None:
+    """Write `fig` whole or not at all (a temporary file renamed over `path`), in the format
+    its name ends with; a label's missing glyph (emoji, CJK) is drawn as a box, silently."""
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Glyph .* missing from", UserWarning)
+            fig.savefig(tmp, format=path.suffix.lower().lstrip(".") or "png")
+
+    atomic_write(path, write)
 
 
-def plot_matrix(path: Path, texts: list[str], matrix: np.ndarray, fmt: str | None = None) -> None:
-    """Heatmap of a cosine matrix, the texts (cut to 40 characters) as labels; `fmt`: the
-    image format when `path`'s name does not say it (a temporary file)."""
+def plot_matrix(path: Path, texts: list[str], matrix: np.ndarray) -> None:
+    """Heatmap of a cosine matrix, the texts (cut to 40 characters) as labels."""
     from matplotlib.figure import Figure
 
     labels = [t if len(t) <= 40 else t[:39] + "…" for t in texts]
@@ -146,9 +156,7 @@ def plot_matrix(path: Path, texts: list[str], matrix: np.ndarray, fmt: str | Non
                 ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7)
     ax.set_title("cosine similarity")
     fig.colorbar(im, ax=ax)
-    with warnings.catch_warnings():  # a label's emoji or CJK: drawn as a box, not a warning
-        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
-        fig.savefig(path, format=fmt)
+    save_figure(fig, path)
 
 
 def plot_scatter(path: Path, cosine: np.ndarray, gold: np.ndarray, title: str) -> None:
@@ -161,7 +169,7 @@ def plot_scatter(path: Path, cosine: np.ndarray, gold: np.ndarray, title: str) -
     ax.set_xlabel("gold score")
     ax.set_ylabel("cosine")
     ax.set_title(title)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def history_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

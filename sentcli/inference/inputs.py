@@ -61,6 +61,11 @@ def _line_text(raw: bytes, where: str, lineno: int) -> str:
         ) from None
 
 
+def input_kind(spec: str) -> str:
+    """How an input is read: "lines" (stdin, a text file) or a table kind, by its name."""
+    return "lines" if spec == "-" else TABLES.get(extension(Path(spec)), "lines")
+
+
 class TextInput:
     """One input: `-` (stdin) or a file. The constructor checks what it can before any work
     (existence, emptiness, UTF-8 and row count of line files, columns of tables)."""
@@ -87,7 +92,7 @@ class TextInput:
         self.total: int | None = None  # rows, when known before reading
         self._stdin = stdin
         self.path = Path(spec)
-        self.kind = "lines" if spec == "-" else TABLES.get(extension(self.path), "lines")
+        self.kind = input_kind(spec)
         if self.kind == "lines" and (text_column or id_column):
             raise ConfigError(
                 f"{self.name} is read as one text per line; {' and '.join(dict.fromkeys(flags))} "
@@ -372,7 +377,7 @@ class PairInput:
         if second is not None:
             self.mode = "two"
             for spec in (first, second):
-                if spec != "-" and TABLES.get(extension(Path(spec)), "lines") != "lines":
+                if input_kind(spec) != "lines":
                     raise ConfigError(
                         f"{spec}: with A and B, each is a line file (one text per line); a table "
                         "holds its pairs itself: give it alone (its columns: --pair-columns A,B)"
@@ -389,7 +394,7 @@ class PairInput:
                     f"{self.first.name} has {rows:,} lines and {self.second.name} {b:,}: give "
                     "two files of the same length (line i of one pairs with line i of the other)"
                 )
-        elif first == "-" or TABLES.get(extension(Path(first)), "lines") == "lines":
+        elif input_kind(first) == "lines":
             self.mode = "tab"
             self.lines = TextInput(first, stdin=stdin)
             rows = self.lines.total

@@ -26,7 +26,6 @@ from torch import nn
 from sentcli import checkpoint as ckpt
 from sentcli import dist
 from sentcli.config import InferenceOptions, RunConfig
-from sentcli.data.sources import extension
 from sentcli.device import resolve_device
 from sentcli.errors import CheckpointError, ConfigError
 from sentcli.events import OnEvent
@@ -37,7 +36,7 @@ from sentcli.inference.embed import (
     run_inference,
     vector_fn,
 )
-from sentcli.inference.inputs import TABLES, Chunk, TextInput
+from sentcli.inference.inputs import Chunk, TextInput, input_kind
 from sentcli.inference.outputs import NpyWriter, Sink, check_output, escape_tsv
 from sentcli.model import LanguageModel, MultiTaskModel
 
@@ -344,7 +343,7 @@ def run_search(
         raise ConfigError(f"--format {fmt}: use tsv or jsonl")
     formats = (".tsv", ".txt") if fmt == "tsv" else (".jsonl",)
     check_output(output, formats, [queries, corpus])
-    if corpus_column is None and TABLES.get(extension(Path(corpus)), "lines") != "lines":
+    if corpus_column is None and input_kind(corpus) != "lines":
         corpus_column = opts.text_column  # a table corpus: the queries' column by default
     # opened (and checked) before the corpus is embedded, then streamed as it is
     texts = TextInput(queries, opts.text_column, opts.id_column, opts.stdin)
