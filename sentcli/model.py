@@ -5,6 +5,7 @@ trunk, one classification head per task)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -37,11 +38,34 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch
     return mean_pool(hidden, attention_mask)
 
 
+Attention = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, bool, float], torch.Tensor
+]
+"""q, k, v [B, nh, T, hs], key mask [B, 1, 1, T] or None, causal, dropout → [B, nh, T, hs]."""
+
+
+def sdpa(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    causal: bool,
+    dropout: float,
+) -> torch.Tensor:
+    # Causal attention ignores `mask`: padding is on the right, so a real token never sees
+    # it, and is_causal keeps SDPA on its fastest kernel.
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=None if causal else mask, dropout_p=dropout, is_causal=causal
+    )
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
         self.dropout = config.attn_dropout
+        # CPU bf16 inference swaps in a faster kernel (inference/onednn.matmul_attention)
+        self.attention: Attention = sdpa
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # fused QKV
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -52,16 +76,7 @@ class SelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # [B, nh, T, hs]
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # [B, nh, T, hs]
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # [B, nh, T, hs]
-        # Causal attention ignores `mask`: padding is on the right, so a real token never sees
-        # it, and is_causal keeps SDPA on its fastest kernel.
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=None if causal else mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=causal,
-        )
+        y = self.attention(q, k, v, mask, causal, self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # [B, T, C]
         out: torch.Tensor = self.resid_dropout(self.c_proj(y))
         return out

@@ -24,7 +24,7 @@ from sentcli.errors import ConfigError
 from sentcli.inference import embed as inference_embed
 from sentcli.inference import onednn
 from sentcli.inference.embed import apply_batched, prepare, vector_fn
-from sentcli.model import MultiTaskModel
+from sentcli.model import MultiTaskModel, SelfAttention, sdpa
 from sentcli.tokenizer import encode
 
 from helpers import DATA, FAST, assert_refused, digests, read_rows, write_csv
@@ -411,6 +411,28 @@ def test_fused_linears_compute_what_the_plain_model_does(activation: str) -> Non
         torch.testing.assert_close(fused.trunk.h[0].mlp.c_fc(x), mlp.act(pre), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matmul_attention_equals_sdpa(dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunked batched-matmul attention gives SDPA's output, with and without padding,
+    when the scores are cut into chunks (one head, several, a last short one) and when not;
+    causal attention is left to SDPA."""
+    torch.manual_seed(0)
+    B, nh, T, hs = 3, 4, 37, 8
+    q, k, v = (torch.randn(B, nh, T, hs, dtype=dtype) for _ in range(3))
+    padded = (torch.arange(T)[None, :] < torch.tensor([T, 20, 1])[:, None])[:, None, None, :]
+    full = torch.ones(B, 1, 1, T, dtype=torch.bool)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    for per_chunk in [T * T, 5 * T * T, 1 << 18]:
+        monkeypatch.setattr(onednn, "SCORES_PER_CHUNK", per_chunk)
+        for mask in [padded, full, None]:
+            want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            got = onednn.matmul_attention(q, k, v, mask, False, 0.0)
+            assert got.shape == want.shape and got.dtype == dtype
+            torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+    causal = onednn.matmul_attention(q, k, v, padded, True, 0.0)
+    assert torch.equal(causal, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+
 def test_cpu_bf16_fuses_where_native_and_stays_close_to_fp32(mtl_run: Path) -> None:
     config, model, tok, _ = load_run(mtl_run)
     texts = ["a short text", "and a much longer one, with words " * 3]
@@ -419,6 +441,8 @@ def test_cpu_bf16_fuses_where_native_and_stays_close_to_fp32(mtl_run: Path) -> N
     prepare(model, cpu, "bf16")
     fused = any(isinstance(m, onednn.FusedLinear) for m in model.modules())
     assert fused == onednn.available()  # elsewhere bf16 runs as plain (emulated) Linear
+    attends = {m.attention for m in model.modules() if isinstance(m, SelfAttention)}
+    assert attends == {onednn.matmul_attention if fused else sdpa}
     bf16 = apply_batched(vector_fn(model, True), seqs, 2, cpu)
     _, model, _, _ = load_run(mtl_run)
     prepare(model, cpu, "fp32")

@@ -1,14 +1,25 @@
 """bf16 inference on CPUs with native bf16 (AVX512-BF16, AMX): oneDNN Linear layers that
-add the bias, and apply the MLP's GELU, inside the matmul instead of in separate passes."""
+add the bias, and apply the MLP's GELU, inside the matmul instead of in separate passes, on
+weights packed once into oneDNN's layout; and bidirectional attention as cache-sized batched
+matmuls, where torch's CPU flash kernel is slow at all-MiniLM's 32-wide heads."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
+from torch import Tensor
 
 from sentcli.device import native_cpu_bf16
 from sentcli.inference.quantize import replace_linears
-from sentcli.model import MLP
+from sentcli.model import MLP, SelfAttention, sdpa
+
+PACK_ROWS = 4096
+"""The rows per matmul oneDNN's weight layout is chosen for: the CPU forward's token cap."""
+SCORES_PER_CHUNK = 1 << 18
+"""Attention scores computed at once (512 KiB in bf16, so they stay in a core's L2 cache
+between the two matmuls and the softmax; 2^16 and 2^20 were slower on 256-token texts)."""
 
 
 def available() -> bool:
@@ -29,7 +40,11 @@ class FusedLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear, act: nn.GELU | None = None) -> None:
         super().__init__()
-        self.register_buffer("weight", linear.weight.detach())
+        # packed once into oneDNN's blocked layout, not reordered at every call (6–11 % per
+        # matmul at all-MiniLM's shapes); an opaque tensor, so such a module is for inference
+        # only: it cannot be deep-copied or saved
+        w = linear.weight.detach()
+        self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(w, PACK_ROWS))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach())
         # oneDNN's post-op names: exact (erf) GELU is "none", the tanh approximation "tanh"
         self.attr, self.algorithm = ("gelu", act.approximate) if act is not None else ("none", "")
@@ -49,3 +64,40 @@ def fuse_linears(module: nn.Module) -> None:
             mlp.c_fc = FusedLinear(mlp.c_fc, mlp.act)  # type: ignore[assignment]
             mlp.act = nn.Identity()
     replace_linears(module, FusedLinear)
+
+
+def matmul_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, dropout: float
+) -> Tensor:
+    """`model.sdpa` for bidirectional inference as plain batched matmuls over a few heads at
+    a time: torch's CPU flash kernel ran all-MiniLM's 32-wide heads at about a sixth of the
+    matmuls' FLOP rate (measured in docs/benchmarks.md, CPU section of the export issue)."""
+    if causal or dropout:
+        return sdpa(q, k, v, mask, causal, dropout)
+    B, nh, T, hs = q.shape
+    q, v = q.reshape(B * nh, T, hs), v.reshape(B * nh, T, hs)
+    kt = k.transpose(-1, -2).reshape(B * nh, hs, T)
+    bias = None
+    if mask is not None and not bool(mask.all()):  # padding: -inf on its keys
+        bias = torch.zeros(B, 1, T, dtype=q.dtype).masked_fill_(~mask.view(B, 1, T), -math.inf)
+        bias = bias.repeat_interleave(nh, dim=0)  # [B * nh, 1, T]
+    y = torch.empty_like(q)
+    step = max(1, SCORES_PER_CHUNK // (T * T))
+    scores = torch.empty(min(step, B * nh), T, T, dtype=q.dtype)
+    for i in range(0, B * nh, step):
+        j = min(i + step, B * nh)
+        s = scores[: j - i]
+        if bias is None:
+            torch.baddbmm(s, q[i:j], kt[i:j], beta=0, alpha=hs**-0.5, out=s)
+        else:
+            torch.baddbmm(bias[i:j], q[i:j], kt[i:j], alpha=hs**-0.5, out=s)
+        torch._softmax(s, -1, False, out=s)
+        torch.bmm(s, v[i:j], out=y[i:j])
+    return y.view(B, nh, T, hs)
+
+
+def use_matmul_attention(module: nn.Module) -> None:
+    """Every SelfAttention under `module` attends with `matmul_attention`, in place."""
+    for attn in module.modules():
+        if isinstance(attn, SelfAttention):
+            attn.attention = matmul_attention
