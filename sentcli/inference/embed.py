@@ -67,9 +67,10 @@ def prepare(model: nn.Module, device: torch.device, precision: str) -> torch.dty
     back and forth (on 256-token IMDB reviews 31 % of the time went to those copies; plain
     bf16 weights ran 1.2× faster at min cosine 0.99991 to fp32). Pooling and normalisation
     stay fp32. On a CPU with native bf16 the trunk's Linear layers become oneDNN's fused
-    linear (`onednn.FusedLinear`: bias and GELU inside the matmul, weights packed once) and
-    bidirectional attention runs as batched matmuls (`onednn.matmul_attention`). fp16 keeps autocast
-    (fp16 activations can overflow where bf16 cannot).
+    linear (`onednn.FusedLinear`: bias and GELU inside the matmul, weights packed once) and,
+    without AMX, bidirectional attention runs as batched matmuls
+    (`onednn.matmul_attention`). fp16 keeps autocast (fp16 activations can overflow where
+    bf16 cannot).
     int8 (CPU): the encoder's Linear layers become `Int8Linear` (dynamic quantisation:
     weights once, activations per token); attention, norms, embeddings and the task heads
     stay fp32."""
@@ -85,6 +86,7 @@ def prepare(model: nn.Module, device: torch.device, precision: str) -> torch.dty
         model.to(torch.bfloat16)
         if device.type == "cpu" and onednn.available():
             onednn.fuse_linears(model.get_submodule("trunk"))
+        if device.type == "cpu" and onednn.matmul_attention_faster():
             onednn.use_matmul_attention(model.get_submodule("trunk"))
         return None
     return dtype
