@@ -415,7 +415,7 @@ def test_fused_linears_compute_what_the_plain_model_does(activation: str) -> Non
 def test_matmul_attention_equals_sdpa(dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
     """The chunked batched-matmul attention gives SDPA's output, with and without padding,
     when the scores are cut into chunks (one head, several, a last short one) and when not;
-    causal attention is left to SDPA."""
+    causal attention and autograd are left to SDPA."""
     torch.manual_seed(0)
     B, nh, T, hs = 3, 4, 37, 8
     q, k, v = (torch.randn(B, nh, T, hs, dtype=dtype) for _ in range(3))
@@ -426,11 +426,19 @@ def test_matmul_attention_equals_sdpa(dtype: torch.dtype, monkeypatch: pytest.Mo
         monkeypatch.setattr(onednn, "SCORES_PER_CHUNK", per_chunk)
         for mask in [padded, full, None]:
             want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            got = onednn.matmul_attention(q, k, v, mask, False, 0.0)
+            with torch.inference_mode():
+                got = onednn.matmul_attention(q, k, v, mask, False, 0.0)
             assert got.shape == want.shape and got.dtype == dtype
             torch.testing.assert_close(got, want, atol=tol, rtol=tol)
-    causal = onednn.matmul_attention(q, k, v, padded, True, 0.0)
-    assert torch.equal(causal, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    with torch.no_grad():
+        causal = onednn.matmul_attention(q, k, v, padded, True, 0.0)
+        assert torch.equal(causal, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    # with autograd on, it is SDPA itself (the chunked form writes into buffers)
+    q.requires_grad_(True)
+    got = onednn.matmul_attention(q, k, v, padded, False, 0.0)
+    assert torch.equal(got, F.scaled_dot_product_attention(q, k, v, attn_mask=padded))
+    got.sum().backward()
+    assert q.grad is not None
 
 
 def test_cpu_bf16_fuses_where_native_and_stays_close_to_fp32(mtl_run: Path) -> None:

@@ -71,8 +71,10 @@ def matmul_attention(
 ) -> Tensor:
     """`model.sdpa` for bidirectional inference as plain batched matmuls over a few heads at
     a time: torch's CPU flash kernel ran all-MiniLM's 32-wide heads at about a sixth of the
-    matmuls' FLOP rate (measured in docs/benchmarks.md, CPU section of the export issue)."""
-    if causal or dropout:
+    matmuls' FLOP rate (measured in docs/benchmarks.md, CPU section of the export issue).
+    Every row needs a real key (sentcli's texts always hold [BOS]/[CLS]): an all-padding
+    row would be NaN here. Causal, dropout and autograd (the `out=` calls) go to SDPA."""
+    if causal or dropout or torch.is_grad_enabled():
         return sdpa(q, k, v, mask, causal, dropout)
     B, nh, T, hs = q.shape
     q, v = q.reshape(B * nh, T, hs), v.reshape(B * nh, T, hs)
