@@ -391,7 +391,7 @@ def test_fused_linears_compute_what_the_plain_model_does(activation: str) -> Non
     torch.manual_seed(0)
     plain = MultiTaskModel(config, {"t": 3}).eval()
     fused = copy.deepcopy(plain)
-    onednn.fuse_linears(fused.trunk)
+    onednn.fuse_linears(fused.trunk, rows=64)
     assert not any(isinstance(m, nn.Linear) for m in fused.trunk.modules())
     assert not any(isinstance(m, nn.GELU) for m in fused.trunk.modules())
     assert fused.state_dict().keys() == plain.state_dict().keys()

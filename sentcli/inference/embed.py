@@ -85,9 +85,10 @@ def prepare(model: nn.Module, device: torch.device, precision: str) -> torch.dty
     if dtype == torch.bfloat16:
         model.to(torch.bfloat16)
         if device.type == "cpu" and onednn.available():
-            onednn.fuse_linears(model.get_submodule("trunk"))
-        if device.type == "cpu" and onednn.matmul_attention_faster():
-            onednn.use_matmul_attention(model.get_submodule("trunk"))
+            trunk = model.get_submodule("trunk")
+            onednn.fuse_linears(trunk, CPU_FORWARD_TOKENS)
+            if onednn.matmul_attention_faster():
+                onednn.use_matmul_attention(trunk)
         return None
     return dtype
 

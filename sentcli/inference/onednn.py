@@ -15,8 +15,6 @@ from sentcli.device import native_cpu_bf16
 from sentcli.inference.quantize import replace_linears
 from sentcli.model import MLP, SelfAttention, sdpa
 
-PACK_ROWS = 4096
-"""The rows per matmul oneDNN's weight layout is chosen for: the CPU forward's token cap."""
 SCORES_PER_CHUNK = 1 << 18
 """Attention scores computed at once (512 KiB in bf16, so they stay in a core's L2 cache
 between the two matmuls and the softmax; 2^16 and 2^20 were slower on 256-token texts)."""
@@ -38,13 +36,13 @@ class FusedLinear(nn.Module):
     weight: torch.Tensor
     bias: torch.Tensor | None
 
-    def __init__(self, linear: nn.Linear, act: nn.GELU | None = None) -> None:
+    def __init__(self, linear: nn.Linear, rows: int, act: nn.GELU | None = None) -> None:
         super().__init__()
-        # packed once into oneDNN's blocked layout, not reordered at every call (6–11 % per
-        # matmul at all-MiniLM's shapes); an opaque tensor, so such a module is for inference
-        # only: it cannot be deep-copied or saved
+        # packed once into oneDNN's blocked layout for `rows`-row inputs, not reordered at
+        # every call (6–11 % per matmul at all-MiniLM's shapes); an opaque tensor, so such a
+        # module is for inference only: it cannot be deep-copied or saved
         w = linear.weight.detach()
-        self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(w, PACK_ROWS))
+        self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(w, rows))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach())
         # oneDNN's post-op names: exact (erf) GELU is "none", the tanh approximation "tanh"
         self.attr, self.algorithm = ("gelu", act.approximate) if act is not None else ("none", "")
@@ -56,14 +54,15 @@ class FusedLinear(nn.Module):
         return y
 
 
-def fuse_linears(module: nn.Module) -> None:
-    """Replace every Linear under `module` by a `FusedLinear`, in place; each MLP's
-    GELU moves into its first Linear."""
+def fuse_linears(module: nn.Module, rows: int) -> None:
+    """Replace every Linear under `module` by a `FusedLinear` with weights packed for
+    `rows`-row inputs (the forward's token cap), in place; each MLP's GELU moves into its
+    first Linear."""
     for mlp in list(module.modules()):
         if isinstance(mlp, MLP) and isinstance(mlp.act, nn.GELU):
-            mlp.c_fc = FusedLinear(mlp.c_fc, mlp.act)  # type: ignore[assignment]
+            mlp.c_fc = FusedLinear(mlp.c_fc, rows, mlp.act)  # type: ignore[assignment]
             mlp.act = nn.Identity()
-    replace_linears(module, FusedLinear)
+    replace_linears(module, lambda linear: FusedLinear(linear, rows))
 
 
 def matmul_attention(
