@@ -58,7 +58,7 @@ compile_lock = $(UV) pip compile pyproject.toml requirements/lock.in --extra dev
 
 $(UV): # uv as the lock pins it (the newest where there is no lock yet)
 	python3 -m venv $(VENV)
-	pin=$$(grep -s -m1 '^uv==' requirements/dev.txt); $(PY) -m pip install -q --no-deps "$${pin:-uv}"
+	pin=$$(grep -s -m1 -o '^uv==[^ ]*' requirements/dev.txt); $(PY) -m pip install -q --no-deps "$${pin:-uv}"
 
 lock: $(UV) ## refresh requirements/ after a change to pyproject.toml (UPGRADE=--upgrade: newest)
 	$(call compile_lock,requirements)
