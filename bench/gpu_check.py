@@ -1,7 +1,7 @@
 """The GPU figures of the README (issue #6): training tokens/s and model FLOP/s (as a share of
 a bf16 matmul peak measured in the same run), embedding texts/s, and peak GPU memory.
 
-    python bench/gpu_check.py --imdb DIR --ag data/ag_news [--steps 600] [--json OUT]
+    python -m bench.gpu_check --imdb DIR --ag data/ag_news [--steps 600] [--json OUT]
 
 `--imdb` is a folder with the full IMDB train.csv.gz/test.csv.gz/labels.txt (the shipped
 sample works too). train-mtl (topic + sentiment, all-MiniLM-L6-v2 dimensions: 6 layers,
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,12 +21,10 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed import matmul_peak  # noqa: E402
-
-from sentcli import api  # noqa: E402
-from sentcli.device import resolve_device, resolve_precision  # noqa: E402
-from sentcli.inference.embed import InferenceOptions  # noqa: E402
+from bench.train_speed import matmul_peak
+from sentcli import api
+from sentcli.device import resolve_device, resolve_precision
+from sentcli.inference.embed import InferenceOptions
 
 
 def main() -> None:

@@ -19,5 +19,5 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py 2>&1 | tail -15
-python3 bench/gpu_check.py --imdb "${IMDB:-.gpu-data/imdb}" --ag data/ag_news \
+python3 -m bench.gpu_check --imdb "${IMDB:-.gpu-data/imdb}" --ag data/ag_news \
     --steps "${STEPS:-600}" --json "$OUT/gpu_check.json"

@@ -6,7 +6,7 @@ unlabelled IMDB reviews. Each size runs in a fresh process (its own peak residen
 VmHWM), twice: cold (the corpus is embedded into an empty cache, then searched) and warm
 (the cached vectors are searched). Model: the default model unless --model.
 
-Usage: python bench/search.py [--quick] [--model RUN] [--queries N] [--sizes N,N]
+Usage: python -m bench.search [--quick] [--model RUN] [--queries N] [--sizes N,N]
   --quick: the shipped samples, 200 queries, corpora of 5,000 and 20,000 lines
   default: ../shared/data, 1,000 queries, corpora of 25,000 and 100,000 lines
 """

@@ -15,7 +15,7 @@ Rows:
   st-minilm+cosent  sentence-transformers' own `fit` with CoSENTLoss on the same pairs,
                     epochs, batch size, LR, warmup and weight decay
 
-Usage: python bench/similarity.py [--quick] [--budget SECONDS] [--json OUT]
+Usage: python -m bench.similarity [--quick] [--budget SECONDS] [--json OUT]
   --quick: the shipped samples (data/stsb: 2,000 train / 750 validation pairs; 4,000
            unlabelled reviews + AG News), 60 s per from-scratch pipeline (about 8 minutes)
   default: ../shared/data (STS-B 5,749 / 1,500; 50,000 unlabelled reviews + AG News), 600 s

@@ -1,6 +1,6 @@
 """TF-IDF + logistic regression baseline on a task's train/test split (the accuracy peer).
 
-Usage: python bench/tfidf_baseline.py [SOURCE ...]   (default: data/ag_news data/imdb)
+Usage: python -m bench.tfidf_baseline [SOURCE ...]   (default: data/ag_news data/imdb)
 Reads sources the way sentcli does (sentcli.data.tasks.load_task), so both see the same rows.
 """
 

@@ -18,7 +18,7 @@ Printed per task: real (non-padding) tokens/s of each, sentcli / peer ratios, an
 FLOP/s (6 per weight per token plus attention, padding not counted) as a share of a matmul
 peak measured in the same run.
 
-Usage: python bench/train_speed.py [--quick] [--device cpu|cuda] [--json OUT]
+Usage: python -m bench.train_speed [--quick] [--device cpu|cuda] [--json OUT]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Make the small real samples shipped in data/ from the offline copies in ../shared/data.
 
 Re-runnable and seeded: the same source files always give byte-identical samples.
-Usage: python scripts/make_sample_data.py [--source ../shared/data] [--out data]
+Usage: python -m scripts.make_sample_data [--source ../shared/data] [--out data]
 """
 
 from __future__ import annotations

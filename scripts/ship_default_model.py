@@ -1,6 +1,6 @@
 """Copy a trained run's model files into the package as the default model.
 
-Usage: python scripts/ship_default_model.py RUN   (run by `make default-model`)
+Usage: python -m scripts.ship_default_model RUN   (run by `make default-model`)
 Only what inference needs is shipped: config.json, tokenizer.json and model.safetensors,
 the weights in fp16 to halve the wheel (loading casts them back to the model's fp32; the
 STS-B validation of a 7.4M-parameter run: 81.55 in both).

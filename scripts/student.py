@@ -1,11 +1,11 @@
 """The next default model's starting point: a distillation corpus of sentences, and a
 student cut from a teacher run: the first steps of `make default-model`.
 
-  python scripts/student.py corpus DATA OUT.txt [--max-sentences N]
+  python -m scripts.student corpus DATA OUT.txt [--max-sentences N]
       One text per line, deduplicated, shuffled with a fixed seed: both sides of the STS-B
       train pairs, the AG News train texts, then sentences (4 words or more) of the IMDB
       train and unlabelled reviews up to N lines in all. DATA holds ag_news/, imdb/, stsb/.
-  python scripts/student.py shrink TEACHER OUT --layers 0,3,5 --vocab-size 5120 --corpus F
+  python -m scripts.student shrink TEACHER OUT --layers 0,3,5 --vocab-size 5120 --corpus F
       A run of the teacher's blocks LAYERS only, and of its WordPiece vocabulary the
       specials, every single character and then the most frequent tokens of corpus F,
       VOCAB in all (the embedding rows kept, renumbered). Words whose pieces were dropped

@@ -1,6 +1,14 @@
 """Shared fixtures: a tokenizer trained in-process on real texts, tiny configs, small files."""
 
-from pathlib import Path
+import os
+
+# Under pytest-xdist (make test: two workers on two cores) each worker and every process it
+# starts uses one thread: two threads each would oversubscribe the cores, and the tiny models
+# here are bound by Python, not by the matmuls. Set before torch is imported.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+from pathlib import Path  # noqa: E402
 
 import pytest
 from tokenizers import Tokenizer

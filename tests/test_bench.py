@@ -2,22 +2,15 @@
 trains on the shipped samples, so it keeps working whatever tokenizer the default model
 ships (a WordPiece one since the all-MiniLM-L6-v2 student, which `load_tokenizer` refuses)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from bench import embed as bench_embed
 from sentcli.checkpoint import load_run
 from sentcli.errors import TokenizerError
 from sentcli.inference.embed import DEFAULT_MODEL
 from sentcli.tokenizer import SPECIAL_TOKENS, load_tokenizer
-
-from helpers import DATA
-
-spec = importlib.util.spec_from_file_location("bench_embed", DATA.parent / "bench" / "embed.py")
-assert spec is not None and spec.loader is not None
-bench_embed = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench_embed)
 
 
 def test_bench_embed_run_builds_from_its_own_tokenizer(tmp_path: Path) -> None:

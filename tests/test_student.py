@@ -3,7 +3,6 @@ imported BERT (its blocks and vocabulary), which must compute exactly what the t
 kept blocks compute wherever its vocabulary still covers the text."""
 
 import gzip
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -12,16 +11,12 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers.trainers import WordPieceTrainer
 
+from scripts import student
 from sentcli import api
 from sentcli.checkpoint import load_run
 from sentcli.config import InferenceOptions
 
 from helpers import DATA, make_bert
-
-spec = importlib.util.spec_from_file_location("student", DATA.parent / "scripts" / "student.py")
-assert spec and spec.loader
-student = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(student)
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 

@@ -1,0 +1,1 @@
+"""Maintenance scripts: each runs as `python -m scripts.NAME` (docs/development.md)."""
