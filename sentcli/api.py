@@ -32,7 +32,7 @@ from sentcli.data.batching import iter_text_batches
 from sentcli.data.tasks import load_texts, parse_task_spec
 from sentcli.device import resolve_device, resolve_precision
 from sentcli.errors import ConfigError, DataError
-from sentcli.events import OnEvent, TextsRead
+from sentcli.events import OnEvent, TextsRead, TrainWarning
 from sentcli.inference.embed import (
     DEFAULT_MODEL,
     MODEL_ENV,
@@ -182,7 +182,7 @@ def train_encoder(
     similarity objective when the source holds pairs or plain text (data/pairs.py); from a
     pretrained run (`init`) or from scratch with a tokenizer."""
     specs = []
-    if not resume:
+    if task or resume is not True:  # --resume auto may start the run: it needs its task
         name, source = parse_task_spec(task)
         specs = [
             TaskConfig(
@@ -224,6 +224,16 @@ def _given(*paths: str | Path | None) -> list[str | Path]:
     return [p for p in paths if p]
 
 
+def _warn_other_tasks(given: list[TaskConfig], saved: list[TaskConfig], on_event: OnEvent) -> None:
+    """A resumed run keeps its own tasks: say so when the command names others."""
+    own = {(t.name, _absolute(t.source)) for t in saved}
+    other = [f"{t.name}={t.source}" for t in given if (t.name, _absolute(t.source)) not in own]
+    if other and on_event:
+        kept = ", ".join(f"{t.name}={t.source}" for t in saved)
+        message = f"--resume continues with the run's own tasks ({kept}); ignored: --task "
+        on_event(TrainWarning(message + ", --task ".join(other)))
+
+
 def _train_tasks(
     kind: RunKind,
     specs: list[TaskConfig],
@@ -244,6 +254,7 @@ def _train_tasks(
         ckpt.check_run_dir(output, overwrite, resume, inputs)
         if resume:
             saved = resume_config(output, kind, options, config_file, on_event)
+            _warn_other_tasks(specs, saved.tasks, on_event)
             tok = ckpt.load_run_tokenizer(output, saved)
             # the command's kind and this sentcli's version, as when the run was started
             config = RunConfig(

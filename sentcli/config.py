@@ -94,6 +94,14 @@ class LabelFormat(StrEnum):
     jsonl = "jsonl"
 
 
+class MatrixFormat(StrEnum):
+    """similarity --matrix: a table for a terminal, or every value as TSV rows or JSON."""
+
+    table = "table"
+    tsv = "tsv"
+    json = "json"
+
+
 class TokenizerKind(StrEnum):
     bpe = "bpe"
     wordpiece = "wordpiece"

@@ -24,6 +24,9 @@ class StepLog:
     elapsed: float
     group_norms: dict[str, float] = field(default_factory=dict)
     """Gradient norm per parameter group (before clipping), when the recipe names groups."""
+    task_losses: dict[str, float] = field(default_factory=dict)
+    """Each task's train loss, averaged over its steps since the last log (multi-task runs;
+    a task that took no step in the window is absent)."""
     kind: str = "train"
 
 

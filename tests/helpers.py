@@ -2,9 +2,13 @@
 
 import csv
 import gzip
+import importlib
 import json
+import os
 from pathlib import Path
+from types import ModuleType
 
+import pytest
 import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
@@ -18,6 +22,38 @@ FAST = {**TINY, "device": "cpu", "precision": "fp32", "batch_size": 8, "warmup":
 FAST_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items() if k != "dropout"] + [
     "--quiet"
 ]
+
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+"""CI installs every extra: there a missing one fails the tests that need it, never skips."""
+
+
+def need(module: str, extra: str) -> ModuleType:
+    """`module` of an optional extra: skipped without it, except in CI (a failure there)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        why = f"needs the {extra} extra ({module}: {e}); make install-bench installs it"
+        if CI:
+            pytest.fail(f"CI=true: {why}", pytrace=False)
+        pytest.skip(why, allow_module_level=True)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty elsewhere): what the tests expect
+    the oneDNN paths from, independently of sentcli's own checks."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((x for x in info.splitlines() if x.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+FLAGS = cpu_flags()
+NATIVE_BF16 = bool(FLAGS & {"avx512_bf16", "amx_bf16"})
+"""x86 with bf16 instructions: where CPU bf16 inference fuses its linears."""
+AMX = "amx_bf16" in FLAGS
 
 
 def read_rows(path: Path, n: int) -> list[tuple[str, str]]:

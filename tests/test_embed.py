@@ -24,10 +24,11 @@ from sentcli.errors import ConfigError
 from sentcli.inference import embed as inference_embed
 from sentcli.inference import onednn
 from sentcli.inference.embed import apply_batched, prepare, vector_fn
+from sentcli.inference.quantize import Int8Linear
 from sentcli.model import MultiTaskModel, SelfAttention, sdpa
 from sentcli.tokenizer import encode
 
-from helpers import DATA, FAST, assert_refused, digests, read_rows, write_csv
+from helpers import AMX, DATA, FAST, NATIVE_BF16, assert_refused, digests, read_rows, write_csv
 
 runner = CliRunner()
 
@@ -66,12 +67,19 @@ def lines_file(tmp_path_factory: pytest.TempPathFactory, lines: list[str]) -> Pa
 
 
 def reference(run_dir: Path, texts: list[str], normalize: bool = True) -> np.ndarray:
-    """Each text embedded alone (batch of one): what any batching must reproduce."""
+    """Each text alone, by hand: its token ids cut to the 16-token block (keeping [EOS]), the
+    trunk's hidden states with no mask, their plain mean, L2-normalised. None of embed's own
+    code (encode, prepare, batching, pooling) computes it."""
     _, model, tok, _ = load_run(run_dir)
-    dev = torch.device("cpu")
-    prepare(model, dev, "fp32")
-    seqs = encode(tok, texts, 16)
-    return np.stack([apply_batched(vector_fn(model, normalize), [s], 1, dev)[0] for s in seqs])
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for text in texts:
+            ids = tok.encode(text).ids
+            ids = ids if len(ids) <= 16 else ids[:15] + ids[-1:]
+            v = model.trunk(torch.tensor([ids]))[0].mean(dim=0)
+            out.append((v / v.norm() if normalize else v).numpy())
+    return np.stack(out)
 
 
 def embed(run_dir: Path, source: str, output: Path | None = None, **kw: Any) -> object:
@@ -185,6 +193,7 @@ def test_bf16_and_int8_stay_close_to_fp32(mtl_run: Path, lines_file: Path, tmp_p
     for p in ("bf16", "int8"):
         cos = (vectors[p] * vectors["fp32"]).sum(axis=1)
         assert cos.min() > 0.95, (p, cos.min())  # a 16-wide toy model; bench/ reports real ones
+        assert not np.array_equal(vectors[p], vectors["fp32"]), p  # it ran at its precision
 
 
 def test_predict_labels_match_evaluate(mtl_run: Path, topic_dir: Path, tmp_path: Path) -> None:
@@ -442,17 +451,56 @@ def test_matmul_attention_equals_sdpa(dtype: torch.dtype, monkeypatch: pytest.Mo
 
 
 def test_cpu_bf16_fuses_where_native_and_stays_close_to_fp32(mtl_run: Path) -> None:
+    """Expected from the CPU's flags (/proc/cpuinfo), not from sentcli's own checks: with
+    AVX512-BF16 or AMX every trunk Linear is a FusedLinear, and without AMX attention runs as
+    batched matmuls; elsewhere bf16 runs as plain (emulated) Linear layers and SDPA."""
     config, model, tok, _ = load_run(mtl_run)
     texts = ["a short text", "and a much longer one, with words " * 3]
     seqs = encode(tok, texts, config.model.block_size)
     cpu = torch.device("cpu")
     prepare(model, cpu, "bf16")
-    fused = any(isinstance(m, onednn.FusedLinear) for m in model.modules())
-    assert fused == onednn.available()  # elsewhere bf16 runs as plain (emulated) Linear
+    kinds = {type(m) for m in model.trunk.modules()}
+    if NATIVE_BF16:
+        assert onednn.FusedLinear in kinds and nn.Linear not in kinds and nn.GELU not in kinds
+    else:
+        assert onednn.FusedLinear not in kinds and nn.Linear in kinds
     attends = {m.attention for m in model.modules() if isinstance(m, SelfAttention)}
-    assert attends == {onednn.matmul_attention if onednn.matmul_attention_faster() else sdpa}
+    assert attends == {onednn.matmul_attention if NATIVE_BF16 and not AMX else sdpa}
+    assert all(type(h) is nn.Linear for h in model.heads.values())  # heads stay Linear
     bf16 = apply_batched(vector_fn(model, True), seqs, 2, cpu)
     _, model, _, _ = load_run(mtl_run)
     prepare(model, cpu, "fp32")
     fp32 = apply_batched(vector_fn(model, True), seqs, 2, cpu)
-    assert (bf16 * fp32).sum(axis=1).min() > 0.99
+    assert (bf16 * fp32).sum(axis=1).min() > 0.99 and not np.array_equal(bf16, fp32)
+
+
+def test_int8_replaces_every_trunk_linear_and_only_those(mtl_run: Path) -> None:
+    config, model, _, _ = load_run(mtl_run)
+    prepare(model, torch.device("cpu"), "int8")
+    trunk = [m for m in model.trunk.modules() if isinstance(m, nn.Linear | Int8Linear)]
+    assert len(trunk) == 4 * config.model.n_layer  # QKV, attention out, MLP up and down
+    assert all(isinstance(m, Int8Linear) for m in trunk)
+    assert all(type(h) is nn.Linear for h in model.heads.values())
+
+
+def test_embed_under_torchrun_equals_one_process(
+    mtl_run: Path, lines: list[str], lines_file: Path, tmp_path: Path
+) -> None:
+    """The fast tier's torchrun: 2 CPU processes (gloo) each embed their share (strided rows,
+    in batches of 5) and the main rank writes one .npy in input order, equal to one
+    process's."""
+    import os
+
+    out = tmp_path / "two.npy"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    args = ["embed", str(lines_file), "-m", str(mtl_run), "--precision", "fp32"]
+    args += ["--batch-size", "5", "-o", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [*launch, "--nproc-per-node", "2", "-m", "sentcli", *args],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(f"embedded {len(lines)} texts") == 1, done.stderr  # one report
+    embed(mtl_run, str(lines_file), tmp_path / "one.npy")
+    np.testing.assert_allclose(np.load(out), np.load(tmp_path / "one.npy"), rtol=0, atol=1e-6)

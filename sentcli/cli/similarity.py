@@ -1,5 +1,7 @@
 """`sentcli similarity`: the cosine of text pairs, streamed; or the matrix of a few sentences."""
 
+import json
+import unicodedata
 from pathlib import Path
 from typing import Annotated
 
@@ -7,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from sentcli.cli._util import app, handle_errors, out
+from sentcli.cli._util import app, err, handle_errors, out
 from sentcli.cli.options import (
     INFER_BATCH,
     BatchSizeOpt,
@@ -19,7 +21,16 @@ from sentcli.cli.options import (
     inference_options,
 )
 from sentcli.cli.render import InferenceView, inference_summary
-from sentcli.config import InferPrecision
+from sentcli.config import InferPrecision, MatrixFormat
+
+
+def visible(text: str) -> str:
+    """`text` with control and format characters (an escape sequence, a bell, a bidi
+    override) written as escapes: a table row cannot drive the terminal."""
+    return "".join(
+        c if unicodedata.category(c)[0] != "C" else c.encode("unicode_escape").decode()
+        for c in text
+    )
 
 
 def matrix_table(texts: list[str], matrix: list[list[float]]) -> Table:
@@ -33,8 +44,16 @@ def matrix_table(texts: list[str], matrix: list[list[float]]) -> Table:
         cells = [
             f"[bold]{c:.2f}[/]" if i != j and c >= 0.8 else f"{c:.2f}" for j, c in enumerate(row)
         ]
-        table.add_row(str(i + 1), escape(text), *cells)
+        table.add_row(str(i + 1), escape(visible(text)), *cells)
     return table
+
+
+def matrix_text(texts: list[str], matrix: list[list[float]], fmt: MatrixFormat) -> str:
+    """Every value: one TSV row of cosines per text (for numpy.loadtxt, cut, paste), or one
+    JSON object with the texts and the matrix."""
+    if fmt == MatrixFormat.json:
+        return json.dumps({"texts": texts, "matrix": matrix}, ensure_ascii=False) + "\n"
+    return "".join("\t".join(f"{c:.6f}" for c in row) + "\n" for row in matrix)
 
 
 @app.command("similarity")
@@ -70,6 +89,14 @@ def similarity_cli(
     pair_columns: Annotated[
         str | None, typer.Option(help="A,B: a table's two text columns (default: by name).")
     ] = None,
+    fmt: Annotated[
+        MatrixFormat | None,
+        typer.Option(
+            "--format",
+            help="--matrix: a table, or every value as TSV rows or JSON [default: a table on "
+            "a terminal, tsv otherwise]",
+        ),
+    ] = None,
     model: ModelOpt = None,
     batch_size: BatchSizeOpt = INFER_BATCH,
     max_length: MaxLengthOpt = None,
@@ -97,13 +124,19 @@ def similarity_cli(
                 param_hint="--matrix",
             )
         plot = plot or Path("similarity.png")
+        fmt = fmt or (MatrixFormat.table if out.is_terminal else MatrixFormat.tsv)
         texts, cos, result = api.similarity_matrix(matrix, model, plot=plot, options=options)
-        out.print(matrix_table(texts, cos.tolist()))
-        out.print(f"wrote {plot}")
+        if fmt == MatrixFormat.table:
+            out.print(matrix_table(texts, cos.tolist()))
+        else:
+            out.file.write(matrix_text(texts, cos.tolist(), fmt))
+        err.print(f"wrote {plot}")
         inference_summary("compared", result, quiet=True)  # only a cut texts' warning
         return
     if plot is not None:
         raise typer.BadParameter("--plot goes with --matrix FILE", param_hint="--plot")
+    if fmt is not None:
+        raise typer.BadParameter("--format goes with --matrix FILE", param_hint="--format")
     if first is None:
         raise typer.BadParameter("give pairs (A [B]) or --matrix FILE", param_hint="A")
     columns = [c.strip() for c in pair_columns.split(",")] if pair_columns else None

@@ -52,6 +52,7 @@ from sentcli.cli.render import (
     print_test_results,
     progress,
 )
+from sentcli.config import ResumeMode
 
 
 @app.command("train-encoder")
@@ -120,7 +121,7 @@ def train_encoder_cli(
     """
     from sentcli import api  # imported here: --help stays free of torch
 
-    if task is None and not resume:
+    if task is None and resume != ResumeMode.yes:
         raise typer.BadParameter("give --task NAME=SOURCE", param_hint="--task")
     opts = config_options(locals())
     with progress(quiet) as bar:

@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from types import FrameType
 from typing import Any, Protocol
 
@@ -77,6 +77,9 @@ class TrainState:
     """Train loss summed since the last log, and over how many steps: a resumed run then
     logs the same averages as an uninterrupted one."""
     log_count: int = 0
+    log_tasks: dict[str, list[float]] = field(default_factory=dict)
+    """Per task, [its train loss summed since the last log, its steps]: the same for the
+    per-task averages."""
     freeze_epoch: int = 0
     """The epoch whose trainable set is in force (gradual unfreezing)."""
 
@@ -214,6 +217,9 @@ class _Loop:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.saved: int | None = None  # the step of the checkpoint on disk
         self.loss_sum = torch.zeros((), device=device)  # train loss since the last log
+        # each task's train loss and steps since the last log (summed on the device)
+        self.task_sums: dict[str, torch.Tensor] = {}
+        self.task_steps: dict[str, int] = {}
         self.pending: Pending = []
         self.grad_norm = torch.zeros((), device=device)
         self.norms: dict[str, torch.Tensor] = {}
@@ -231,6 +237,9 @@ class _Loop:
         self.scaler.load_state_dict(saved["scaler"])
         self.saved = self.state.step
         self.loss_sum.fill_(self.state.log_loss)
+        for t, (total, n) in self.state.log_tasks.items():
+            self.task_sums[t] = torch.full((), total, device=self.device)
+            self.task_steps[t] = int(n)
         rngs = saved.get("rng_ranks")
         cpu_rng, cuda_rng = (
             rngs[self.ranks.rank]
@@ -277,6 +286,10 @@ class _Loop:
         out |= asdict(s) | {"epoch": epoch, "batch": batch}
         out["elapsed"] = s.elapsed + time.perf_counter() - self.t0
         out["log_loss"] = self.loss_sum.item()
+        out["log_tasks"] = {
+            t: [dist.mean(v, self.ranks).item(), self.task_steps[t]]
+            for t, v in self.task_sums.items()
+        }
         out |= {"torch_rng": cpu_rng, "cuda_rng": cuda_rng, "python_rng": random.getstate()}
         if self.ranks.on:  # each rank's dropout stream, so a resumed run draws what it would
             out["rng_ranks"] = dist.gather_objects((cpu_rng, cuda_rng), self.ranks)
@@ -364,6 +377,12 @@ class _Loop:
             self.optimizer.zero_grad(set_to_none=True)
             self.loss_sum += loss.detach()
             s.log_count += 1
+            for t, v in parts.items():
+                if t not in self.task_sums:
+                    self.task_sums[t] = torch.zeros((), device=self.device)
+                    self.task_steps[t] = 0
+                self.task_sums[t] += v.detach().float()
+                self.task_steps[t] += 1
         self.tokens += n_tokens
         s.seen += n_tokens
         return event, False
@@ -372,6 +391,9 @@ class _Loop:
         """The log of the steps since the last one (the loop's only host sync)."""
         s = self.state
         loss = dist.mean(self.loss_sum, self.ranks).item() / max(s.log_count, 1)
+        names = list(self.task_sums)
+        sums = torch.stack([self.task_sums[t] for t in names]) if names else None
+        means = [] if sums is None else dist.mean(sums, self.ranks).tolist()
         return StepLog(
             s.step,
             epoch,
@@ -382,12 +404,14 @@ class _Loop:
             s.seen,
             now - self.t0,
             {g: v.item() for g, v in self.norms.items()},
+            {t: m / self.task_steps[t] for t, m in zip(names, means, strict=True)},
         )
 
     def reset_log(self, now: float) -> None:
         """A new log window from `now` (the time the last log was taken: what the caller
         spends on a log counts against the next window)."""
         self.loss_sum.zero_()
+        self.task_sums, self.task_steps = {}, {}
         self.state.log_count, self.tokens, self.t_log = 0, 0, now
 
 
