@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 from sentcli.config import ModelConfig
 from sentcli.tokenizer import train_tokenizer
 
-from helpers import DATA, TINY, read_rows, task_dir
+from helpers import DATA, ROOT, TINY, read_rows, task_dir
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +58,15 @@ def corpus_file(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> P
 def sentiment_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """120 IMDB train rows, 40 test rows."""
     return task_dir(tmp_path_factory.mktemp("sentiment"), "imdb", 120, 40)
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The README and --help examples' folders (test_examples*.py), each holding the shipped
+    data/; one pair per test module."""
+    folders = {}
+    for name in ("readme", "help"):
+        folder = tmp_path_factory.mktemp(name)
+        (folder / "data").symlink_to(ROOT / "data")
+        folders[name] = folder
+    return folders
