@@ -28,7 +28,7 @@ DEFAULT_RUN ?= runs/default
 BENCH_ARGS ?= --quick
 EMBED_ARGS ?= --skip-memory
 
-.PHONY: help install install-bench lock lock-check test test-all smoke lint format demo data clean default-model bench bench-full
+.PHONY: help install install-bench lock lock-check mutate test test-all smoke lint format demo data clean default-model bench bench-full
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -88,6 +88,9 @@ smoke: install ## every training command end to end on data/, tiny model (under 
 		--task sentiment --quiet
 	$(SENTCLI) embed data/ag_news/test.csv.gz --model runs/smoke/mtl --quiet \
 		-o runs/smoke/vectors.npy
+
+mutate: install ## mutation testing of the core modules (mutmut; about 25 min, not in CI)
+	$(PY) -m scripts.mutate
 
 lint: install ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check sentcli tests scripts bench

@@ -4,6 +4,7 @@ then work; they return values, raise `SentcliError` and report progress only thr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from sentcli.config import (
     TokenizerKind,
     choices,
     merge_configs,
+    read_config_file,
 )
 from sentcli.data.batching import iter_text_batches
 from sentcli.data.tasks import load_texts, parse_task_spec
@@ -53,6 +55,28 @@ from sentcli.training.distill import check_teacher
 from sentcli.training.lm import train_lm
 from sentcli.training.runner import TrainResult, read_report, resume_config
 from sentcli.training.similarity import evaluate_pairs
+
+StrPath = str | Path
+"""A path given as a string or a Path (each function turns it into a Path)."""
+
+
+def _path(p: StrPath) -> Path:
+    return Path(p)
+
+
+def _maybe(p: StrPath | None) -> Path | None:
+    return None if p is None else Path(p)
+
+
+def _sources(data: list[str] | str | Path) -> list[str]:
+    """`data` as a list of sources; a bare string would be read letter by letter."""
+    if isinstance(data, str | Path):
+        raise ConfigError(
+            f"give the sources as a list ([{str(data)!r}]), not one string: each letter of "
+            "a string would be read as a source"
+        )
+    return [str(d) for d in data]
+
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -81,15 +105,19 @@ __all__ = [
 
 def build_tokenizer(
     data: list[str],
-    output: Path,
+    output: StrPath,
     kind: str = TokenizerKind.bpe,
     vocab_size: int = 8000,
     min_frequency: int = 2,
     lowercase: bool = False,
     text_column: str | None = None,
     on_event: OnEvent = None,
+    overwrite: bool = False,
 ) -> TokenizerSummary:
-    """Train a tokenizer on the texts of `data` and write it to `output` (tokenizer.json)."""
+    """Train a tokenizer on the texts of `data` and write it to `output` (tokenizer.json;
+    replacing a run folder's own tokenizer needs `overwrite`)."""
+    output = _path(output)
+    data = _sources(data)
     if kind not in {k.value for k in TokenizerKind}:
         raise ConfigError(f"unknown tokenizer kind {kind!r}; use one of {choices(TokenizerKind)}")
     if vocab_size < 64:
@@ -103,6 +131,12 @@ def build_tokenizer(
     for given in data:
         if output.exists() and Path(given).exists() and output.samefile(given):
             raise ConfigError(f"-o {output} is an input of the tokenizer; write it elsewhere")
+    in_run = all((output.parent / n).is_file() for n in (ckpt.CONFIG, ckpt.WEIGHTS))
+    if output.exists() and in_run and not overwrite:
+        raise ConfigError(
+            f"-o {output} is the tokenizer of the run in {output.parent}, whose model was "
+            "trained with it; write the new one elsewhere (--overwrite replaces it anyway)"
+        )
     ckpt.check_writable(output)
     sources = load_texts(data, text_column)
 
@@ -131,10 +165,10 @@ def build_tokenizer(
 
 def pretrain(
     data: list[str],
-    output: Path,
-    tokenizer: Path | None = None,
+    output: StrPath,
+    tokenizer: StrPath | None = None,
     options: dict[str, Any] | None = None,
-    config_file: Path | None = None,
+    config_file: StrPath | None = None,
     text_column: str | None = None,
     resume: Resume = False,
     overwrite: bool = False,
@@ -142,6 +176,10 @@ def pretrain(
 ) -> TrainResult:
     """Pretrain a language model (next-token by default, or masked-LM) into run folder
     `output`. `options` holds ModelConfig/TrainConfig fields (None: not given)."""
+    output = _path(output)
+    data = _sources(data)
+    tokenizer = _maybe(tokenizer)
+    config_file = _maybe(config_file)
     with ckpt.run_lock(output):  # one writer per run folder
         inputs = [*data, *_given(tokenizer, config_file)]
         resume, overwrite = ckpt.resume_or_start(output, resume, overwrite, inputs)
@@ -163,12 +201,12 @@ def pretrain(
 
 
 def train_encoder(
-    task: str,
-    output: Path,
-    init: Path | None = None,
-    tokenizer: Path | None = None,
+    task: str | TaskConfig,
+    output: StrPath,
+    init: StrPath | None = None,
+    tokenizer: StrPath | None = None,
     options: dict[str, Any] | None = None,
-    config_file: Path | None = None,
+    config_file: StrPath | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
     resume: Resume = False,
@@ -178,11 +216,18 @@ def train_encoder(
     pair_columns: list[str] | None = None,
     score_column: str | None = None,
 ) -> TrainResult:
-    """Train a sentence encoder on one task (`NAME=SOURCE`): a classification head, or a
+    """Train a sentence encoder on one task (`NAME=SOURCE`, or a TaskConfig, as train_mtl
+    takes them): a classification head, or a
     similarity objective when the source holds pairs or plain text (data/pairs.py); from a
     pretrained run (`init`) or from scratch with a tokenizer."""
+    output = _path(output)
+    init = _maybe(init)
+    tokenizer = _maybe(tokenizer)
+    config_file = _maybe(config_file)
     specs = []
-    if task or resume is not True:  # --resume auto may start the run: it needs its task
+    if isinstance(task, TaskConfig):
+        specs = [task]
+    elif task or resume is not True:  # --resume auto may start the run: it needs its task
         name, source = parse_task_spec(task)
         specs = [
             TaskConfig(
@@ -197,20 +242,26 @@ def train_encoder(
 
 
 def train_mtl(
-    tasks: list[TaskConfig],
-    output: Path,
-    init: Path | None = None,
-    tokenizer: Path | None = None,
+    tasks: Sequence[TaskConfig | str] | TaskConfig | str,
+    output: StrPath,
+    init: StrPath | None = None,
+    tokenizer: StrPath | None = None,
     options: dict[str, Any] | None = None,
-    config_file: Path | None = None,
+    config_file: StrPath | None = None,
     resume: Resume = False,
     overwrite: bool = False,
     on_event: OnEvent = None,
 ) -> TrainResult:
     """Multi-task training: one shared encoder, one head per task, the freeze modes and task
-    schedule of the options (see TrainConfig)."""
+    schedule of the options (see TrainConfig). A task is a TaskConfig or `NAME=SOURCE`."""
+    output = _path(output)
+    init = _maybe(init)
+    tokenizer = _maybe(tokenizer)
+    config_file = _maybe(config_file)
+    many = [tasks] if isinstance(tasks, TaskConfig | str) else list(tasks)
+    specs = [t if isinstance(t, TaskConfig) else TaskConfig(*parse_task_spec(t)) for t in many]
     return _train_tasks(
-        RunKind.mtl, tasks, output, init, tokenizer, options, config_file, resume, overwrite,
+        RunKind.mtl, specs, output, init, tokenizer, options, config_file, resume, overwrite,
         on_event,
     )  # fmt: skip
 
@@ -248,7 +299,9 @@ def _train_tasks(
 ) -> TrainResult:
     """The classifier training behind train-encoder (one task) and train-mtl (several)."""
     with ckpt.run_lock(output):  # one writer per run folder
-        teacher = (options or {}).get("teacher")
+        # a teacher given only in --config is an input too (--overwrite must not delete it)
+        from_file = read_config_file(config_file) if config_file is not None else {}
+        teacher = (options or {}).get("teacher") or from_file.get("teacher")
         inputs = [s.source for s in specs] + _given(init, tokenizer, config_file, teacher)
         resume, overwrite = ckpt.resume_or_start(output, resume, overwrite, inputs)
         ckpt.check_run_dir(output, overwrite, resume, inputs)
@@ -304,11 +357,11 @@ def _train_tasks(
 
 
 def evaluate(
-    model_dir: Path | None,
+    model_dir: StrPath | None,
     tasks: list[TaskConfig] | None = None,
     batch_size: int = 64,
     device: str = Device.auto,
-    plots: Path | None = None,
+    plots: StrPath | None = None,
     precision: str | None = None,
 ) -> dict[str, Any]:
     """Each task of a run on the given sources or the test splits the run recorded.
@@ -317,6 +370,8 @@ def evaluate(
     default model when `model_dir` is None): Spearman and Pearson of cosine, or recall@1 and
     MRR; a scatter of cosine against score goes to `plots` (default: the run's report/).
     `precision` None: the run's training precision."""
+    model_dir = _maybe(model_dir)
+    plots = _maybe(plots)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
     if plots is not None:  # made with its parents when needed: probe the nearest that exists
@@ -361,24 +416,29 @@ def evaluate(
         )  # fmt: skip
         if cos is not None and gold is not None:
             folder = plots or (Path("report") if origin == "the default model" else path / "report")
-            folder.mkdir(parents=True, exist_ok=True)
             title = f"{s.name} ({split}, Spearman {100 * metrics['spearman']:.1f})"
-            metrics["plot"] = str(folder / f"similarity_{s.name}.png")
-            plot_scatter(Path(metrics["plot"]), cos, gold, title)
+            target = folder / f"similarity_{s.name}.png"
+            try:  # a read-only run folder: the scores still count, the plot is said missing
+                folder.mkdir(parents=True, exist_ok=True)
+                plot_scatter(target, cos, gold, title)
+                metrics["plot"] = str(target)
+            except OSError as e:
+                metrics["plot_error"] = f"{target} not written ({e.strerror or e})"
         results[s.name] = {"source": s.source, "split": split, **metrics}
     return {"model": str(path), "tasks": results}
 
 
-def report(run_dir: Path) -> dict[str, Any]:
+def report(run_dir: StrPath) -> dict[str, Any]:
     """Re-read a finished or interrupted run: its evaluations, test results and gradient
     norms; rewrites the plots in report/."""
+    run_dir = _path(run_dir)
     return read_report(run_dir)
 
 
 def embed(
     input: str,
-    output: Path | None = None,
-    model: Path | None = None,
+    output: StrPath | None = None,
+    model: StrPath | None = None,
     *,
     normalize: bool = True,
     options: InferenceOptions | None = None,
@@ -386,6 +446,8 @@ def embed(
 ) -> InferenceResult:
     """Sentence vectors of every input row, in input order, to `output` (.npy, .jsonl, .csv,
     .tsv; written atomically) or as JSON lines to `options.stdout`."""
+    output = _maybe(output)
+    model = _maybe(model)
     make = vector_pipeline(normalize, output)
     opts = options or InferenceOptions()
     return run_inference(input, output, model, VECTOR_FORMATS, opts, make, on_event)
@@ -393,8 +455,8 @@ def embed(
 
 def predict(
     input: str,
-    output: Path | None = None,
-    model: Path | None = None,
+    output: StrPath | None = None,
+    model: StrPath | None = None,
     task: str | None = None,
     *,
     top_k: int = 1,
@@ -404,6 +466,8 @@ def predict(
 ) -> InferenceResult:
     """The `top_k` labels of `task` and their probabilities for every input row, in input
     order, as TSV or JSON lines."""
+    output = _maybe(output)
+    model = _maybe(model)
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1 (got {top_k})")
     if fmt not in {f.value for f in LabelFormat}:
@@ -417,8 +481,8 @@ def predict(
 def similarity(
     first: str,
     second: str | None = None,
-    output: Path | None = None,
-    model: Path | None = None,
+    output: StrPath | None = None,
+    model: StrPath | None = None,
     *,
     pair_columns: list[str] | None = None,
     options: InferenceOptions | None = None,
@@ -427,24 +491,28 @@ def similarity(
     """The cosine of each text pair, in input order, one per line (to `output` or stdout).
     Pairs: two line files read together, a table with two text columns, or one line file
     (`-`: stdin) of text1<TAB>text2 lines."""
+    output = _maybe(output)
+    model = _maybe(model)
     opts = options or InferenceOptions()
     return pair_cosines(first, second, output, model, pair_columns, opts, on_event)
 
 
 def similarity_matrix(
     file: str,
-    model: Path | None = None,
+    model: StrPath | None = None,
     *,
-    plot: Path | None = None,
+    plot: StrPath | None = None,
     options: InferenceOptions | None = None,
     on_event: OnEvent = None,
 ) -> tuple[list[str], np.ndarray, InferenceResult]:
     """The texts of a line file of a few sentences and their cosine matrix (a heatmap to
     `plot`)."""
+    model = _maybe(model)
+    plot = _maybe(plot)
     if plot is not None:
         check_plot(plot, [file])
     texts, matrix, result = cosine_matrix(file, model, options or InferenceOptions(), on_event)
-    if plot is not None:
+    if plot is not None and texts:  # no texts: a torchrun rank other than the main one
         plot_matrix(plot, texts, matrix)
     return texts, matrix, result
 
@@ -452,20 +520,23 @@ def similarity_matrix(
 def search(
     queries: str,
     corpus: str,
-    output: Path | None = None,
-    model: Path | None = None,
+    output: StrPath | None = None,
+    model: StrPath | None = None,
     *,
     k: int = 10,
     threshold: float | None = None,
     fmt: str = LabelFormat.tsv,
     corpus_column: str | None = None,
-    cache: Path | None = None,
+    cache: StrPath | None = None,
     options: InferenceOptions | None = None,
     on_event: OnEvent = None,
 ) -> tuple[InferenceResult, CorpusIndex]:
     """Each query's `k` most similar corpus rows by cosine (exact), as TSV or JSON lines.
     The corpus's vectors are computed once into `cache` (default $SENTCLI_CACHE, else
     ~/.cache/sentcli) under a hash of the corpus, the model and the settings."""
+    output = _maybe(output)
+    model = _maybe(model)
+    cache = _maybe(cache)
     opts = options or InferenceOptions()
     where = cache or ckpt.cache_root()
     return run_search(
@@ -473,10 +544,12 @@ def search(
     )
 
 
-def import_hf(checkpoint: Path, output: Path, overwrite: bool = False) -> dict[str, Any]:
+def import_hf(checkpoint: StrPath, output: StrPath, overwrite: bool = False) -> dict[str, Any]:
     """Convert a local Hugging Face BERT-family checkpoint folder (sentence-transformers
     layout too) into a sentcli run folder without task heads: embed uses it as it is, and
     train-encoder/train-mtl --init fine-tune it."""
+    checkpoint = _path(checkpoint)
+    output = _path(output)
     with ckpt.run_lock(output):  # one writer per run folder
         from sentcli.hf import import_checkpoint
 
@@ -488,8 +561,8 @@ def import_hf(checkpoint: Path, output: Path, overwrite: bool = False) -> dict[s
 
 
 def export(
-    run_dir: Path | None,
-    output: Path,
+    run_dir: StrPath | None,
+    output: StrPath,
     format: str = ExportFormat.onnx,
     quantize: bool = False,
     normalize: bool = True,
@@ -498,15 +571,19 @@ def export(
     """Export a run (the default model when `run_dir` is None) for use outside sentcli: an
     ONNX graph with tokenizer.json (`quantize`: also onnxruntime's int8 version), or a
     sentence-transformers folder (BERT-shaped runs). Returns the export's description."""
+    output = _path(output)
+    run_dir = _maybe(run_dir)
     from sentcli.inference import export as ex
 
     path, _ = resolve_model(run_dir)
     if format not in {f.value for f in ExportFormat}:
         raise ConfigError(f"unknown export format {format!r}; use one of {choices(ExportFormat)}")
-    if format == ExportFormat.onnx:
-        meta = ex.export_onnx(path, output, normalize, quantize, overwrite)
-    elif quantize:
+    if quantize and format != ExportFormat.onnx:
         raise ConfigError("--quantize int8 applies to --format onnx; drop it")
-    else:
-        meta = ex.export_sentence_transformers(path, output, normalize, overwrite)
+    ex.check_output(output, overwrite, path)  # before the lock makes the parent folder
+    with ckpt.run_lock(output):  # one writer per export folder, as per run folder
+        if format == ExportFormat.onnx:
+            meta = ex.export_onnx(path, output, normalize, quantize, overwrite)
+        else:
+            meta = ex.export_sentence_transformers(path, output, normalize, overwrite)
     return {**meta, "output": str(output)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -63,8 +64,31 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as e:
+        if disk_full(e, path.parent):
+            raise ConfigError(
+                f"cannot write {path}: no space left on its disk ({path.parent}); free some "
+                "space, or write to another disk"
+            ) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def disk_full(e: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of disk: an OSError says so; safetensors puts the OS
+    error in its message; torch's zip writer only says "unexpected pos" after a short write,
+    so for it the folder's free space decides."""
+    if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if any(s in str(e) for s in ("No space left on device", "os error 28", "Disk quota")):
+        return True
+    if isinstance(e, RuntimeError) and "unexpected pos" in str(e):
+        try:
+            return shutil.disk_usage(folder).free < 1 << 20
+        except OSError:
+            return False
+    return False
 
 
 def existing_folder(path: Path) -> Path:
@@ -155,14 +179,26 @@ RUN_NAMES = {CONFIG, WEIGHTS, TOKENIZER, METRICS, STATE, NEXT_STATE, "report"}
 """What sentcli writes into a run folder (and .NAME.tmp files while it writes)."""
 
 
-def check_replaceable(run_dir: Path, inputs: Sequence[str | Path]) -> None:
-    """--overwrite deletes `run_dir`: only a sentcli run folder (or an empty one) that holds
-    none of the command's inputs, and never `/`, the home folder or the current folder."""
-    target = run_dir.resolve()
+def check_not_precious(folder: Path) -> None:
+    """`/`, the home folder and the current folder are never an output to replace."""
+    target = folder.resolve()
     if target in (Path("/"), Path.home().resolve(), Path.cwd().resolve()):
         raise ConfigError(
-            f"--overwrite would delete {run_dir} ({target}); give -o a new folder for the run"
+            f"--overwrite would delete {folder} ({target}); give -o a new folder for the output"
         )
+
+
+def check_replaceable(
+    run_dir: Path,
+    inputs: Sequence[str | Path],
+    owned: set[str] = RUN_NAMES,
+    what: str = "a sentcli run folder",
+) -> None:
+    """--overwrite deletes `run_dir`: only `what` (its entries all in `owned`; or an empty
+    folder) that holds none of the command's inputs, and never `/`, the home folder or the
+    current folder."""
+    check_not_precious(run_dir)
+    target = run_dir.resolve()
     for given in inputs:
         if not str(given) or str(given).startswith("hf:"):
             continue
@@ -175,14 +211,14 @@ def check_replaceable(run_dir: Path, inputs: Sequence[str | Path]) -> None:
     foreign = sorted(
         e.name
         for e in run_dir.iterdir()
-        if e.name not in RUN_NAMES and not (e.name.startswith(".") and e.name.endswith(".tmp"))
+        if e.name not in owned and not (e.name.startswith(".") and e.name.endswith(".tmp"))
     )
     if foreign:
         shown = ", ".join(foreign[:3]) + (
             f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         )
         raise ConfigError(
-            f"--overwrite only replaces a sentcli run folder, and {run_dir} also holds {shown}; "
+            f"--overwrite only replaces {what}, and {run_dir} also holds {shown}; "
             "give -o another folder, or empty that one yourself"
         )
 
@@ -340,9 +376,69 @@ def load_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], int]:
     return weights, int(meta.get("step", 0))
 
 
+def weight_shapes(run_dir: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape, from the safetensors header alone (no tensor is read)."""
+    path = run_dir / WEIGHTS
+    try:
+        with open(path, "rb") as f:  # 8-byte little-endian length, then that much JSON
+            size = int.from_bytes(f.read(8), "little")
+            if not 2 <= size <= min(path.stat().st_size - 8, 100_000_000):
+                raise ValueError(f"a header of {size:,} bytes")
+            header = json.loads(f.read(size))
+        return {
+            k: tuple(int(d) for d in v["shape"]) for k, v in header.items() if k != "__metadata__"
+        }
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise CheckpointError(
+            f"{path} is corrupt or not safetensors ({e}); re-create the run"
+        ) from e
+
+
+def check_shapes(config: RunConfig, run_dir: Path) -> None:
+    """config.json against the weights' header, before the model is built: a config that
+    asks for a million blocks or a vocabulary of 10^11 (a damaged or hostile run folder)
+    is refused instead of allocating until the machine runs out of memory. Once the sizes
+    that allocate agree, loading the weights strictly checks every tensor."""
+    shapes = weight_shapes(run_dir)
+    m = config.model
+
+    def dim(name: str, i: int) -> int | None:
+        shape = shapes.get(name)
+        return shape[i] if shape is not None and len(shape) > i else None
+
+    blocks = len({k.split(".")[2] for k in shapes if k.startswith("trunk.h.")})
+    checks = [
+        ("n_layer", m.n_layer, blocks, "blocks"),
+        ("vocab_size", m.vocab_size, dim("trunk.wte.weight", 0), "token embeddings"),
+        ("n_embd", m.n_embd, dim("trunk.wte.weight", 1), "embedding width"),
+        ("block_size", m.block_size, dim("trunk.wpe.weight", 0), "position embeddings"),
+    ]
+    if m.n_layer == blocks and blocks:
+        inner = dim("trunk.h.0.mlp.c_fc.weight", 0)
+        checks.append(("n_inner", m.n_inner or 4 * m.n_embd, inner, "MLP width"))
+    for task in config.tasks:  # what build_model makes a head of (no head: nothing to check)
+        first = dim(f"heads.{task.name}.0.weight", 0) or dim(f"heads.{task.name}.weight", 0)
+        if m.head_hidden and task.has_labels:
+            checks.append(("head_hidden", m.head_hidden, first, f"task {task.name}'s head"))
+        elif task.has_labels:
+            n = len(task.label_names)
+            checks.append((f"{task.name}'s label_names", n, first, "head outputs"))
+        elif task.teacher_dim and task.teacher_dim != m.n_embd:
+            checks.append((f"{task.name}'s teacher_dim", task.teacher_dim, first, "projection"))
+    for key, said, held, what in checks:
+        if said != held:
+            raise CheckpointError(
+                f"{run_dir / CONFIG} does not match {run_dir / WEIGHTS}: {key} is {said:,} but "
+                f"the weights hold {'none' if held is None else f'{held:,}'} ({what}); the run "
+                "is corrupt or from another tool"
+            )
+
+
 def load_run(run_dir: Path) -> tuple[RunConfig, nn.Module, Tokenizer, int]:
-    """Rebuild the model from config.json, load its weights strictly, check the tokenizer."""
+    """Rebuild the model from config.json (checked against the weights' shapes first), load
+    its weights strictly, check the tokenizer."""
     config = read_config(run_dir)
+    check_shapes(config, run_dir)
     model = build_model(config)
     weights, step = load_weights(run_dir)
     try:

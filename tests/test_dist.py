@@ -1,6 +1,7 @@
 """torchrun: train-mtl in 2 CPU processes (gloo) against one process with the same global
 batch; a SIGTERM to torchrun mid-run, then --resume under torchrun."""
 
+import io
 import json
 import os
 import signal
@@ -241,6 +242,26 @@ def test_embed_and_predict_under_two_ranks_match_one_process(
         assert a[:2] == b[:2] and a[3] == b[3]  # query, rank, corpus row
         assert float(a[2]) == pytest.approx(float(b[2]), abs=2e-4)
     assert len(list((tmp_path / "cache-two" / "search").iterdir())) == 1  # one index, no temps
+    # similarity --matrix: the other rank computes its share and writes nothing (it used to
+    # crash on its empty share); the main rank prints the matrix of one process
+    (tmp_path / "few.txt").write_text("\n".join(texts[:9]) + "\n")
+    matrix = ["similarity", "--matrix", str(tmp_path / "few.txt"), *model, "--format", "tsv"]
+    shown = {}
+    for name, launch in (("two", torchrun), ("one", None)):
+        args = [*matrix, "--plot", str(tmp_path / f"m-{name}.png")]
+        if launch is None:
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 0, result.output
+            shown[name] = result.stdout
+            continue
+        proc = launch(args)
+        shown[name], err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    np.testing.assert_allclose(
+        np.loadtxt(io.StringIO(shown["two"])), np.loadtxt(io.StringIO(shown["one"])), atol=2e-6
+    )
+    assert np.loadtxt(io.StringIO(shown["two"])).shape == (9, 9)
+    assert (tmp_path / "m-two.png").is_file()
     # stdin is refused wherever an input reads it: embed's, and search's queries (refused
     # before the corpus is embedded)
     for args in (["embed", "-"], ["search", "-", "--corpus", str(tmp_path / "in.txt")]):

@@ -109,6 +109,14 @@ def _garbage(name: str) -> Callable[[Path], int]:
     return lambda folder: (folder / name).write_bytes(b"not what sentcli wrote" * 10)
 
 
+def _split_utf8(folder: Path) -> None:
+    """The bytes around the second row's start become an é: an offset inside a character."""
+    at = int(np.load(folder / "offsets.npy")[1])
+    data = bytearray((folder / "texts.bin").read_bytes())
+    data[at - 1 : at + 1] = "é".encode()
+    (folder / "texts.bin").write_bytes(bytes(data))
+
+
 DAMAGE = {
     "truncated vectors": (_truncate, "has an unreadable vectors.npy (ValueError)"),
     "garbage vectors": (_garbage("vectors.npy"), "has an unreadable vectors.npy"),
@@ -122,6 +130,9 @@ DAMAGE = {
     "no texts": (lambda f: (f / "texts.bin").unlink(), "has no texts.bin"),
     "no meta": (lambda f: (f / "meta.json").unlink(), "has no meta.json"),
     "cut texts": (lambda f: (f / "texts.bin").write_bytes(b"x"), "do not match its texts.bin"),
+    "no blank rows": (lambda f: (f / "blank.npy").unlink(), "has no blank.npy"),
+    "a file": (lambda f: (shutil.rmtree(f), f.write_text("x")), "is not a folder"),
+    "split UTF-8": (_split_utf8, "split a UTF-8 character"),
 }
 
 
@@ -160,7 +171,7 @@ def test_an_unreadable_cache_folder_is_an_error_not_damage(
     with pytest.raises(PermissionError):  # the CLI reports it as an unreadable input
         api.search(str(corpus), str(corpus), tmp_path / "r.tsv", k=1, cache=cache)
     assert sorted(p.name for p in folder.iterdir()) == [
-        "meta.json", "offsets.npy", "texts.bin", "vectors.npy"
+        "blank.npy", "meta.json", "offsets.npy", "texts.bin", "vectors.npy"
     ]  # fmt: skip
 
 
@@ -225,3 +236,60 @@ def test_top_k_of_many_queries_goes_in_groups(monkeypatch: pytest.MonkeyPatch) -
     np.testing.assert_array_equal(rows[:, 0], full.argmax(axis=1))
     np.testing.assert_allclose(scores[:, 0], full.max(axis=1), rtol=1e-6)
     assert rows.shape == (1000, 3) and (np.diff(scores, axis=1) <= 0).all()
+
+
+def test_blank_corpus_rows_keep_their_numbers_and_are_never_returned(tmp_path: Path) -> None:
+    """An empty and a whitespace-only corpus line: rows stay numbered as the file's lines,
+    neither is ever a result (their vector of no words is close to many queries), and one
+    warning says so; a blank query line gets its results and is counted as blank."""
+    corpus, cache = tmp_path / "corpus.txt", tmp_path / "cache"
+    lines = (DATA / "sentences.txt").read_text("utf-8").splitlines()
+    corpus.write_text("\n".join([lines[0], "", lines[1], "   ", *lines[2:]]) + "\n", "utf-8")
+    queries = tmp_path / "q.txt"
+    queries.write_text("A child rides a horse.\n \n", "utf-8")
+    args = ["search", str(queries), "--corpus", str(corpus), "-k", "20", "--cache", str(cache)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [r[0] for r in rows] == ["1"] * 8 + ["2"] * 8  # every non-blank row, per query
+    assert {int(r[3]) for r in rows} == {1, 3, *range(5, 11)}  # never rows 2 and 4
+    assert rows[0][3] in ("1", "3")  # the horse sentences keep their line numbers
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: 2 of 10 corpus rows are blank (empty or whitespace) and are never returned",
+        "warning: 1 of 2 texts were blank (empty or whitespace); each still has its row, in "
+        "input order",
+    ]
+
+
+def test_a_corpus_that_changes_while_it_is_embedded_is_not_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache is named by the corpus's bytes as hashed: vectors of other bytes must not be
+    stored under that name. A rewrite during the embedding is refused (exit 2), nothing is
+    cached, and the next search embeds the file as it now is."""
+    corpus, cache = corpus_file(tmp_path), tmp_path / "cache"
+    real = search_mod.run_inference
+
+    def rewritten_meanwhile(*args: object, **kwargs: object) -> object:
+        out = real(*args, **kwargs)  # type: ignore[arg-type]
+        corpus.write_text("a new first line\n" + corpus.read_text("utf-8"), "utf-8")
+        return out
+
+    monkeypatch.setattr(search_mod, "run_inference", rewritten_meanwhile)
+    args = ["search", str(corpus), "--corpus", str(corpus), "-k", "1", "--cache", str(cache)]
+    result = runner.invoke(app, args)
+    assert_refused(result, "changed while it was embedded; nothing was cached")
+    assert not list((cache / "search").iterdir())
+    monkeypatch.undo()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and again.stdout.splitlines()[0].endswith("a new first line")
+
+
+def test_half_built_indexes_of_killed_searches_are_swept(tmp_path: Path) -> None:
+    corpus, cache = corpus_file(tmp_path), tmp_path / "cache"
+    (cache / "search" / "abc.tmp999999999").mkdir(parents=True)  # no such process
+    (cache / "search" / "abc.tmp1").mkdir()  # pid 1 is alive: left alone
+    api.search(str(corpus), str(corpus), tmp_path / "r.tsv", k=1, cache=cache)
+    left = sorted(p.name for p in (cache / "search").iterdir())
+    assert len(left) == 2 and "abc.tmp1" in left and "abc.tmp999999999" not in left

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from sentcli.cli._util import app, err, handle_errors, out
-from sentcli.cli.options import QuietOpt, TextColOpt
+from sentcli.cli.options import OverwriteOpt, QuietOpt, TextColOpt
 from sentcli.cli.render import TokenizerView, progress
 from sentcli.config import TokenizerKind
 
@@ -27,6 +27,7 @@ def build_tokenizer_cli(
         bool, typer.Option("--lowercase", help="Lowercase before splitting.")
     ] = False,
     text_column: TextColOpt = None,
+    overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a subword tokenizer (BPE, WordPiece or Unigram) on text files.
@@ -40,7 +41,7 @@ def build_tokenizer_cli(
     with progress(quiet) as bar:
         summary = api.build_tokenizer(
             data, output, kind.value, vocab_size, min_frequency, lowercase, text_column,
-            TokenizerView(bar),
+            TokenizerView(bar), overwrite,
         )  # fmt: skip
     out.print(f"wrote {output}")
     out.print(f"vocab size          {summary.vocab_size:,}")

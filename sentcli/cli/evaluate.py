@@ -5,8 +5,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from sentcli.cli._util import app, handle_errors, out
+from sentcli.cli._util import app, err, handle_errors, out
 from sentcli.cli.options import (
     DeviceOpt,
     ModelOpt,
@@ -77,6 +78,8 @@ def evaluate_cli(
             out.print(f"{name} ({m['source']}, {m['split']}, {m['pairs']:,} pairs): {scores}")
             if "plot" in m:
                 out.print(f"wrote {m['plot']}")
+            if "plot_error" in m:
+                err.print(f"[yellow]warning:[/] {escape(m['plot_error'])}")
             continue
         n = sum(m["per_class"][c]["support"] for c in m["per_class"])
         out.print(

@@ -284,12 +284,18 @@ def print_test_results(test: dict[str, Any], splits: dict[str, str]) -> None:
 
 
 def inference_summary(verb: str, result: InferenceResult, quiet: bool) -> None:
-    """The throughput line (unless --quiet) and the truncation count (always) on stderr."""
+    """The throughput line (unless --quiet) and the truncated and blank counts (always) on
+    stderr."""
     s = result.stats
     if s.truncated:
         err.print(
             f"[yellow]warning:[/] {s.truncated:,} of {s.texts:,} texts were longer than "
             f"{result.max_length} tokens and were cut to that length (--max-length)"
+        )
+    if s.blank:
+        err.print(
+            f"[yellow]warning:[/] {s.blank:,} of {s.texts:,} texts were blank (empty or "
+            "whitespace); each still has its row, in input order"
         )
     if quiet:
         return

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from sentcli.cli._util import app, err, handle_errors, out
 from sentcli.cli.render import grad_table, lm_table, loss_table, print_test_results
@@ -39,4 +40,7 @@ def report_cli(
     rows = result["grad_norms"]
     if rows:
         out.print(grad_table(rows))
-    out.print(f"plots rewritten in {run / 'report'}")
+    if result["plot_error"]:
+        err.print(f"[yellow]warning:[/] {escape(result['plot_error'])}")
+    else:
+        out.print(f"plots rewritten in {run / 'report'}")

@@ -107,7 +107,13 @@ def search_cli(
             f"[yellow]warning:[/] the corpus cache {escape(str(index.folder))} "
             f"{escape(index.damaged)}; the corpus was embedded again"
         )
+    if len(index.blank):  # shown even with --quiet, as other warnings
+        err.print(
+            f"[yellow]warning:[/] {len(index.blank):,} of {len(index):,} corpus rows are blank "
+            "(empty or whitespace) and are never returned"
+        )
     if index.built is not None:
+        index.built.stats.blank = 0  # said just above, as corpus rows
         inference_summary("indexed the corpus:", index.built, quiet)
     elif not quiet:
         err.print(f"corpus: {len(index):,} rows from the cache ({index.folder})")

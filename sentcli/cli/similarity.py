@@ -126,6 +126,8 @@ def similarity_cli(
         plot = plot or Path("similarity.png")
         fmt = fmt or (MatrixFormat.table if out.is_terminal else MatrixFormat.tsv)
         texts, cos, result = api.similarity_matrix(matrix, model, plot=plot, options=options)
+        if not texts:  # under torchrun, a rank other than the main one: it only computed
+            return
         if fmt == MatrixFormat.table:
             out.print(matrix_table(texts, cos.tolist()))
         else:

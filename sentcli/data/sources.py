@@ -5,8 +5,10 @@ that every reader shares (embed's streaming input too)."""
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
+import re
 import socket
 import zlib
 from collections import Counter
@@ -135,6 +137,42 @@ def pick_column(
     )
 
 
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def lone_surrogate(raw: str, value: str, where: str, lineno: int) -> None:
+    """Refuse a JSON line whose string values hold a lone UTF-16 surrogate (\\ud800…): valid
+    JSON, but no text (it cannot be encoded as UTF-8), naming the file, line and column."""
+    if not any("\ud800" <= c <= "\udfff" for c in value):
+        return
+    found = _SURROGATE.search(raw)
+    col = f", column {found.start() + 1}" if found else ""
+    escape = found.group(0) if found else "a \\uD800-\\uDFFF escape"
+    raise DataError(
+        f"{where}: line {lineno}{col}: {escape} is half of a UTF-16 pair (a lone surrogate), "
+        "not text; fix or drop that escape"
+    )
+
+
+def _first_surrogate_line(path: Path) -> DataError | None:
+    """The first JSON line holding a lone surrogate, as the error to raise (error path only:
+    pyarrow's JSON reader names only a byte position)."""
+    with open_binary(path) as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = raw.decode("utf-8", errors="replace")
+            if not _SURROGATE.search(line):
+                continue
+            try:
+                lone_surrogate(
+                    line, json.dumps(json.loads(line), ensure_ascii=False), str(path), lineno
+                )
+            except DataError as e:
+                return e
+            except ValueError:
+                return None
+    return None
+
+
 def _first_bad_utf8_line(path: Path) -> int | None:
     with open_binary(path) as f:
         for lineno, line in enumerate(f, start=1):
@@ -167,6 +205,9 @@ def read_file(path: Path) -> Dataset:
                 f"{path}: bytes that are not UTF-8 (line {line}); re-encode the file as UTF-8 "
                 "(for example with iconv -f latin1 -t utf-8)"
             ) from e
+        surrogate = _first_surrogate_line(path) if builder == "json" else None
+        if surrogate is not None:
+            raise surrogate from e
         msg = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
         if "corresponds to no data" in msg:  # only a header: datasets made no split
             raise DataError(f"{path}: no rows; give a file with at least one row") from e

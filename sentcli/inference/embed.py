@@ -56,6 +56,8 @@ class InferenceStats:
     tokens: int = 0
     """Real (non-padding) tokens, [BOS]/[EOS] included."""
     truncated: int = 0
+    blank: int = 0
+    """Texts that are empty or only whitespace (they get a row all the same)."""
     seconds: float = 0.0
 
 
@@ -192,6 +194,7 @@ def stream(
                 stats.texts += len(seqs)
                 stats.tokens += sum(len(s) for s in seqs)
                 stats.truncated += cut
+                stats.blank += sum(1 for t in chunk.texts if not t.strip())
                 stats.seconds = time.perf_counter() - start
                 yield chunk, rows
                 heap.release()

@@ -20,7 +20,14 @@ from typing import IO, Any
 
 from sentcli import dist
 from sentcli.data.pairs import PAIR_NAMES
-from sentcli.data.sources import TEXT_NAMES, check_file, extension, open_binary, pick_column
+from sentcli.data.sources import (
+    TEXT_NAMES,
+    check_file,
+    extension,
+    lone_surrogate,
+    open_binary,
+    pick_column,
+)
 from sentcli.errors import ConfigError, DataError
 
 FIRST_CHUNK = 64
@@ -260,7 +267,9 @@ class TextInput:
                     )
                 if self.id_column is not None and self.id_column not in obj:
                     raise DataError(f"{self.name}: line {n} has no {self.id_column!r}")
-                yield text, (obj[self.id_column] if self.id_column else None)
+                ident = obj[self.id_column] if self.id_column else None
+                lone_surrogate(line, text + (ident if isinstance(ident, str) else ""), self.name, n)
+                yield text, ident
 
     def _parquet(self) -> Iterator[tuple[str, Any]]:
         import pyarrow.parquet as pq

@@ -10,13 +10,14 @@ the wrong shape for its rows and the model's width) is embedded again, and said 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,6 +42,9 @@ from sentcli.inference.outputs import NpyWriter, Sink, check_output, escape_tsv
 from sentcli.model import LanguageModel, MultiTaskModel
 
 VECTORS, TEXTS, OFFSETS, META = "vectors.npy", "texts.bin", "offsets.npy", "meta.json"
+BLANK = "blank.npy"
+"""The rows whose text is empty or whitespace: kept (the rows stay numbered as the corpus's
+lines), never returned (their vector, of no words, is close to many queries)."""
 SCORE_BLOCK = 1 << 22
 """Scores computed at a time (queries × corpus rows; 16 MiB of float32 and 32 MiB of
 int64 positions for the partial sort)."""
@@ -56,6 +60,8 @@ class CorpusIndex:
     texts: np.ndarray
     built: InferenceResult | None
     """The embedding of the corpus by this command; None when it came from the cache."""
+    blank: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """The blank rows (never returned)."""
     damaged: str | None = None
     """Why the cache folder found for this corpus could not be used (it was rebuilt)."""
 
@@ -106,10 +112,13 @@ class IndexWriter:
         self.vectors = NpyWriter(f)
         self.texts = open(folder / TEXTS, "wb")  # noqa: SIM115 (closed in close())
         self.offsets = array("q", [0])
+        self.blank = array("q")
 
     def write(self, chunk: Chunk, values: np.ndarray) -> None:
         self.vectors.write(chunk, values)
         for text in chunk.texts:
+            if not text.strip():
+                self.blank.append(len(self.offsets) - 1)
             data = text.encode("utf-8")
             self.texts.write(data)
             self.offsets.append(self.offsets[-1] + len(data))
@@ -139,22 +148,24 @@ def corpus_index(
         raise CheckpointError(f"{origin}: {e}" if origin != "--model" else str(e)) from e
     if not (path / ckpt.WEIGHTS).is_file():
         raise CheckpointError(f"{path} has no {ckpt.WEIGHTS}; give a complete run folder")
+    read = _stamp(Path(corpus))  # the corpus as hashed: it must not change until published
     key = corpus_key(Path(corpus), source.text_column, path, opts.max_length, opts)
     folder = cache / "search" / key
     damaged = None
-    if folder.exists():
+    if folder.exists() or folder.is_symlink():
         try:
             return open_index(folder, width)
         except DamagedIndex as e:
             damaged = str(e)
-            shutil.rmtree(folder, ignore_errors=True)
-            if folder.exists():
+            _remove(folder)
+            if folder.exists() or folder.is_symlink():
                 raise ConfigError(
                     f"the corpus cache {folder} {damaged} and cannot be removed; delete it"
                 ) from None
     tmp = folder.with_name(f"{key}.tmp{os.getpid()}")
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
+        _sweep(folder.parent)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     except OSError as e:
@@ -180,10 +191,23 @@ def corpus_index(
             source=lambda: source,
         )  # fmt: skip
         if writers:  # no sink on the other torchrun ranks: the main one writes the index
+            if _stamp(Path(corpus)) != read:  # its vectors are not those of the hashed bytes
+                raise ConfigError(
+                    f"{corpus} changed while it was embedded; nothing was cached: run the "
+                    "search again once the file stays as it is"
+                )
             _publish(tmp, folder, writers[0], corpus, source.text_column, path)
             built.output = folder
         else:
             shutil.rmtree(tmp)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not ckpt.disk_full(e, cache):
+            raise
+        raise ConfigError(
+            f"the corpus cache in {cache} is on a full disk; free some space there, or give "
+            f"--cache DIR (or ${ckpt.CACHE_ENV}) on another disk"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -194,6 +218,36 @@ def corpus_index(
         raise ConfigError(f"the corpus cache {folder} {e}; delete it and run again") from None
     index.built, index.damaged = built, damaged
     return index
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """What changes when a file is rewritten: its inode, size and modification time."""
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _remove(entry: Path) -> None:
+    """A damaged cache entry, whatever it is (a folder, a file, a link)."""
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            entry.unlink()
+
+
+def _sweep(search: Path) -> None:
+    """Remove the half-built indexes (KEY.tmpPID) of searches that were killed: their
+    process is gone."""
+    for entry in search.glob("*.tmp*"):
+        pid = entry.name.rpartition(".tmp")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            _remove(entry)
+        except OSError:
+            pass  # alive, under another user
 
 
 class DamagedIndex(Exception):
@@ -213,9 +267,12 @@ def open_index(folder: Path, width: int) -> CorpusIndex:
         except (ValueError, KeyError, TypeError, EOFError, UnicodeDecodeError) as e:
             raise DamagedIndex(f"has an unreadable {name} ({type(e).__name__})") from None
 
+    if not folder.is_dir() or folder.is_symlink():
+        raise DamagedIndex("is not a folder")
     rows = load(META, lambda p: json.loads(p.read_text("utf-8"))["rows"])
     vectors = load(VECTORS, lambda p: np.load(p, mmap_mode="r"))
     offsets = load(OFFSETS, np.load)
+    blank = load(BLANK, np.load)
     size = load(TEXTS, lambda p: p.stat().st_size)
     if not isinstance(rows, int) or vectors.shape != (rows, width):
         raise DamagedIndex(f"holds vectors of shape {vectors.shape}, not ({rows}, {width})")
@@ -225,12 +282,17 @@ def open_index(folder: Path, width: int) -> CorpusIndex:
         raise DamagedIndex(f"holds {offsets.shape} text offsets for {rows} rows")
     if offsets[0] != 0 or offsets[-1] != size or np.any(np.diff(offsets) < 0):
         raise DamagedIndex(f"holds text offsets that do not match its {TEXTS}")
+    if blank.ndim != 1 or blank.dtype != np.int64 or np.any((blank < 0) | (blank >= rows)):
+        raise DamagedIndex(f"holds a {BLANK} that does not match its rows")
     texts = (
         np.memmap(folder / TEXTS, dtype=np.uint8, mode="r")
         if size > 0
         else np.zeros(0, dtype=np.uint8)  # a corpus of empty lines: nothing to map
     )
-    return CorpusIndex(folder, vectors, offsets, texts, None)
+    starts = offsets[:-1][offsets[:-1] < size]  # a row's first byte, one read per row
+    if len(starts) and np.any((texts[starts] & 0xC0) == 0x80):  # a UTF-8 continuation byte
+        raise DamagedIndex(f"holds text offsets that split a UTF-8 character of its {TEXTS}")
+    return CorpusIndex(folder, vectors, offsets, texts, None, blank)
 
 
 def _publish(
@@ -239,6 +301,7 @@ def _publish(
     """The finished index in `tmp` (vectors and texts written) gets its offsets and meta,
     then replaces `folder` in one rename."""
     np.save(tmp / OFFSETS, np.frombuffer(writer.offsets, dtype=np.int64))
+    np.save(tmp / BLANK, np.frombuffer(writer.blank, dtype=np.int64))
     meta: dict[str, Any] = {"corpus": str(Path(corpus).resolve()), "column": column}
     meta |= {"model": str(model.resolve()), "rows": len(writer.offsets) - 1}
     (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", "utf-8")
@@ -256,11 +319,12 @@ def top_k(index: CorpusIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, 
     and the corpus in blocks, so that a group's scores, its candidates and a block of
     vectors each stay within about SCORE_BLOCK floats."""
     n, q = len(index), len(queries)
-    k = min(k, n)
+    k = min(k, n - len(index.blank))  # blank rows are never returned
     group = max(1, min(q, SCORE_BLOCK // (k + 1024)))
     block = max(256, min(SCORE_BLOCK // group, SCORE_BLOCK // max(queries.shape[1], 1)))
-    if q == 0:
-        return np.empty((0, k), dtype=np.float32), np.empty((0, k), dtype=np.int64)
+    if q == 0 or k <= 0:
+        k = max(k, 0)
+        return np.empty((q, k), dtype=np.float32), np.empty((q, k), dtype=np.int64)
     parts = [_top_k(index, queries[i : i + group], k, block) for i in range(0, q, group)]
     return np.concatenate([s for s, _ in parts]), np.concatenate([r for _, r in parts])
 
@@ -273,6 +337,8 @@ def _top_k(
     best_i = np.empty((q, 0), dtype=np.int64)
     for start in range(0, len(index), block):
         scores = queries @ index.rows(start, start + block).T  # [Q, C]
+        blank = index.blank[(index.blank >= start) & (index.blank < start + block)]
+        scores[:, blank - start] = -np.inf  # below every real cosine: never among the best k
         kk = min(k, scores.shape[1])
         part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
         cand_s = np.concatenate([best_s, np.take_along_axis(scores, part, 1)], axis=1)

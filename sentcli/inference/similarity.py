@@ -97,5 +97,7 @@ def cosine_matrix(
     # nothing is written (the sink keeps it); read no more than a chunk past the limit
     quiet = replace(options, stdout=io.BytesIO(), chunk_size=MATRIX_MAX + 1)
     result = run_inference(file, None, model, (), quiet, make, on_event, source)
+    if not sink.vectors:  # under torchrun, a rank other than the main one: no rows here
+        return [], np.zeros((0, 0), dtype=np.float32), result
     v = np.concatenate(sink.vectors)  # the sink refused more than MATRIX_MAX rows
     return sink.texts, v @ v.T, result

@@ -200,14 +200,18 @@ def read_report(run_dir: Path) -> dict[str, Any]:
         summary = json.loads(summary_path.read_text("utf-8")) if summary_path.exists() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{summary_path} is corrupt ({e}); delete it and rerun") from None
-    plot_curves(run_dir, records)
     test = summary.get("test", {})
-    for t, m in test.items():
-        if "confusion" not in m:  # a similarity task: its scatter needs the vectors again
-            continue
-        title = f"{t} ({summary['test_splits'][t]}, accuracy {m['accuracy']:.3f})"
-        path = run_dir / "report" / f"confusion_{t}.png"
-        plot_confusion(path, m["confusion"], m["label_names"], title)
+    plot_error = None
+    try:  # a read-only run folder: the tables are still shown, the plots said not rewritten
+        plot_curves(run_dir, records)
+        for t, m in test.items():
+            if "confusion" not in m:  # a similarity task: its scatter needs the vectors again
+                continue
+            title = f"{t} ({summary['test_splits'][t]}, accuracy {m['accuracy']:.3f})"
+            path = run_dir / "report" / f"confusion_{t}.png"
+            plot_confusion(path, m["confusion"], m["label_names"], title)
+    except OSError as e:
+        plot_error = f"plots in {run_dir / 'report'} not rewritten ({e.strerror or e})"
     return {
         "run": str(run_dir),
         "kind": config.kind,
@@ -219,4 +223,5 @@ def read_report(run_dir: Path) -> dict[str, Any]:
         "test_splits": summary.get("test_splits", {}),
         "grad_norms": grad_summary(records),
         "warnings": [r["message"] for r in records if r["kind"] == "warning"],
+        "plot_error": plot_error,
     }
