@@ -549,13 +549,15 @@ def test_bad_input_exits_2_with_one_line(
     assert shipped == {p: p.stat().st_mtime_ns for p in shipped}
 
 
-def test_the_bad_input_tables_hold_at_least_120_cases() -> None:
+def test_the_bad_input_tables_hold_at_least_240_cases() -> None:
     import test_embed
     import test_hf
+    import test_hostile
     import test_search
 
     tables = [BAD_CASES, test_embed.BAD, test_hf.BAD_CHECKPOINTS, test_search.BAD_SEARCH]
-    assert sum(map(len, tables)) >= 120, [len(t) for t in tables]
+    tables.append(test_hostile.BAD_HOSTILE)
+    assert sum(map(len, tables)) >= 240, [len(t) for t in tables]
 
 
 def test_sigterm_saves_a_resumable_state_and_exits_143(

@@ -143,7 +143,9 @@ def corpus_index(
     source = TextInput(corpus, column, flags=("--corpus-column", "--corpus-column"))
     path, origin = resolve_model(model)
     try:
-        width = ckpt.read_config(path).model.n_embd  # a folder that is not a run fails here
+        config = ckpt.read_config(path)  # a folder that is not a run fails here
+        ckpt.check_shapes(config, path)  # and one whose config.json lies, before any work
+        width = config.model.n_embd
     except CheckpointError as e:
         raise CheckpointError(f"{origin}: {e}" if origin != "--model" else str(e)) from e
     if not (path / ckpt.WEIGHTS).is_file():

@@ -44,7 +44,7 @@ def check_teacher(teacher: str) -> str:
     """The --teacher run's absolute path (a resumed run may start elsewhere), checked."""
     path = Path(teacher).resolve()
     try:
-        ckpt.read_config(path)
+        ckpt.check_shapes(ckpt.read_config(path), path)  # its model is built only later
     except CheckpointError as e:
         raise CheckpointError(f"--teacher: {e}") from e
     return str(path)
