@@ -13,6 +13,7 @@ import numpy as np
 import torch.nn as nn
 
 from sentcli import checkpoint as ckpt
+from sentcli import files
 from sentcli.config import (
     Device,
     ExportFormat,
@@ -137,7 +138,7 @@ def build_tokenizer(
             f"-o {output} is the tokenizer of the run in {output.parent}, whose model was "
             "trained with it; write the new one elsewhere (--overwrite replaces it anyway)"
         )
-    ckpt.check_writable(output)
+    files.check_writable(output)
     sources = load_texts(data, text_column)
 
     def batches() -> Any:
@@ -159,7 +160,7 @@ def build_tokenizer(
                 unk += int(np.count_nonzero(ids == UNK_ID))
     if texts == 0:
         raise DataError(f"no non-empty texts in {', '.join(data)}; give files with text")
-    ckpt.write_text(output, tok.to_str())
+    files.write_text(output, tok.to_str())
     return TokenizerSummary(tok.get_vocab_size(), texts, tokens, unk)
 
 
@@ -375,7 +376,7 @@ def evaluate(
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
     if plots is not None:  # made with its parents when needed: probe the nearest that exists
-        ckpt.check_writable(plots, ckpt.existing_folder(plots))
+        files.check_writable(plots, files.existing_folder(plots))
     path, origin = resolve_model(model_dir)
     config, model, tok, _ = ckpt.load_run(path)
     known = {t.name: t for t in config.tasks}
@@ -538,7 +539,7 @@ def search(
     model = _maybe(model)
     cache = _maybe(cache)
     opts = options or InferenceOptions()
-    where = cache or ckpt.cache_root()
+    where = cache or files.cache_root()
     return run_search(
         queries, corpus, output, model, k, threshold, fmt, corpus_column, opts, where, on_event
     )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from sentcli.checkpoint import atomic_write
+from sentcli.files import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from sentcli import api
 from sentcli import checkpoint as ckpt
+from sentcli import files
 from sentcli.cli import app
 from sentcli.errors import ConfigError
 
@@ -267,7 +268,7 @@ def test_a_full_disk_during_a_save_is_one_line(
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 9 vs 4")
 
     monkeypatch.setattr(torch, "save", torch_full)
-    monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(9, 9, 0))
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(9, 9, 0))
     result = runner.invoke(app, [*args, "-o", str(tmp_path / "a")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     last = result.stderr.splitlines()[-1]  # after the line that said training started

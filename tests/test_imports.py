@@ -24,6 +24,7 @@ LAYERS = {
     "events": 0,
     "device": 0,
     "dist": 0,
+    "files": 0,
     "heap": 0,
     "errors": 0,
     "__init__": 0,

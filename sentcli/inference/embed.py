@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from sentcli import checkpoint as ckpt
-from sentcli import dist, heap
+from sentcli import dist, files, heap
 from sentcli.config import InferenceOptions, InferPrecision, RunConfig, choices
 from sentcli.data.batching import collate, length_batches
 from sentcli.device import autocast, dtype_name, resolve_device, resolve_precision
@@ -370,5 +370,5 @@ def run_inference(
             with open(tmp, "wb") as f:
                 run(f)
 
-        ckpt.atomic_write(output, write)
+        files.atomic_write(output, write)
     return InferenceResult(path, origin, str(dev), name, max_length, stats, output)

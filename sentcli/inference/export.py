@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
-from sentcli import __version__
+from sentcli import __version__, files
 from sentcli import checkpoint as ckpt
 from sentcli.config import Norm, RunConfig
 from sentcli.data.batching import collate
@@ -124,7 +124,7 @@ def check_output(out_dir: Path, overwrite: bool, run_dir: Path) -> None:
         if not overwrite:
             raise ConfigError(f"-o {out_dir} holds an export; pass --overwrite to replace it")
         ckpt.check_replaceable(out_dir, [run_dir], EXPORT_NAMES, "a sentcli export")
-    ckpt.check_writable(out_dir, ckpt.existing_folder(out_dir))
+    files.check_writable(out_dir, files.existing_folder(out_dir))
 
 
 @contextlib.contextmanager
@@ -135,7 +135,7 @@ def _staged(out_dir: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~ckpt.umask())  # mkdtemp makes it 0700: give the usual mode
+        os.chmod(tmp, 0o777 & ~files.umask())  # mkdtemp makes it 0700: give the usual mode
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

@@ -12,9 +12,9 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from sentcli.checkpoint import check_writable
 from sentcli.data.sources import extension
 from sentcli.errors import ConfigError
+from sentcli.files import check_writable
 from sentcli.inference.inputs import Chunk
 
 VECTOR_FORMATS = (".npy", ".jsonl", ".csv", ".tsv")

@@ -25,7 +25,7 @@ import numpy as np
 from torch import nn
 
 from sentcli import checkpoint as ckpt
-from sentcli import dist
+from sentcli import dist, files
 from sentcli.config import InferenceOptions, RunConfig
 from sentcli.device import resolve_device
 from sentcli.errors import CheckpointError, ConfigError
@@ -173,7 +173,7 @@ def corpus_index(
     except OSError as e:
         raise ConfigError(
             f"cannot write the corpus cache in {cache} ({e.strerror}); give --cache DIR "
-            f"or set ${ckpt.CACHE_ENV}"
+            f"or set ${files.CACHE_ENV}"
         ) from None
     writers: list[IndexWriter] = []
 
@@ -204,11 +204,11 @@ def corpus_index(
             shutil.rmtree(tmp)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if not ckpt.disk_full(e, cache):
+        if not files.disk_full(e, cache):
             raise
         raise ConfigError(
             f"the corpus cache in {cache} is on a full disk; free some space there, or give "
-            f"--cache DIR (or ${ckpt.CACHE_ENV}) on another disk"
+            f"--cache DIR (or ${files.CACHE_ENV}) on another disk"
         ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

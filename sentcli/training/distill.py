@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from sentcli import checkpoint as ckpt
-from sentcli import dist
+from sentcli import dist, files
 from sentcli.device import resolve_device
 from sentcli.errors import CheckpointError
 from sentcli.inference.embed import apply_batched, prepare, vector_fn
@@ -63,7 +63,7 @@ def teacher_vectors(
     (float32 [N, D], memory-mapped from the cache). Under torchrun the main rank computes
     them and the others wait."""
     key = hashlib.sha256(f"{_teacher_key(teacher)}|{ds._fingerprint}|{len(ds)}".encode())
-    folder = ckpt.cache_root() / "teacher" / key.hexdigest()[:24]
+    folder = files.cache_root() / "teacher" / key.hexdigest()[:24]
     done = folder / "vectors.npy"
     if not done.is_file() and ranks.main:
         _compute(teacher, ds, folder, batch_size, device)
@@ -89,7 +89,7 @@ def _compute(teacher: Path, ds: Dataset, folder: Path, batch_size: int, device: 
         texts = ds[start : start + PART_ROWS]["text"]
         seqs = encode(tok, texts, config.model.block_size)
         rows = apply_batched(embed, seqs, batch_size, dev, dtype)
-        ckpt.atomic_write(part, partial(_save, rows=rows))
+        files.atomic_write(part, partial(_save, rows=rows))
     total = sum(len(np.load(p, mmap_mode="r")) for p in parts)
     dim = np.load(parts[0], mmap_mode="r").shape[1]
 
@@ -102,7 +102,7 @@ def _compute(teacher: Path, ds: Dataset, folder: Path, batch_size: int, device: 
             at += len(block)
         out.flush()
 
-    ckpt.atomic_write(folder / "vectors.npy", join)
+    files.atomic_write(folder / "vectors.npy", join)
     for p in parts:
         p.unlink()
 
