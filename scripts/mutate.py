@@ -1,13 +1,14 @@
-"""Mutation testing of the core modules (`make mutate`): mutmut 3 mutates each module, runs
-each mutant against the unit tests that reach it (pyproject.toml's [tool.mutmut] selection;
-mutmut picks, per mutated function, the selected tests that call it) and this script prints
-the score per module. A module with more mutants than --sample gets a seeded random sample
-of them (the same sample on every run of the same code).
+"""Mutation testing of the core modules (`make mutate`): for each module, mutmut 3 mutates
+it and runs each mutant against that module's own unit tests (UNITS; mutmut picks, per
+mutated function, those of the tests that call it), in a workspace of its own under
+.mutate/ (mutmut reads its settings from the working folder's pyproject.toml). A module
+with more mutants than --sample gets a seeded random sample of them (the same sample on
+every run of the same code). Prints the score per module and the survivors.
 
-Usage: python -m scripts.mutate [--sample 150] [--seed 0] [--only NAME,...] [--children 2]
+Usage: python -m scripts.mutate [--sample 120] [--seed 0] [--only NAME,...] [--children 2]
 
-Not part of CI (about 25 minutes on 2 cores): run it before a release and after a refactor,
-and put its table in docs/development.md.
+Not part of CI (about 20 minutes on 2 cores): run it before a release and after a
+refactor, and put its table in docs/development.md.
 """
 
 from __future__ import annotations
@@ -19,33 +20,81 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".mutate"
 MUTMUT = [sys.executable, "-m", "mutmut"]
 
-CORE: dict[str, list[str]] = {
-    "model": ["sentcli.model.*"],
-    "freeze": ["sentcli.freeze.*"],
-    # the computations; the plots are checked by looking at them
-    "metrics": [
-        f"sentcli.metrics.x_{f}__*"
-        for f in ("classification_metrics", "history_of", "throughput", "grad_warnings")
-    ]
-    + ["sentcli.metrics.x_grad_summary__*"],
-    "objectives": [
-        "sentcli.training.similarity.*",
-        "sentcli.training.distill.x_distill_loss__*",
-        "sentcli.training.classify.x_weighted_loss__*",
-        "sentcli.training.classify.x_plan_steps__*",
-    ],
-    "masking": ["sentcli.training.lm.x_mask_tokens__*"],
-    "batching": ["sentcli.data.batching.*"],
-    "similarity": ["sentcli.inference.similarity.*"],
-    "search": ["sentcli.inference.search.*"],
+
+@dataclass
+class Module:
+    """A core module: the files mutmut mutates, which of their mutants count (mutmut names
+    them module.x_function__mutmut_N or module.xǁClassǁmethod__mutmut_N) and its tests."""
+
+    files: list[str]
+    mutants: list[str]
+    tests: list[str]
+
+
+UNITS: dict[str, Module] = {
+    "model": Module(["sentcli/model.py"], ["sentcli.model.*"], ["tests/test_model.py"]),
+    "freeze": Module(["sentcli/freeze.py"], ["sentcli.freeze.*"], ["tests/test_freeze.py"]),
+    "metrics": Module(  # the computations; the plots are checked by looking at them
+        ["sentcli/metrics.py"],
+        [
+            f"sentcli.metrics.x_{f}__*"
+            for f in ("classification_metrics", "history_of", "throughput", "grad_warnings")
+        ]
+        + ["sentcli.metrics.x_grad_summary__*"],
+        ["tests/test_metrics.py"],
+    ),
+    "objectives": Module(
+        [
+            "sentcli/training/similarity.py",
+            "sentcli/training/distill.py",
+            "sentcli/training/classify.py",
+        ],
+        [
+            "sentcli.training.similarity.x_cosent__*",
+            "sentcli.training.similarity.x_cosine_mse__*",
+            "sentcli.training.similarity.x_info_nce__*",
+            "sentcli.training.similarity.x_pair_loss__*",
+            "sentcli.training.similarity.x__ranks__*",
+            "sentcli.training.similarity.x_spearman__*",
+            "sentcli.training.similarity.x_pearson__*",
+            "sentcli.training.similarity.x_cosines__*",
+            "sentcli.training.similarity.x_retrieval__*",
+            "sentcli.training.similarity.x_pair_metrics__*",
+            "sentcli.training.distill.x_distill_loss__*",
+            "sentcli.training.classify.x_weighted_loss__*",
+            "sentcli.training.classify.x_plan_steps__*",
+            "sentcli.training.classify.x_scores__*",
+        ],
+        ["tests/test_objectives.py"],
+    ),
+    "masking": Module(
+        ["sentcli/training/lm.py"],
+        ["sentcli.training.lm.x_mask_tokens__*"],
+        ["tests/test_train.py::test_mask_tokens_picks_its_share_and_splits_it_80_10_10"],
+    ),
+    "batching": Module(
+        ["sentcli/data/batching.py"],
+        ["sentcli.data.batching.*"],
+        ["tests/test_batching.py"],
+    ),
+    "similarity": Module(
+        ["sentcli/inference/similarity.py"],
+        ["sentcli.inference.similarity.*"],
+        ["tests/test_similarity.py::test_similarity_streams_pair_cosines_in_order"],
+    ),
+    "search": Module(
+        ["sentcli/inference/search.py"], ["sentcli.inference.search.*"], ["tests/test_search.py"]
+    ),
 }
-"""Each core module's mutants, as mutmut names them (module.x_function__mutmut_N, or
-module.xǁClassǁmethod__mutmut_N)."""
 
 EQUIVALENT: dict[str, str] = {}
 """Mutants that cannot change behaviour, with the reason (names as of the commit whose
@@ -55,10 +104,50 @@ KILLED = {"killed", "timeout", "segfault", "suspicious"}
 """A timeout or a crash also fails the tests."""
 
 
-def results() -> dict[str, str]:
+ENTRIES = ("sentcli", "tests", "data", "bench", "scripts")
+
+
+def snapshot() -> Path:
+    """.mutate/snapshot: the code and tests as they are when the run starts (a run takes a
+    while; edits made meanwhile must not reach the modules tested later)."""
+    folder = WORK / "snapshot"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__")
+    for entry in ENTRIES:
+        shutil.copytree(ROOT / entry, folder / entry, ignore=ignore)
+    return folder
+
+
+def workspace(name: str, module: Module, code: Path) -> Path:
+    """.mutate/NAME: the snapshot's code, tests and data (linked) and a pyproject.toml whose
+    [tool.mutmut] mutates `module` against its tests."""
+    folder = WORK / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for entry in ENTRIES:
+        (folder / entry).symlink_to(code / entry)
+    pytest_ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]
+    markers = ", ".join(f'"{m}"' for m in pytest_ini["ini_options"]["markers"])
+    (folder / "pyproject.toml").write_text(
+        "[tool.pytest.ini_options]\n"
+        'testpaths = ["tests"]\npythonpath = ["."]\n'
+        f"markers = [{markers}]\n\n"
+        "[tool.mutmut]\n"
+        'source_paths = ["sentcli"]\n'
+        f"only_mutate = {module.files!r}\n"
+        'also_copy = ["data", "bench", "scripts"]\n'
+        'pytest_add_cli_args = ["-p", "no:xdist", "-p", "no:cacheprovider", "-m", "not slow"]\n'
+        f"pytest_add_cli_args_test_selection = {module.tests!r}\n"
+        'process_isolation = "forkserver"\n'
+    )
+    return folder
+
+
+def results(folder: Path) -> dict[str, str]:
     """Every generated mutant's status, by name."""
     done = subprocess.run(
-        [*MUTMUT, "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True
+        [*MUTMUT, "results", "--all", "true"], cwd=folder, capture_output=True, text=True
     )
     found = re.findall(r"^\s*(\S+__mutmut_\d+): (.+)$", done.stdout, re.M)
     return {name: status.strip() for name, status in found}
@@ -66,44 +155,48 @@ def results() -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sample", type=int, default=150, help="mutants per module at most")
+    parser.add_argument("--sample", type=int, default=120, help="mutants per module at most")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", default="", help="comma-separated modules of CORE")
+    parser.add_argument("--only", default="", help="comma-separated modules of UNITS")
     parser.add_argument("--children", type=int, default=2, help="mutants run at once")
     args = parser.parse_args()
-    modules = [m for m in CORE if not args.only or m in args.only.split(",")]
-    shutil.rmtree(ROOT / "mutants", ignore_errors=True)  # a fresh copy of today's code
-    # generate every mutant (a filter that matches none stops mutmut right after)
-    subprocess.run([*MUTMUT, "run", "-"], cwd=ROOT, capture_output=True)
-    every = sorted(results())
-    chosen: dict[str, list[str]] = {}
-    for m in modules:
-        names = [n for n in every if any(fnmatch.fnmatchcase(n, p) for p in CORE[m])]
-        rng = random.Random(f"{args.seed}:{m}")
-        chosen[m] = sorted(rng.sample(names, min(args.sample, len(names))))
-        print(f"{m}: {len(chosen[m])} of {len(names)} mutants", flush=True)
-    run = [*MUTMUT, "run", "--max-children", str(args.children)]
-    subprocess.run(run + [n for m in modules for n in chosen[m]], cwd=ROOT, check=False)
-    status = results()
-    print("\n| module | mutants run | killed | survived | no test | equivalent | score |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for m in modules:
-        got = [status.get(n, "not run") for n in chosen[m]]
-        equivalent = sum(n in EQUIVALENT for n in chosen[m])
-        killed = sum(s in KILLED for s in got)
-        survived = [n for n, s in zip(chosen[m], got, strict=True) if s == "survived"]
-        untested = sum(s == "no tests" for s in got)
-        real = len(got) - equivalent
-        score = killed / real if real else 1.0
-        print(
-            f"| {m} | {len(got)} | {killed} | {len(survived) - equivalent} | {untested} | "
-            f"{equivalent} | {100 * score:.1f} % |"
+    rows, survivors = [], []
+    code = snapshot()
+    for name, module in UNITS.items():
+        if args.only and name not in args.only.split(","):
+            continue
+        start = time.perf_counter()
+        folder = workspace(name, module, code)
+        # generate every mutant: a filter that matches none stops mutmut right after
+        subprocess.run([*MUTMUT, "run", "-"], cwd=folder, capture_output=True)
+        every = sorted(
+            n for n in results(folder) if any(fnmatch.fnmatchcase(n, p) for p in module.mutants)
         )
-    print("\nSurvivors (mutmut show NAME prints one):")
-    for m in modules:
-        for n in chosen[m]:
-            if status.get(n) in ("survived", "no tests") and n not in EQUIVALENT:
-                print(f"  {n}: {status[n]}")
+        rng = random.Random(f"{args.seed}:{name}")
+        chosen = sorted(rng.sample(every, min(args.sample, len(every))))
+        run = [*MUTMUT, "run", "--max-children", str(args.children), *chosen]
+        subprocess.run(run, cwd=folder, capture_output=True, check=False)
+        status = results(folder)
+        got = [status.get(n, "not run") for n in chosen]
+        equivalent = sum(n in EQUIVALENT for n in chosen)
+        killed = sum(s in KILLED for s in got)
+        left = [
+            n for n, s in zip(chosen, got, strict=True) if s not in KILLED and n not in EQUIVALENT
+        ]
+        survivors += [f"{n}: {status.get(n, 'not run')}" for n in left]
+        real = len(got) - equivalent
+        score = 100 * killed / real if real else 100.0
+        minutes = (time.perf_counter() - start) / 60
+        rows.append(
+            f"| {name} | {len(every)} | {len(got)} | {killed} | {len(left)} | {equivalent} | "
+            f"{score:.1f} % | {minutes:.1f} min |"
+        )
+        print(rows[-1], flush=True)
+    print("\n| module | mutants | run | killed | not killed | equivalent | score | time |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("\n".join(rows))
+    print("\nNot killed (`mutmut show NAME` in .mutate/MODULE prints one):")
+    print("\n".join(f"  {s}" for s in survivors))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from sentcli.config import (
     RunConfig,
     RunKind,
     TaskConfig,
-    TaskKind,
     TokenizerKind,
     choices,
     merge_configs,
@@ -50,12 +49,13 @@ from sentcli.inference.search import CorpusIndex, run_search
 from sentcli.inference.similarity import cosine_matrix, pair_cosines
 from sentcli.metrics import plot_matrix, plot_scatter
 from sentcli.model import MultiTaskModel
+from sentcli.objectives import objective
 from sentcli.tokenizer import UNK_ID, TokenizerSummary, encode, load_tokenizer, train_tokenizer
-from sentcli.training.classify import evaluate_head, train_classifier
 from sentcli.training.distill import check_teacher
+from sentcli.training.evaluate import evaluate_head, evaluate_pairs
 from sentcli.training.lm import train_lm
+from sentcli.training.multitask import train_tasks
 from sentcli.training.runner import TrainResult, read_report, resume_config
-from sentcli.training.similarity import evaluate_pairs
 
 StrPath = str | Path
 """A path given as a string or a Path (each function turns it into a Path)."""
@@ -319,7 +319,7 @@ def _train_tasks(
                 init=saved.init,
                 imported=saved.imported,
             )
-            return train_classifier(config, tok, output, True, None, on_event)
+            return train_tasks(config, tok, output, True, None, on_event)
         names = [s.name for s in specs]
         if not names or len(set(names)) != len(names):
             raise ConfigError(f"give each task once, as --task NAME=SOURCE (got {names})")
@@ -354,7 +354,7 @@ def _train_tasks(
         # local sources are recorded absolute, so evaluate works from any folder
         specs = [replace(t, source=_absolute(t.source)) for t in specs]
         config = RunConfig(kind, model_cfg, train_cfg, list(specs), init=ref, imported=imported)
-        return train_classifier(config, tok, output, False, source, on_event)
+        return train_tasks(config, tok, output, False, source, on_event)
 
 
 def evaluate(
@@ -380,8 +380,10 @@ def evaluate(
     path, origin = resolve_model(model_dir)
     config, model, tok, _ = ckpt.load_run(path)
     known = {t.name: t for t in config.tasks}
-    scorable = (TaskKind.scored, TaskKind.pairs)  # plain text has no gold to score against
-    specs = tasks or [t for t in config.tasks if t.has_labels or t.kind in scorable]
+    own = {t.name: objective(t) for t in config.tasks}  # plain text: no gold to score against
+    specs = tasks or [
+        t for t in config.tasks if own[t.name].outputs == "logits" or own[t.name].scorable
+    ]
     for t in specs if not tasks else []:
         if not t.source.startswith("hf:") and not Path(t.source).exists():
             raise ConfigError(
@@ -402,7 +404,7 @@ def evaluate(
     for s in specs:
         same = s.name in known and known[s.name].source == _absolute(s.source)
         spec = known[s.name] if same else s
-        if s.name in heads and known[s.name].has_labels:
+        if s.name in heads and own[s.name].outputs == "logits":
             results[s.name] = evaluate_head(model, tok, known[s.name], s, batch_size, dev, dtype)
             continue
         unknown = (

@@ -18,10 +18,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
-from sentcli.config import Resume, RunConfig, TaskKind
+from sentcli.config import Resume, RunConfig
 from sentcli.errors import CheckpointError, ConfigError, DataError, TokenizerError
 from sentcli.files import atomic_write, check_writable, existing_folder, write_text
 from sentcli.model import LanguageModel, MultiTaskModel
+from sentcli.objectives import heads
 from sentcli.tokenizer import check_specials
 
 CONFIG = "config.json"
@@ -226,13 +227,7 @@ def create_run_dir(run_dir: Path) -> None:
 def build_model(config: RunConfig) -> nn.Module:
     if config.kind == "lm":
         return LanguageModel(config.model)
-    heads = {t.name: len(t.label_names) for t in config.tasks if t.has_labels}
-    heads |= {  # a distillation task's projection onto a teacher of another width
-        t.name: t.teacher_dim
-        for t in config.tasks
-        if t.kind == TaskKind.distill and t.teacher_dim and t.teacher_dim != config.model.n_embd
-    }
-    return MultiTaskModel(config.model, heads)
+    return MultiTaskModel(config.model, heads(config.tasks, config.model.n_embd))
 
 
 def save_run(
@@ -331,15 +326,12 @@ def check_shapes(config: RunConfig, run_dir: Path) -> None:
     if m.n_layer == blocks and blocks:
         inner = dim("trunk.h.0.mlp.c_fc.weight", 0)
         checks.append(("n_inner", m.n_inner or 4 * m.n_embd, inner, "MLP width"))
-    for task in config.tasks:  # what build_model makes a head of (no head: nothing to check)
-        first = dim(f"heads.{task.name}.0.weight", 0) or dim(f"heads.{task.name}.weight", 0)
-        if m.head_hidden and task.has_labels:
-            checks.append(("head_hidden", m.head_hidden, first, f"task {task.name}'s head"))
-        elif task.has_labels:
-            n = len(task.label_names)
-            checks.append((f"{task.name}'s label_names", n, first, "head outputs"))
-        elif task.teacher_dim and task.teacher_dim != m.n_embd:
-            checks.append((f"{task.name}'s teacher_dim", task.teacher_dim, first, "projection"))
+    for t, size in heads(config.tasks, m.n_embd).items():  # what build_model makes heads of
+        first = dim(f"heads.{t}.0.weight", 0) or dim(f"heads.{t}.weight", 0)
+        if m.head_hidden:
+            checks.append(("head_hidden", m.head_hidden, first, f"task {t}'s head"))
+        else:
+            checks.append((f"task {t}'s head size", size, first, "its labels or teacher_dim"))
     for key, said, held, what in checks:
         if said != held:
             raise CheckpointError(

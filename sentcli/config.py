@@ -405,12 +405,6 @@ class TaskConfig:
             _coerce(self, "kind", TaskKind, problems)
             _raise_if(problems, f"task {self.name}")
 
-    @property
-    def has_labels(self) -> bool:
-        """A classification task (the model has a head for it). Runs written before
-        similarity tasks have no kind: they had classification tasks only."""
-        return self.kind in (None, TaskKind.classification)
-
 
 @dataclass
 class RunConfig:

@@ -11,7 +11,7 @@ import torch
 from sentcli import api
 from sentcli import checkpoint as ckpt
 from sentcli.config import InferenceOptions
-from sentcli.training import classify
+from sentcli.training import multitask
 
 from helpers import FAST
 
@@ -40,7 +40,7 @@ def test_no_host_sync_between_logs(
     blocking copy there fails the run."""
     steps = 12
     calls = {"n": 0}
-    original = classify.weighted_loss
+    original = multitask.weighted_loss
 
     def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls["n"] += 1
@@ -50,7 +50,7 @@ def test_no_host_sync_between_logs(
             torch.cuda.set_sync_debug_mode("default")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(classify, "weighted_loss", watched)
+    monkeypatch.setattr(multitask, "weighted_loss", watched)
     opts = {**GPU, "max_steps": steps, "log_every": steps, "schedule": "joint"}
     try:
         result = api.train_mtl(

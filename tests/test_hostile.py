@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from sentcli import api
+from sentcli import api, files
 from sentcli import checkpoint as ckpt
-from sentcli import files
 from sentcli.cli import app
 from sentcli.errors import ConfigError
 
@@ -94,7 +93,7 @@ LIES = {
     "block": "block_size is 1,000,000,000 but the weights hold 16",
     "inner": "n_inner is 1,000,000,000 but the weights hold 64",
     "hidden": "head_hidden is 1,000,000,000 but the weights hold 4 (task topic's head)",
-    "labels": "topic's label_names is 9 but the weights hold 4",
+    "labels": "task topic's head size is 9 but the weights hold 4",
 }
 USES = [  # every command that loads a run, each given a lying one
     (["embed", "{h}/ok.txt", "-m", "{h}/%s"], "layers"),

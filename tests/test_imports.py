@@ -20,6 +20,7 @@ LAYERS = {
     "metrics": 1,
     "tokenizer": 1,
     "hf": 1,
+    "objectives": 1,
     "config": 0,
     "events": 0,
     "device": 0,

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from sentcli.cli.render import TABLE_CLASSES, confusion_table
-from sentcli.metrics import plot_confusion
+from sentcli.metrics import classification_metrics, grad_warnings, plot_confusion
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -38,3 +38,19 @@ def test_many_class_table_shows_the_largest_classes_and_the_rest_as_other() -> N
     assert "the 12 largest of 40 classes" in str(table.title)
     small = confusion_table("t", [[3, 1], [0, 4]], ["neg", "pos"])
     assert len(small.columns) == 3 and list(small.columns[1].cells) == ["3 (75%)", "0 (0%)"]
+
+
+def test_grad_warnings() -> None:
+    warnings = grad_warnings(
+        7, {"block.0": 1e-9, "head.t": float("nan"), "block.1": 5e3, "x": 1.0}, 1e3
+    )
+    assert any("block.0" in w and "vanishing" in w for w in warnings)
+    assert any("head.t" in w and "non-finite" in w for w in warnings)
+    assert any("block.1" in w and "exploding" in w for w in warnings)
+    assert len(warnings) == 3
+
+
+def test_confusion_keeps_its_shape_when_a_class_is_never_predicted() -> None:
+    m = classification_metrics(np.array([0, 1, 2]), np.array([0, 0, 0]), ["a", "b", "c"])
+    assert np.array(m["confusion"]).shape == (3, 3)
+    assert m["per_class"]["c"]["recall"] == 0.0

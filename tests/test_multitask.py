@@ -13,12 +13,8 @@ from typer.testing import CliRunner
 from sentcli import api
 from sentcli import checkpoint as ckpt
 from sentcli.cli import app
-from sentcli.config import ModelConfig
 from sentcli.data.batching import collate
 from sentcli.events import StepLog
-from sentcli.metrics import classification_metrics, grad_warnings
-from sentcli.model import MultiTaskModel
-from sentcli.training.classify import plan_steps, weighted_loss
 
 from helpers import FAST
 
@@ -27,60 +23,6 @@ MTL = {**FAST, "epochs": 2, "batch_size": 16}
 
 def batches(n: int, tag: int) -> list[np.ndarray]:
     return [np.array([tag, i]) for i in range(n)]
-
-
-def test_round_robin_takes_turns_and_uses_every_batch_once() -> None:
-    steps = plan_steps(
-        {"a": batches(3, 0), "b": batches(1, 1)}, "round-robin", np.random.default_rng(0)
-    )
-    assert [[t for t, _ in s] for s in steps] == [["a"], ["b"], ["a"], ["a"]]
-
-
-def test_joint_takes_one_batch_of_every_task_left() -> None:
-    steps = plan_steps({"a": batches(2, 0), "b": batches(1, 1)}, "joint", np.random.default_rng(0))
-    assert [[t for t, _ in s] for s in steps] == [["a", "b"], ["a"]]
-
-
-@pytest.mark.parametrize("temperature,expected", [(1.0, 3.0), (1e9, 1.0)])
-def test_proportional_draws_match_the_expected_ratio(temperature: float, expected: float) -> None:
-    plan = {"a": batches(3000, 0), "b": batches(1000, 1)}
-    steps = plan_steps(plan, "proportional", np.random.default_rng(1), temperature)
-    assert len(steps) == 4000
-    first = [s[0][0] for s in steps[:1000]]  # before either task can run out
-    ratio = first.count("a") / first.count("b")
-    assert ratio == pytest.approx(expected, rel=0.15)
-
-
-def test_joint_loss_is_the_weighted_sum(tiny_config: ModelConfig) -> None:
-    model = MultiTaskModel(tiny_config, {"topic": 4, "sentiment": 2})
-    ids, mask = collate([np.arange(5, 12), np.arange(5, 9)])
-    step = [
-        ("topic", ids, mask, torch.tensor([0, 3])),
-        ("sentiment", ids, mask, torch.tensor([1, 0])),
-    ]
-    total, losses = weighted_loss(model, step, {"topic": 0.3, "sentiment": 2.0})
-    manual = (
-        0.3 * model(ids, mask, "topic", torch.tensor([0, 3]))[1]
-        + 2.0 * model(ids, mask, "sentiment", torch.tensor([1, 0]))[1]
-    )
-    assert torch.allclose(total, manual)
-    assert set(losses) == {"topic", "sentiment"}
-
-
-def test_grad_warnings() -> None:
-    warnings = grad_warnings(
-        7, {"block.0": 1e-9, "head.t": float("nan"), "block.1": 5e3, "x": 1.0}, 1e3
-    )
-    assert any("block.0" in w and "vanishing" in w for w in warnings)
-    assert any("head.t" in w and "non-finite" in w for w in warnings)
-    assert any("block.1" in w and "exploding" in w for w in warnings)
-    assert len(warnings) == 3
-
-
-def test_confusion_keeps_its_shape_when_a_class_is_never_predicted() -> None:
-    m = classification_metrics(np.array([0, 1, 2]), np.array([0, 0, 0]), ["a", "b", "c"])
-    assert np.array(m["confusion"]).shape == (3, 3)
-    assert m["per_class"]["c"]["recall"] == 0.0
 
 
 @pytest.fixture(scope="module")

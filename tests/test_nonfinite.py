@@ -16,7 +16,7 @@ from sentcli import checkpoint as ckpt
 from sentcli.cli import app
 from sentcli.errors import TrainingError
 from sentcli.events import TrainWarning
-from sentcli.training import classify
+from sentcli.training import multitask
 
 from helpers import FAST
 
@@ -28,7 +28,7 @@ def poison(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
     """Calls (1-based training steps) listed in `state["at"]` get a NaN loss; the tasks of
     each poisoned step are recorded."""
     state: dict = {"at": set(), "calls": 0, "tasks": {}}
-    original = classify.weighted_loss
+    original = multitask.weighted_loss
 
     def weighted_loss(model, batches, weights, shares=None):  # type: ignore[no-untyped-def]
         total, losses = original(model, batches, weights, shares)
@@ -39,7 +39,7 @@ def poison(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
             total = total * float("nan")
         return total, losses
 
-    monkeypatch.setattr(classify, "weighted_loss", weighted_loss)
+    monkeypatch.setattr(multitask, "weighted_loss", weighted_loss)
     yield state
 
 

@@ -3,7 +3,6 @@ them beside classification (schedules, freeze modes, --resume, the CLI tables)."
 
 import io
 import json
-import math
 import os
 import signal
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -21,7 +19,6 @@ from sentcli.config import InferenceOptions, TaskConfig
 from sentcli.dist import Dist
 from sentcli.errors import ConfigError
 from sentcli.events import StepLog
-from sentcli.training.similarity import cosent, info_nce, retrieval, spearman
 
 from helpers import DATA, FAST
 
@@ -32,44 +29,6 @@ OPTS = {
     "log_every": 2,
     "eval_every": 6,
 }
-
-
-def test_cosent_matches_the_pairwise_sum() -> None:
-    torch.manual_seed(0)
-    cos, scores = torch.rand(6) * 2 - 1, torch.tensor([0.0, 1, 1, 2.5, 4, 5])
-    terms = [
-        math.exp(20 * (cos[j] - cos[i]).item())
-        for i in range(6)
-        for j in range(6)
-        if scores[i] > scores[j]
-    ]
-    assert cosent(cos, scores, 20.0).item() == pytest.approx(math.log1p(sum(terms)), rel=1e-5)
-    # only the order of the scores matters: a 0-1 and a 1-10 scale give the same loss
-    assert cosent(cos, scores / 5, 20.0).item() == pytest.approx(
-        cosent(cos, 1 + scores * 9 / 5, 20.0).item()
-    )
-
-
-def test_info_nce_is_cross_entropy_over_positives_and_hard_negatives() -> None:
-    torch.manual_seed(0)
-    a, p, n = torch.randn(4, 8), torch.randn(4, 8), torch.randn(4, 8)
-    sims = 20 * F.normalize(a, dim=-1) @ F.normalize(torch.cat([p, n]), dim=-1).T
-    expected = F.cross_entropy(sims, torch.arange(4))
-    assert info_nce(a, [p, n], 20.0, 4, Dist()).item() == pytest.approx(expected.item(), rel=1e-5)
-
-
-def test_spearman_and_retrieval_metrics() -> None:
-    from scipy.stats import spearmanr
-
-    rng = np.random.default_rng(0)
-    x, y = rng.random(50), np.round(rng.random(50) * 5)  # ties in y
-    assert spearman(x, y) == pytest.approx(spearmanr(x, y).statistic)
-    anchors = np.eye(4)
-    positives = np.eye(4)[[0, 1, 3, 2]]  # anchors 2 and 3: their positive ties with 3 others
-    m = retrieval(anchors, positives, chunk=3)
-    assert m == {"recall@1": 0.5, "mrr": pytest.approx((1 + 1 + 0.25 + 0.25) / 4)}  # ties: last
-    collapsed = retrieval(np.ones((4, 2)), np.ones((4, 2)))  # every candidate ties
-    assert collapsed == {"recall@1": 0.0, "mrr": pytest.approx(0.25)}
 
 
 def sts_tasks() -> list[TaskConfig]:

@@ -35,6 +35,7 @@ from sentcli.inference.inputs import Chunk, TextInput
 from sentcli.inference.outputs import CosineWriter, LabelWriter, Sink, check_output, vector_sink
 from sentcli.inference.quantize import quantize_int8
 from sentcli.model import LanguageModel, MultiTaskModel, pool
+from sentcli.objectives import labels
 from sentcli.tokenizer import encode_counting
 
 MODEL_ENV = "SENTCLI_MODEL"
@@ -259,11 +260,7 @@ def label_pipeline(task: str | None, top_k: int, fmt: str) -> MakeFn:
     """predict: the top-k labels of `task` (the model's only task when None)."""
 
     def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
-        names = {
-            t.name: t.label_names
-            for t in config.tasks
-            if t.has_labels and t.name in getattr(net, "heads", {})
-        }
+        names = {t: n for t, n in labels(config.tasks).items() if t in getattr(net, "heads", {})}
         if not isinstance(net, MultiTaskModel) or not names:
             what = (
                 "its tasks are similarity tasks: compare its vectors with similarity or search"

@@ -30,6 +30,7 @@ from sentcli.config import Norm, RunConfig
 from sentcli.data.batching import collate
 from sentcli.errors import ConfigError
 from sentcli.model import LanguageModel, MultiTaskModel, pool
+from sentcli.objectives import labels
 from sentcli.tokenizer import PAD_ID, encode
 
 META = "sentcli_export.json"
@@ -83,7 +84,7 @@ def _need(module: str, extra: str) -> None:
 
 
 def label_names(config: RunConfig) -> dict[str, list[str]]:
-    return {t.name: list(t.label_names) for t in config.tasks if t.has_labels}
+    return labels(config.tasks)
 
 
 EXPORT_NAMES = {

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from sentcli import checkpoint as ckpt
 from sentcli import dist, files
@@ -110,8 +108,3 @@ def _compute(teacher: Path, ds: Dataset, folder: Path, batch_size: int, device: 
 def _save(path: Path, *, rows: np.ndarray) -> None:
     with open(path, "wb") as f:  # a file object: np.save would add .npy to a name
         np.save(f, rows)
-
-
-def distill_loss(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """MSE between the student's and the teacher's L2-normalised vectors."""
-    return F.mse_loss(F.normalize(student.float(), dim=-1), target.float())

@@ -5,6 +5,7 @@ resolved from its source (or, on --resume, from the run), its splits cut
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,10 +14,10 @@ from tokenizers import Tokenizer
 
 from sentcli import dist
 from sentcli.config import Balance, RunConfig, TaskConfig, TaskKind, TrainConfig
-from sentcli.data.batching import column_array, encode_rows
-from sentcli.data.pairs import SIDES, Shape, detect, load_pairs, shape_of
+from sentcli.data.pairs import Shape, detect, shape_of
 from sentcli.data.sources import read_splits
-from sentcli.data.tasks import load_task
+from sentcli.errors import ConfigError
+from sentcli.objectives import Encoded, TeacherFn, heads, objective
 from sentcli.training.distill import teacher_dim, teacher_vectors
 
 if TYPE_CHECKING:
@@ -24,18 +25,6 @@ if TYPE_CHECKING:
 
 Key = tuple[str, str]
 """(task, split)."""
-
-
-@dataclass
-class Encoded:
-    """One split of a task, tokenized: token ids per side (one side for classification and
-    plain text; two or three for pairs) and the target (int labels, float scores or None)."""
-
-    sides: list[list[np.ndarray]]
-    target: np.ndarray | None
-
-    def __len__(self) -> int:
-        return len(self.sides[0])
 
 
 @dataclass
@@ -50,22 +39,10 @@ class TaskSet:
     def names(self) -> list[str]:
         return list(self.specs)
 
-    def kind(self, task: str) -> TaskKind:
-        return self.specs[task].kind or TaskKind.classification  # see TaskConfig.has_labels
-
     def heads(self, width: int) -> dict[str, int]:
-        """The model's heads: classification tasks and their label counts, and distillation
-        tasks whose teacher's width differs from the model's `width` (a projection)."""
-        out = {
-            t: len(c.label_names)
-            for t, c in self.specs.items()
-            if self.kind(t) == TaskKind.classification
-        }
-        return out | {
-            t: c.teacher_dim
-            for t, c in self.specs.items()
-            if self.kind(t) == TaskKind.distill and c.teacher_dim != width
-        }
+        """The model's heads: each task whose objective has one (a classification task's
+        labels, a distillation task's projection onto a teacher of another width)."""
+        return heads(list(self.specs.values()), width)
 
     def lengths(self, task: str) -> np.ndarray:
         """Tokens per training row (all its sides)."""
@@ -86,31 +63,19 @@ def _load_one(
     """One task's checked splits (classification: text, label; pairs: a, b[, c][, score];
     plain text: text) and its config with the kind, columns and label names resolved."""
     if resume and spec.kind is not None and spec.kind != TaskKind.classification:
-        kind = TaskKind.text if spec.kind == TaskKind.distill else spec.kind
-        shape = Shape(kind, spec.pair_columns, spec.score_column, spec.text_column)
+        saved = TaskKind.text if spec.kind == TaskKind.distill else spec.kind
+        shape = Shape(saved, spec.pair_columns, spec.score_column, spec.text_column)
         splits, names = read_splits(spec.source)
         if shape.kind == TaskKind.text:
             shape.text_column = detect(splits["train"].column_names, spec, spec.source).text_column
     else:
         shape, splits, names = shape_of(spec)
-    if shape.kind == TaskKind.classification:
-        td = load_task(
-            spec.name, spec.source, spec.text_column, spec.label_column, cfg.val_fraction,
-            cfg.seed, spec.label_names if resume else None, (splits, names),
-        )  # fmt: skip
-        done = replace(spec, label_names=td.label_names, kind=TaskKind.classification)
-        return done, {"train": td.train, "validation": td.validation} | (
-            {"test": td.test} if td.test is not None else {}
-        )
-    pd = load_pairs(spec, splits, shape, cfg.val_fraction, cfg.seed)
+    # plain text distills from --teacher when there is one (SimCSE without)
     distill = shape.kind == TaskKind.text and cfg.teacher is not None
-    done = replace(
-        spec, kind=TaskKind.distill if distill else shape.kind, pair_columns=shape.pair_columns,
-        score_column=shape.score_column, score_range=pd.score_range,
-        teacher_dim=teacher_dim(Path(cfg.teacher)) if distill and cfg.teacher else 0,
-    )  # fmt: skip
-    return done, {"train": pd.train, "validation": pd.validation} | (
-        {"test": pd.test} if pd.test is not None else {}
+    kind = TaskKind.distill if distill else shape.kind
+    width = teacher_dim(Path(cfg.teacher)) if distill and cfg.teacher else 0
+    return objective(replace(spec, kind=kind, teacher_dim=width), cfg).load(
+        shape, splits, names, resume
     )
 
 
@@ -132,24 +97,20 @@ def load_tasks(
         for _, splits in loaded.values():
             splits["train"] = _cut(splits["train"], smallest, cfg.seed)
     block = config.model.block_size
+    teacher: TeacherFn | None = None
+    if cfg.teacher is not None:
+        if all(spec.kind != TaskKind.distill for spec, _ in loaded.values()):
+            raise ConfigError(
+                "--teacher RUN distills on plain-text tasks and this run has none; add --task "
+                "NAME=TEXTS (a line file or an unlabelled folder), or drop --teacher"
+            )
+        teacher = partial(
+            teacher_vectors, Path(cfg.teacher), batch_size=cfg.batch_size * 2,
+            device=cfg.device, ranks=ranks or dist.Dist(),
+        )  # fmt: skip
     data = {}
     for t, (spec, splits) in loaded.items():
+        kind = objective(spec, cfg, ranks)
         for split, ds in splits.items():
-            if spec.kind == TaskKind.classification:
-                sides = [encode_rows(tok, ds, block)]
-                target = column_array(ds, "label", np.int64)
-            elif spec.kind == TaskKind.text:
-                sides, target = [encode_rows(tok, ds, block)], None
-            elif spec.kind == TaskKind.distill:
-                assert cfg.teacher is not None
-                sides = [encode_rows(tok, ds, block)]
-                target = teacher_vectors(
-                    Path(cfg.teacher), ds, cfg.batch_size * 2, cfg.device, ranks or dist.Dist()
-                )
-            else:
-                columns = SIDES[: len(spec.pair_columns)]
-                sides = [encode_rows(tok, ds, block, c) for c in columns]
-                scored = spec.kind == TaskKind.scored
-                target = column_array(ds, "score", np.float32) if scored else None
-            data[(t, split)] = Encoded(sides, target)
+            data[(t, split)] = kind.encode(ds, tok, block, teacher)
     return TaskSet({t: spec for t, (spec, _) in loaded.items()}, data)
