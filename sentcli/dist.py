@@ -20,6 +20,7 @@ import torch
 import torch.distributed as td
 import torch.nn as nn
 
+from sentcli.device import resolve_device, resolve_precision
 from sentcli.errors import ConfigError
 
 
@@ -67,6 +68,22 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
         _control = td.new_group(backend="gloo")
         atexit.register(td.destroy_process_group)
     return d, device
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where a command computes, resolved once and passed down: the device (under torchrun
+    this rank's GPU), the autocast dtype (None: fp32) and the processes."""
+
+    device: torch.device
+    dtype: torch.dtype | None
+    ranks: Dist
+
+
+def runtime(device: str, precision: str) -> Runtime:
+    """`--device` and `--precision` resolved, the process group joined (under torchrun)."""
+    ranks, dev = setup(resolve_device(device))
+    return Runtime(dev, resolve_precision(precision, dev), ranks)
 
 
 def barrier(d: Dist) -> None:

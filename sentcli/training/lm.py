@@ -18,7 +18,7 @@ from sentcli import dist
 from sentcli.config import Objective, RunConfig
 from sentcli.data.batching import pack_texts, shuffled_batches
 from sentcli.data.tasks import split_texts
-from sentcli.device import autocast, resolve_device, resolve_precision, seed_everything, to_device
+from sentcli.device import autocast, seed_everything, to_device
 from sentcli.events import OnEvent
 from sentcli.metrics import history_of, throughput
 from sentcli.model import LanguageModel, training_flops_per_token
@@ -50,12 +50,11 @@ class LMRecipe:
         config: RunConfig,
         train_blocks: np.ndarray,
         val_blocks: np.ndarray,
-        device: torch.device,
-        ranks: dist.Dist,
+        rt: dist.Runtime,
     ) -> None:
         self.model, self.cfg, self.mcfg = model, config.train, config.model
         self.train_blocks, self.val_blocks = train_blocks, val_blocks
-        self.device, self.ranks = device, ranks
+        self.device, self.ranks, self.dtype = rt.device, rt.ranks, rt.dtype
 
     def step_module(self) -> nn.Module:
         return self.model
@@ -86,7 +85,7 @@ class LMRecipe:
         cfg, ranks = self.cfg, self.ranks
         state = torch.get_rng_state()  # MLM masking draws; keep the training RNG stream intact
         torch.manual_seed(cfg.seed + ranks.rank)
-        dtype = resolve_precision(cfg.precision, self.device)
+        dtype = self.dtype
         loss_sum, blocks_seen = 0.0, 0.0
         with torch.no_grad():
             for i in range(0, len(self.val_blocks), cfg.batch_size):
@@ -123,9 +122,9 @@ def train_lm(
 ) -> TrainResult:
     """Pack the texts, build the model and train it into run folder `output`."""
     cfg, mcfg = config.train, config.model
-    ranks, device = dist.setup(resolve_device(cfg.device))
+    rt = dist.runtime(cfg.device, cfg.precision)
+    ranks = rt.ranks
     dist.check_global_batch(cfg.batch_size, ranks)
-    resolve_precision(cfg.precision, device)
     train_texts, val_texts = split_texts(config.data, text_column, cfg.val_fraction, cfg.seed)
     train_blocks = pack_texts(tok, train_texts, mcfg.block_size, "training")
     val_blocks = pack_texts(tok, val_texts, mcfg.block_size, "validation")
@@ -135,11 +134,11 @@ def train_lm(
         ckpt.create_run_dir(output)
     seed_everything(cfg.seed)
     model = LanguageModel(mcfg)
-    recipe = LMRecipe(model, config, train_blocks, val_blocks, device, ranks)
-    run = run_training(output, config, model, tok, recipe, device, ranks, resume, on_event)
+    recipe = LMRecipe(model, config, train_blocks, val_blocks, rt)
+    run = run_training(output, config, model, tok, recipe, rt, resume, on_event)
     history = history_of(run.records)
     flops = training_flops_per_token(mcfg, mcfg.block_size, lm_head=True)
-    speed = throughput(run.records, flops, device)
+    speed = throughput(run.records, flops, rt.device)
     summary = {"kind": "lm", "steps": run.steps, "tokens_seen": run.seen, "history": history}
     summary["throughput"] = speed
     summary |= dist.check_weights_agree(model, ranks)

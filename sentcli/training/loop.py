@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from sentcli import dist, heap
 from sentcli.config import TrainConfig
-from sentcli.device import autocast, resolve_precision
+from sentcli.device import autocast
 from sentcli.events import EvalLog, Interrupted, LoopEvent, NonFinite, StepLog
 
 
@@ -202,13 +202,12 @@ class _Loop:
         cfg: TrainConfig,
         recipe: Recipe,
         save: Callable[[dict[str, Any]], None],
-        device: torch.device,
-        ranks: dist.Dist,
+        rt: dist.Runtime,
         saved_state: dict[str, Any] | None,
     ) -> None:
         self.model, self.cfg, self.recipe, self.save = model, cfg, recipe, save
-        self.device, self.ranks = device, ranks
-        self.dtype = resolve_precision(cfg.precision, device)
+        self.device, self.ranks, self.dtype = rt.device, rt.ranks, rt.dtype
+        device = rt.device
         self.total = total_steps(cfg, len(recipe.epoch_batches(0)))
         self.warmup = min(cfg.warmup, self.total // 2)
         self.state = TrainState.from_dict(saved_state) if saved_state else TrainState()
@@ -420,8 +419,7 @@ def train_loop(
     cfg: TrainConfig,
     recipe: Recipe,
     save: Callable[[dict[str, Any]], None],
-    device: torch.device,
-    ranks: dist.Dist | None = None,
+    rt: dist.Runtime,
     state: dict[str, Any] | None = None,
 ) -> Iterator[LoopEvent]:
     """Train `model`; yield a StepLog every `log_every` steps and an EvalLog per evaluation.
@@ -434,11 +432,11 @@ def train_loop(
     predates the bad step). With `skip_nonfinite` N > 0 every step is checked before its
     update (one sync per step) and up to N bad steps are skipped.
     """
-    loop = _Loop(model, cfg, recipe, save, device, ranks or dist.Dist(), state)
+    loop = _Loop(model, cfg, recipe, save, rt, state)
     s = loop.state
     if s.step >= loop.total:
         return
-    if device.type == "cpu":
+    if rt.device.type == "cpu":
         heap.keep_freed()
     loop.start()
     start, last_eval = s.batch, -1

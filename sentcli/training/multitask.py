@@ -19,7 +19,7 @@ from sentcli import checkpoint as ckpt
 from sentcli import dist
 from sentcli.config import Balance, RunConfig
 from sentcli.data.batching import collate, length_batches
-from sentcli.device import resolve_device, resolve_precision, seed_everything, to_device
+from sentcli.device import seed_everything, to_device
 from sentcli.errors import ConfigError
 from sentcli.events import EvalLog, EvalOnly, Groups, InitFrom, OnEvent
 from sentcli.freeze import FreezeSpec, apply_freeze, group_of, parameter_groups, parse_freeze
@@ -137,13 +137,12 @@ class TaskRecipe:
         config: RunConfig,
         tasks: TaskSet,
         freeze: FreezeSpec,
-        device: torch.device,
-        ranks: dist.Dist,
+        rt: dist.Runtime,
     ) -> None:
         self.model, self.cfg, self.tasks, self.freeze = model, config.train, tasks, freeze
         self.n_layer = config.model.n_layer
-        self.device, self.ranks = device, ranks
-        self.dtype = resolve_precision(self.cfg.precision, device)
+        self.device, self.ranks, self.dtype = rt.device, rt.ranks, rt.dtype
+        device, ranks = rt.device, rt.ranks
         self.names = tasks.names
         self.objectives = {t: objective(tasks.specs[t], self.cfg, ranks) for t in self.names}
         self.lengths = {t: tasks.lengths(t) for t in self.names}
@@ -283,7 +282,7 @@ def _run(
     config: RunConfig,
     tok: Tokenizer,
     output: Path,
-    device: torch.device,
+    rt: dist.Runtime,
     resume: bool,
     on_event: OnEvent,
 ) -> Outcome:
@@ -307,7 +306,7 @@ def _run(
         if on_event:
             on_event(EvalOnly())
         return Outcome(0, 0, 0, ckpt.read_metrics(output))
-    return run_training(output, config, model, tok, recipe, device, ranks, resume, on_event)
+    return run_training(output, config, model, tok, recipe, rt, resume, on_event)
 
 
 def train_tasks(
@@ -323,9 +322,9 @@ def train_tasks(
     cfg, specs = config.train, config.tasks
     names = [s.name for s in specs]
     freeze = parse_freeze(cfg.freeze, names, config.model.n_layer)
-    ranks, device = dist.setup(resolve_device(cfg.device))
+    rt = dist.runtime(cfg.device, cfg.precision)
+    ranks, device = rt.ranks, rt.device
     dist.check_global_batch(cfg.batch_size, ranks)
-    resolve_precision(cfg.precision, device)
     tasks = load_tasks(specs, config, tok, resume, ranks)
     config.tasks = list(tasks.specs.values())
     kinds = {t: objective(tasks.specs[t]) for t in names}
@@ -352,8 +351,8 @@ def train_tasks(
         if on_event:
             on_event(InitFrom(**init))
     model.to(device)
-    recipe = TaskRecipe(model, config, tasks, freeze, device, ranks)
-    run = _run(recipe, config, tok, output, device, resume, on_event)
+    recipe = TaskRecipe(model, config, tasks, freeze, rt)
+    run = _run(recipe, config, tok, output, rt, resume, on_event)
     # after Ctrl-C, exit promptly: no test pass
     test, test_splits = ({}, {}) if run.interrupted else recipe.test(output, ranks.main)
     history, grad_norms = history_of(run.records), grad_summary(run.records)

@@ -8,14 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn as nn
 from tokenizers import Tokenizer
 
 from sentcli import checkpoint as ckpt
 from sentcli import dist
 from sentcli.config import RunConfig, RunKind, resumed_config
-from sentcli.device import dtype_name, resolve_precision
+from sentcli.device import dtype_name
 from sentcli.errors import CheckpointError, ConfigError, TrainingError
 from sentcli.events import (
     Event,
@@ -101,14 +100,13 @@ def run_training(
     model: nn.Module,
     tokenizer: Tokenizer,
     recipe: Recipe,
-    device: torch.device,
-    ranks: dist.Dist,
+    rt: dist.Runtime,
     resume: bool,
     on_event: OnEvent,
 ) -> Outcome:
     """Drive train_loop, writing metrics.jsonl and checkpoints. Under torchrun only the main
     rank writes. A non-finite loss raises TrainingError (the last checkpoint stays)."""
-    write = ranks.main
+    write = rt.ranks.main
     state = None
     if resume:
         weights, step = ckpt.load_weights(run_dir)
@@ -116,14 +114,14 @@ def run_training(
         state = ckpt.load_train_state(run_dir, step)
         if write:
             ckpt.truncate_metrics(run_dir, step)
-    model.to(device)
+    model.to(rt.device)
     if on_event:
         on_event(
             Start(
                 total_steps(config.train, len(recipe.epoch_batches(0))),
                 sum(p.numel() for p in model.parameters()),
-                str(device),
-                dtype_name(resolve_precision(config.train.precision, device)),
+                str(rt.device),
+                dtype_name(rt.dtype),
                 state["step"] if state else 0,
                 config.train.max_time,
             )
@@ -137,7 +135,7 @@ def run_training(
     interrupted = 0
     diverged: NonFinite | None = None
     allowed = config.train.skip_nonfinite
-    for event in train_loop(model, config.train, recipe, save, device, ranks, state):
+    for event in train_loop(model, config.train, recipe, save, rt, state):
         steps = event.step
         events: list[StepLog | Interrupted | NonFinite | TrainWarning | Any] = [event]
         if isinstance(event, StepLog):
