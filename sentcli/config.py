@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypedDict
 
 from sentcli import __version__
 from sentcli.errors import CheckpointError, ConfigError
@@ -365,6 +366,63 @@ class TrainConfig:
         _raise_if(problems, "training options")
 
 
+class TrainOptions(TypedDict, total=False):
+    """The options a training command takes from Python (`api.pretrain(..., options=...)`):
+    ModelConfig's and TrainConfig's fields, each optional (mypy catches a misspelt key; a
+    test keeps the two in step). Enum fields take their values as strings."""
+
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float
+    attn_dropout: float
+    bias: bool
+    causal: bool
+    head_hidden: int
+    activation: str
+    norm: str
+    embed_norm: bool
+    norm_eps: float
+    n_inner: int
+    pooling: str
+    embed_std: float | None
+    epochs: int
+    max_steps: int
+    batch_size: int
+    lr: float
+    warmup: int
+    min_lr_ratio: float
+    weight_decay: float
+    grad_clip: float
+    seed: int
+    device: str
+    precision: str
+    eval_every: int
+    log_every: int
+    save_every: int
+    val_fraction: float
+    max_eval_batches: int
+    objective: str
+    mlm_probability: float
+    freeze: str
+    unfreeze_every: int
+    backbone_lr_scale: float
+    schedule: str
+    temperature: float
+    task_weights: dict[str, float]
+    balance: str
+    max_samples_per_task: int
+    similarity_loss: str
+    similarity_scale: float
+    teacher: str | None
+    explode_threshold: float
+    skip_nonfinite: int
+    compile: bool
+    max_time: float
+
+
 MAX_TASK_NAME = 64
 
 
@@ -469,7 +527,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def build_configs(
-    file_values: dict[str, Any], overrides: dict[str, Any], base_model: ModelConfig | None = None
+    file_values: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    base_model: ModelConfig | None = None,
 ) -> tuple[ModelConfig, TrainConfig]:
     """Defaults (or `base_model`) < the config file < command-line flags given (not None)."""
     values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
@@ -496,7 +556,7 @@ STRUCTURAL = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias",
 
 
 def merge_configs(
-    options: dict[str, Any], config_file: Path | None, base: ModelConfig | None
+    options: Mapping[str, Any], config_file: Path | None, base: ModelConfig | None
 ) -> tuple[ModelConfig, TrainConfig, set[str]]:
     """Model and train configs from defaults (or `base`, an --init run's model), the file and
     the flags; also the names the user set."""
@@ -518,7 +578,7 @@ learns."""
 
 
 def resumed_config(
-    config: RunConfig, options: dict[str, Any] | None, config_file: Path | None
+    config: RunConfig, options: Mapping[str, Any] | None, config_file: Path | None
 ) -> tuple[RunConfig, list[str]]:
     """A resumed run's config with the RUNTIME flags given now, and the other settings given
     (flags or --config file) whose value differs from the run's (as --name=value), which a

@@ -61,3 +61,14 @@ def test_runs_written_before_attn_dropout_keep_dropout_on_attention() -> None:
     assert d["model"]["attn_dropout"] == 0.0  # new runs: off unless asked for
     del d["model"]["attn_dropout"]  # a config.json from an earlier version
     assert RunConfig.from_dict(d).model.attn_dropout == 0.2
+
+
+def test_train_options_name_every_config_field() -> None:
+    """api's `options` type (TrainOptions, a TypedDict mypy checks) mirrors ModelConfig and
+    TrainConfig: a field added to one must be added to the other."""
+    from dataclasses import fields
+
+    from sentcli.config import ModelConfig, TrainConfig, TrainOptions
+
+    names = [f.name for f in fields(ModelConfig)] + [f.name for f in fields(TrainConfig)]
+    assert list(TrainOptions.__annotations__) == names

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import fields
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -18,7 +18,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from sentcli import __version__
-from sentcli.config import ModelConfig, TrainConfig
+from sentcli.config import ModelConfig, TrainConfig, TrainOptions
 from sentcli.errors import SentcliError
 
 # Under torchrun only rank 0 speaks (every rank runs the same command).
@@ -128,15 +128,16 @@ def root(
         os.environ["SENTCLI_DEBUG"] = "1"
 
 
-def config_options(values: dict[str, Any]) -> dict[str, Any]:
+def config_options(values: dict[str, Any]) -> TrainOptions:
     """The config-dataclass settings among a command's parameters (call with `locals()`):
     those the user gave (not None), enum members as their values."""
     keys = {f.name for f in fields(ModelConfig)} | {f.name for f in fields(TrainConfig)}
-    return {
+    options = {
         k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v)
         for k, v in values.items()
         if k in keys and v is not None
     }
+    return cast(TrainOptions, options)  # the keys are the configs' fields, as TrainOptions
 
 
 def debug_enabled() -> bool:

@@ -187,7 +187,9 @@ def train_mtl_cli(
     from sentcli import api  # imported here: --help stays free of torch
 
     opts = config_options(locals())
-    opts["task_weights"] = _weights(task_weight or [])
+    weights = _weights(task_weight or [])
+    if weights is not None:  # None: not given (a resumed run keeps its own)
+        opts["task_weights"] = weights
     pairs = [api.parse_task_spec(t) for t in task or []]
     if not pairs and not resume:
         raise typer.BadParameter("give --task NAME=SOURCE once per task", param_hint="--task")

@@ -173,6 +173,12 @@ def _first_surrogate_line(path: Path) -> DataError | None:
     return None
 
 
+def absolute(source: str) -> str:
+    """A local source's absolute path (hf:NAME and missing paths as given): what a run
+    records, so that evaluate finds it from any folder."""
+    return str(Path(source).resolve()) if Path(source).exists() else source
+
+
 def _first_bad_utf8_line(path: Path) -> int | None:
     with open_binary(path) as f:
         for lineno, line in enumerate(f, start=1):

@@ -4,6 +4,7 @@ plots; the result every training command returns."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ MADE_BY = {RunKind.lm: "pretrain", RunKind.encoder: "train-encoder", RunKind.mtl
 def resume_config(
     run_dir: Path,
     kind: RunKind,
-    options: dict[str, Any] | None,
+    options: Mapping[str, Any] | None,
     config_file: Path | None,
     on_event: OnEvent,
 ) -> RunConfig:
