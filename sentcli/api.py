@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from sentcli import checkpoint as ckpt
-from sentcli import files
+from sentcli import files, hf
 from sentcli.config import (
     Device,
     ExportFormat,
@@ -337,10 +337,8 @@ def import_hf(checkpoint: StrPath, output: StrPath, overwrite: bool = False) -> 
     checkpoint = _path(checkpoint)
     output = _path(output)
     with ckpt.run_lock(output):  # one writer per run folder
-        from sentcli.hf import import_checkpoint
-
         ckpt.check_run_dir(output, overwrite, resume=False, inputs=[checkpoint])
-        run, model, tok, info = import_checkpoint(checkpoint)
+        run, model, tok, info = hf.import_checkpoint(checkpoint)
         ckpt.create_run_dir(output)
         ckpt.save_run(output, run, model, tok, step=0)
         return {**info, "run": str(output), "vocab_size": run.model.vocab_size}
@@ -366,10 +364,10 @@ def export(
         raise ConfigError(f"unknown export format {format!r}; use one of {choices(ExportFormat)}")
     if quantize and format != ExportFormat.onnx:
         raise ConfigError("--quantize int8 applies to --format onnx; drop it")
-    ex.check_output(output, overwrite, path)  # before the lock makes the parent folder
+    ckpt.check_export_dir(output, overwrite, path)  # before the lock makes the parent folder
     with ckpt.run_lock(output):  # one writer per export folder, as per run folder
         if format == ExportFormat.onnx:
             meta = ex.export_onnx(path, output, normalize, quantize, overwrite)
         else:
-            meta = ex.export_sentence_transformers(path, output, normalize, overwrite)
+            meta = hf.export_sentence_transformers(path, output, normalize, overwrite)
     return {**meta, "output": str(output)}

@@ -139,6 +139,50 @@ def check_replaceable(
         )
 
 
+EXPORT_META = "sentcli_export.json"
+"""What an export folder holds and how to feed it (inputs, outputs, max length, pooling,
+normalisation, label names)."""
+EXPORT_NAMES = {
+    EXPORT_META, "model.onnx", "model_int8.onnx", "tokenizer.json",  # onnx
+    "model.safetensors", "config.json", "tokenizer_config.json", "modules.json",
+    "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling",
+    "2_Normalize",  # sentence-transformers
+}  # fmt: skip
+"""What an export writes: --overwrite replaces a folder holding nothing else."""
+
+
+def check_export_dir(out_dir: Path, overwrite: bool, run_dir: Path) -> None:
+    """An export goes to a new or empty folder, or replaces an earlier export (with
+    --overwrite: under the run folders' rules, never `/`, home, the current folder, a
+    folder holding the run or files the export did not write); never into the run itself,
+    never through a symbolic link."""
+    if out_dir.is_symlink():
+        raise ConfigError(
+            f"-o {out_dir} is a symbolic link (to {os.readlink(out_dir)}); give the folder "
+            "itself or a new one"
+        )
+    if not out_dir.parent.is_dir():
+        raise ConfigError(f"-o {out_dir}: folder {out_dir.parent} does not exist; create it first")
+    if out_dir.resolve() == run_dir.resolve() or run_dir.resolve() in out_dir.resolve().parents:
+        raise ConfigError(f"-o {out_dir} is inside the run {run_dir}; export to another folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"-o {out_dir} is a file; give a folder")
+    if out_dir.resolve() in (Path("/"), Path.home().resolve(), Path.cwd().resolve()):
+        raise ConfigError(
+            f"-o {out_dir} ({out_dir.resolve()}) is a folder an export would replace whole; "
+            "give -o a new folder"
+        )
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not (out_dir / EXPORT_META).is_file():
+            raise ConfigError(
+                f"-o {out_dir} holds files that are not a sentcli export; give a new folder"
+            )
+        if not overwrite:
+            raise ConfigError(f"-o {out_dir} holds an export; pass --overwrite to replace it")
+        check_replaceable(out_dir, [run_dir], EXPORT_NAMES, "a sentcli export")
+    check_writable(out_dir, existing_folder(out_dir))
+
+
 def make_parent(run_dir: Path) -> None:
     """Make the folders above a new run (`-o runs/lm` with no runs/ yet), so that its lock
     has a place; a file in the way or a folder that cannot be written is refused."""

@@ -3,13 +3,16 @@ that writes shares (run folders, exports, caches, plots)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from sentcli.errors import ConfigError
 
@@ -95,3 +98,25 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
     atomic_write(path, write)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """`value` as indented JSON (inside a folder that is written whole, `staged`)."""
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def staged(out_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside `out_dir` to write a whole folder into; when the block ends
+    without error it replaces `out_dir` in one rename (an old one is removed), else it is
+    deleted."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it 0700: give the usual mode
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

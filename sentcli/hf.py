@@ -1,5 +1,7 @@
-"""Import a local Hugging Face BERT-family checkpoint (and its sentence-transformers
-pooling) as sentcli model settings, trunk weights and tokenizer.
+"""Hugging Face BERT both ways: import a local BERT-family checkpoint (and its
+sentence-transformers pooling) as sentcli model settings, trunk weights and tokenizer, and
+export a BERT-shaped run as a sentence-transformers folder; one name table (`bert_names`)
+serves both.
 
 BERT is sentcli's trunk with other options: Post-LN blocks, a LayerNorm on the embeddings,
 exact GELU, eps 1e-12. Token-type embeddings are folded into the position embeddings
@@ -15,9 +17,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
+from sentcli import __version__, files
+from sentcli import checkpoint as ckpt
 from sentcli.config import (
     Activation,
     ModelConfig,
@@ -27,8 +31,10 @@ from sentcli.config import (
     RunKind,
     TrainConfig,
 )
-from sentcli.errors import CheckpointError
+from sentcli.errors import CheckpointError, ConfigError
 from sentcli.model import MultiTaskModel
+from sentcli.objectives import labels
+from sentcli.tokenizer import PAD_ID
 
 SUPPORTED = "BERT-family encoders: model_type bert (BertModel, BertForMaskedLM, BertFor…)"
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
@@ -179,6 +185,40 @@ def read_checkpoint(folder: Path) -> Imported:
     return Imported(config, weights, tok, architecture, len(tensors), skipped, notes)
 
 
+EMB = "embeddings."
+
+
+def bert_names(n_layer: int) -> dict[str, str]:
+    """Each trunk tensor that a Hugging Face BertModel holds one to one: sentcli's name →
+    BERT's. Import reads it one way, the sentence-transformers export the other; beside it
+    only Q, K, V (`qkv_names`) and the position and token-type embeddings differ."""
+    out = {
+        "wte.weight": f"{EMB}word_embeddings.weight",
+        "ln_e.weight": f"{EMB}LayerNorm.weight",
+        "ln_e.bias": f"{EMB}LayerNorm.bias",
+    }
+    for i in range(n_layer):
+        ours, theirs = f"h.{i}.", f"encoder.layer.{i}."
+        for kind in ("weight", "bias"):
+            out[f"{ours}attn.c_proj.{kind}"] = f"{theirs}attention.output.dense.{kind}"
+            out[f"{ours}ln_1.{kind}"] = f"{theirs}attention.output.LayerNorm.{kind}"
+            out[f"{ours}mlp.c_fc.{kind}"] = f"{theirs}intermediate.dense.{kind}"
+            out[f"{ours}mlp.c_proj.{kind}"] = f"{theirs}output.dense.{kind}"
+            out[f"{ours}ln_2.{kind}"] = f"{theirs}output.LayerNorm.{kind}"
+    return out
+
+
+def qkv_names(n_layer: int) -> dict[str, list[str]]:
+    """sentcli's fused QKV projection → BERT's query, key and value (stacked in that order)."""
+    return {
+        f"h.{i}.attn.c_attn.{kind}": [
+            f"encoder.layer.{i}.attention.self.{p}.{kind}" for p in ("query", "key", "value")
+        ]
+        for i in range(n_layer)
+        for kind in ("weight", "bias")
+    }
+
+
 def _map(
     tensors: dict[str, torch.Tensor], config: ModelConfig, block: int
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -192,26 +232,15 @@ def _map(
         used.add(name)
         return t[name].float()
 
-    e = "embeddings."
-    positions = take(e + "position_embeddings.weight")[:block]
-    if e + "token_type_embeddings.weight" in t:  # every input is segment 0: fold it in
-        positions = positions + take(e + "token_type_embeddings.weight")[0]
-    out = {
-        "wte.weight": take(e + "word_embeddings.weight"),
-        "wpe.weight": positions,
-        "ln_e.weight": take(e + "LayerNorm.weight"),
-        "ln_e.bias": take(e + "LayerNorm.bias"),
+    positions = take(f"{EMB}position_embeddings.weight")[:block]
+    if f"{EMB}token_type_embeddings.weight" in t:  # every input is segment 0: fold it in
+        positions = positions + take(f"{EMB}token_type_embeddings.weight")[0]
+    out = {"wpe.weight": positions}
+    out |= {ours: take(theirs) for ours, theirs in bert_names(config.n_layer).items()}
+    out |= {
+        ours: torch.cat([take(n) for n in theirs], dim=0)
+        for ours, theirs in qkv_names(config.n_layer).items()
     }
-    for i in range(config.n_layer):
-        src, dst = f"encoder.layer.{i}.", f"h.{i}."
-        for kind in ("weight", "bias"):
-            qkv = [take(f"{src}attention.self.{p}.{kind}") for p in ("query", "key", "value")]
-            out[f"{dst}attn.c_attn.{kind}"] = torch.cat(qkv, dim=0)
-            out[f"{dst}attn.c_proj.{kind}"] = take(f"{src}attention.output.dense.{kind}")
-            out[f"{dst}ln_1.{kind}"] = take(f"{src}attention.output.LayerNorm.{kind}")
-            out[f"{dst}mlp.c_fc.{kind}"] = take(f"{src}intermediate.dense.{kind}")
-            out[f"{dst}mlp.c_proj.{kind}"] = take(f"{src}output.dense.{kind}")
-            out[f"{dst}ln_2.{kind}"] = take(f"{src}output.LayerNorm.{kind}")
     extra = [k for k in t if k not in used]
     unknown = [k for k in extra if not k.startswith(SKIPPED_PREFIXES)]
     if unknown:
@@ -248,3 +277,127 @@ def import_checkpoint(folder: Path) -> tuple[RunConfig, MultiTaskModel, Tokenize
     }
     run = RunConfig(RunKind.encoder, imp.config, TrainConfig(), imported=info)
     return run, model, imp.tokenizer, {**info, "notes": imp.notes}
+
+
+def bert_shaped(config: RunConfig) -> bool:
+    """sentence-transformers (Hugging Face BERT) can hold the run: Post-LN blocks, a
+    LayerNorm on the embeddings, biases, bidirectional attention, exact or tanh GELU."""
+    m = config.model
+    return m.norm == Norm.post and m.embed_norm and m.bias and not m.causal
+
+
+def _bert_weights(model: MultiTaskModel, n_layer: int) -> dict[str, torch.Tensor]:
+    """sentcli's trunk under Hugging Face BertModel names (`_map` backwards: Q, K, V split
+    again; the token-type embedding is zero, since import folded type 0 into the position
+    embeddings)."""
+    t = {k: v.detach().float().contiguous() for k, v in model.trunk.state_dict().items()}
+    c = t["wte.weight"].shape[1]
+    out = {theirs: t[ours] for ours, theirs in bert_names(n_layer).items()}
+    out[f"{EMB}position_embeddings.weight"] = t["wpe.weight"]
+    out[f"{EMB}token_type_embeddings.weight"] = torch.zeros(2, c)
+    for ours, theirs in qkv_names(n_layer).items():
+        for name, x in zip(theirs, t[ours].split(c, dim=0), strict=True):
+            out[name] = x.contiguous()
+    # BertModel's [CLS] pooler: sentence-transformers never uses it; zeros, so that loading
+    # reports no missing weights (import does not keep the original)
+    out["pooler.dense.weight"] = torch.zeros(c, c)
+    out["pooler.dense.bias"] = torch.zeros(c)
+    return out
+
+
+def _special(tok: Tokenizer, *names: str) -> str | None:
+    return next((n for n in names if tok.token_to_id(n) is not None), None)
+
+
+def export_sentence_transformers(
+    run_dir: Path, out_dir: Path, normalize: bool = True, overwrite: bool = False
+) -> dict[str, Any]:
+    """A folder `SentenceTransformer(out_dir)` loads with no custom code: a Hugging Face
+    BERT model and tokenizer, modules.json, the pooling (and Normalize) modules."""
+    ckpt.check_export_dir(out_dir, overwrite, run_dir)
+    config, model, tok, _ = ckpt.load_run(run_dir)
+    if not isinstance(model, MultiTaskModel) or not bert_shaped(config):
+        raise ConfigError(
+            f"{run_dir} is sentcli's own Pre-LN transformer, which sentence-transformers "
+            "cannot load without custom code; export it with --format onnx"
+        )
+    m = config.model
+    bert = {
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": m.vocab_size,
+        "hidden_size": m.n_embd,
+        "num_hidden_layers": m.n_layer,
+        "num_attention_heads": m.n_head,
+        "intermediate_size": m.n_inner or 4 * m.n_embd,
+        "hidden_act": "gelu" if m.activation == "gelu" else "gelu_pytorch_tanh",
+        "hidden_dropout_prob": m.dropout,
+        "attention_probs_dropout_prob": m.attn_dropout,
+        "max_position_embeddings": m.block_size,
+        "type_vocab_size": 2,
+        "layer_norm_eps": m.norm_eps,
+        "pad_token_id": PAD_ID,
+        "position_embedding_type": "absolute",
+    }
+    specials = {
+        "pad_token": _special(tok, "[PAD]"),
+        "unk_token": _special(tok, "[UNK]"),
+        "cls_token": _special(tok, "[CLS]", "[BOS]"),
+        "sep_token": _special(tok, "[SEP]", "[EOS]"),
+        "mask_token": _special(tok, "[MASK]"),
+    }
+    pooling = {
+        "word_embedding_dimension": m.n_embd,
+        **{f"pooling_mode_{k}": str(m.pooling) == v for k, v in _POOLING.items()},
+    }
+    stack = ["Transformer", "Pooling", *(["Normalize"] if normalize else [])]
+    modules = [
+        {
+            "idx": i, "name": str(i), "path": f"{i}_{kind}" if i else "",
+            "type": f"sentence_transformers.models.{kind}",
+        }
+        for i, kind in enumerate(stack)
+    ]  # fmt: skip
+    with files.staged(out_dir) as tmp:
+        save_file(
+            _bert_weights(model, m.n_layer),
+            str(tmp / "model.safetensors"),
+            metadata={"format": "pt"},
+        )
+        files.write_json(tmp / "config.json", bert)
+        tok.save(str(tmp / "tokenizer.json"))
+        files.write_json(
+            tmp / "tokenizer_config.json",
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "model_max_length": m.block_size,
+                **{k: v for k, v in specials.items() if v is not None},
+            },
+        )
+        files.write_json(tmp / "modules.json", modules)
+        files.write_json(
+            tmp / "sentence_bert_config.json",
+            {"max_seq_length": m.block_size, "do_lower_case": False},
+        )
+        files.write_json(
+            tmp / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"}
+        )
+        (tmp / "1_Pooling").mkdir()
+        files.write_json(tmp / "1_Pooling" / "config.json", pooling)
+        if normalize:
+            (tmp / "2_Normalize").mkdir()
+        meta = {
+            "format": "sentence-transformers",
+            "sentcli_version": __version__,
+            "run": str(run_dir.resolve()),
+            "max_length": m.block_size,
+            "pooling": str(m.pooling),
+            "normalize": normalize,
+            "labels": labels(config.tasks),
+            "note": "the task heads are not part of a sentence-transformers model",
+        }
+        files.write_json(tmp / ckpt.EXPORT_META, meta)
+    return meta
+
+
+_POOLING = {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}

@@ -14,10 +14,15 @@ import torch.nn.functional as F
 from sentcli.config import ModelConfig
 
 
-def key_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+def key_padding_mask(attention_mask: torch.Tensor, additive: bool = False) -> torch.Tensor:
     """[B, T] bool (True = real token) → [B, 1, 1, T] mask that SDPA broadcasts over heads
-    and queries: every query may attend to every real key, never to padding."""
-    return attention_mask[:, None, None, :]
+    and queries: every query may attend to every real key, never to padding. `additive`: as
+    a float bias (0 or the lowest float) instead of booleans, which an exported graph runs
+    faster (ONNX: a boolean mask adds IsNaN/Where passes over every score matrix)."""
+    mask = attention_mask.bool()[:, None, None, :]
+    if additive:
+        return (~mask).float() * torch.finfo(torch.float32).min
+    return mask
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -135,9 +140,10 @@ class Transformer(nn.Module):
         self.ln_f = layer_norm(config) if config.norm == "pre" else nn.Identity()
 
     def forward(
-        self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None, additive: bool = False
     ) -> torch.Tensor:
-        """[B, T] token ids (and [B, T] bool mask, True = real) → hidden states [B, T, C]."""
+        """[B, T] token ids (and [B, T] mask, true = real) → hidden states [B, T, C].
+        `additive`: mask with a float bias (see key_padding_mask)."""
         B, T = idx.size()
         if self.config.block_size < T:
             raise ValueError(f"sequence of {T} tokens > block_size {self.config.block_size}")
@@ -156,7 +162,7 @@ class Transformer(nn.Module):
                 or not attention_mask.all()
             )
         ):
-            mask = key_padding_mask(attention_mask)
+            mask = key_padding_mask(attention_mask, additive)
         for block in self.h:
             x = block(x, mask, self.config.causal)
         out: torch.Tensor = self.ln_f(x)
