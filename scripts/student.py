@@ -1,5 +1,6 @@
-"""The next default model's starting point: a distillation corpus of sentences, and a
-student cut from a teacher run: the first steps of `make default-model`.
+"""The default model's starting point: a corpus of sentences that picks the student's
+vocabulary (its most frequent tokens are kept), and a student cut from a teacher run: the
+first steps of `make default-model`.
 
   python -m scripts.student corpus DATA OUT.txt [--max-sentences N]
       One text per line, deduplicated, shuffled with a fixed seed: both sides of the STS-B

@@ -1,4 +1,5 @@
-"""The run folder contract (DESIGN §5): atomic writes, loading, and refusing what does not fit."""
+"""The run folder contract (docs/run-folder.md): writing it whole, loading it, and refusing
+what does not fit."""
 
 from __future__ import annotations
 

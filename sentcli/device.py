@@ -27,11 +27,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _probe(owner: object, name: str) -> bool:
+    """A private torch CPU probe (torch.cpu._is_…, mkldnn._is_…); False where this torch
+    has no such function (they are not public API, and may go)."""
+    fn = getattr(owner, name, None)
+    return bool(fn is not None and fn())
+
+
+def mkldnn_bf16() -> bool:
+    """oneDNN runs bf16 on this CPU (natively, or emulated on older AVX-512 and ARM)."""
+    return _probe(torch.ops.mkldnn, "_is_mkldnn_bf16_supported")
+
+
 def native_cpu_bf16() -> bool:
     """This CPU has bf16 instructions (AVX512-BF16 or AMX) and oneDNN uses them. oneDNN's own
     `_is_mkldnn_bf16_supported` is wider: older AVX-512 CPUs (emulated) and ARM (ACL)."""
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return bool(native and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    native = _probe(torch.cpu, "_is_avx512_bf16_supported") or amx()
+    return native and mkldnn_bf16()
+
+
+def amx() -> bool:
+    """This CPU has AMX tiles (and torch can tell)."""
+    return _probe(torch.cpu, "_is_amx_tile_supported")
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -49,7 +66,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type == "cpu" and mkldnn_bf16():
         return torch.bfloat16
     return None
 

@@ -1,5 +1,6 @@
-"""Freeze modes (DESIGN §4): parse a spec, apply it through `requires_grad` (the only place
-that touches it), gradual unfreezing, and the named parameter groups tables report on."""
+"""Freeze modes (docs/cli.md, train-mtl): parse a spec, apply it through `requires_grad`
+(the only place that touches it), gradual unfreezing, and the named parameter groups
+tables report on."""
 
 from __future__ import annotations
 

@@ -504,3 +504,34 @@ def test_embed_under_torchrun_equals_one_process(
     assert done.stderr.count(f"embedded {len(lines)} texts") == 1, done.stderr  # one report
     embed(mtl_run, str(lines_file), tmp_path / "one.npy")
     np.testing.assert_allclose(np.load(out), np.load(tmp_path / "one.npy"), rtol=0, atol=1e-6)
+
+
+def test_a_torch_without_onednns_private_ops_falls_back_to_plain_bf16(
+    mtl_run: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fused linears and matmul attention call torch functions that are not public API.
+    Where one is missing, CPU bf16 runs plain Linear layers and SDPA, says so in one debug
+    line, and still gives the vectors (close to fp32)."""
+    import logging
+
+    monkeypatch.setattr(onednn, "PRIVATE", (*onednn.PRIVATE, (torch.ops.mkldnn, "_gone_op")))
+    onednn.private_ops_present.cache_clear()
+    try:
+        config, model, tok, _ = load_run(mtl_run)
+        with caplog.at_level(logging.DEBUG, logger=onednn.__name__):
+            prepare(model, torch.device("cpu"), "bf16")
+        assert [r.getMessage() for r in caplog.records].count(
+            f"torch {torch.__version__} has no _gone_op: CPU bf16 inference runs plain Linear "
+            "layers and SDPA"
+        ) == 1
+        kinds = {type(m) for m in model.trunk.modules()}
+        assert onednn.FusedLinear not in kinds and nn.Linear in kinds
+        assert {m.attention for m in model.modules() if isinstance(m, SelfAttention)} == {sdpa}
+        seqs = encode(tok, ["a short text", "and a longer one, with words " * 3], 16)
+        bf16 = apply_batched(vector_fn(model, True), seqs, 2, torch.device("cpu"))
+        _, model, _, _ = load_run(mtl_run)
+        prepare(model, torch.device("cpu"), "fp32")
+        fp32 = apply_batched(vector_fn(model, True), seqs, 2, torch.device("cpu"))
+        assert (bf16 * fp32).sum(axis=1).min() > 0.99
+    finally:
+        onednn.private_ops_present.cache_clear()  # the next test checks the real torch again

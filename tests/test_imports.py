@@ -1,5 +1,6 @@
-"""The layering (DESIGN §6): imports go one way, cli → api → {training, inference} →
-library → foundation, read from the source with ast (nothing is imported)."""
+"""The layering (docs/development.md, Layout): imports go one way, cli → api →
+{training, inference} → library → foundation, read from the source with ast (nothing is
+imported)."""
 
 import ast
 from pathlib import Path

@@ -5,13 +5,15 @@ matmuls, where torch's CPU flash kernel is slow at all-MiniLM's 32-wide heads.""
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from sentcli.device import native_cpu_bf16
+from sentcli.device import amx, native_cpu_bf16
 from sentcli.inference.quantize import replace_linears
 from sentcli.model import MLP, SelfAttention, sdpa
 
@@ -20,11 +22,36 @@ SCORES_PER_CHUNK = 1 << 18
 between the two matmuls and the softmax; 2^16 and 2^20 were slower on 256-token texts)."""
 
 
+PRIVATE = (
+    (torch.ops.mkldnn, "_reorder_linear_weight"),
+    (torch.ops.mkldnn, "_linear_pointwise"),
+    (torch, "_softmax"),
+)
+"""The private torch functions this module calls: checked once, before any is used."""
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def private_ops_present() -> bool:
+    """Whether this torch still has PRIVATE (not public API: a release may drop or rename
+    them); where one is missing, CPU bf16 keeps plain Linear layers and SDPA (one debug
+    line says so)."""
+    missing = [name for owner, name in PRIVATE if not hasattr(owner, name)]
+    if missing:
+        log.debug(
+            "torch %s has no %s: CPU bf16 inference runs plain Linear layers and SDPA",
+            torch.__version__, ", ".join(missing),
+        )  # fmt: skip
+    return not missing
+
+
 def available() -> bool:
     """oneDNN runs bf16 natively here (`device.native_cpu_bf16`), where the fusion was
-    measured; on older AVX-512 CPUs (emulated bf16) and on ARM (ACL, where torch's own
-    compiler leaves this fusion off) nothing fuses."""
-    return torch.backends.mkldnn.is_available() and native_cpu_bf16()  # type: ignore[no-untyped-call]
+    measured, and this torch has its private ops; on older AVX-512 CPUs (emulated bf16) and
+    on ARM (ACL, where torch's own compiler leaves this fusion off) nothing fuses."""
+    mkldnn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+    return private_ops_present() and mkldnn and native_cpu_bf16()
 
 
 class FusedLinear(nn.Module):
@@ -102,7 +129,7 @@ def matmul_attention_faster() -> bool:
     AMX the flash kernel's small gemms run on the tiles (≈ 0.3 ms per 256-token review and
     layer in an earlier measurement, where unchunked matmuls were slower); untested there
     since, so AMX CPUs keep SDPA."""
-    return available() and not torch.cpu._is_amx_tile_supported()
+    return available() and not amx()
 
 
 def use_matmul_attention(module: nn.Module) -> None:

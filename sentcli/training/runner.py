@@ -18,7 +18,6 @@ from sentcli.config import RunConfig, RunKind, resumed_config
 from sentcli.device import dtype_name
 from sentcli.errors import CheckpointError, ConfigError, TrainingError
 from sentcli.events import (
-    Event,
     Interrupted,
     NonFinite,
     OnEvent,
@@ -180,11 +179,6 @@ def diverged_message(event: NonFinite, allowed: int, run_dir: Path) -> str:
         if event.saved is not None
         else "nothing was saved: start again with a lower --lr or --skip-nonfinite N"
     )
-
-
-def emit(on_event: OnEvent, event: Event) -> None:
-    if on_event:
-        on_event(event)
 
 
 def read_report(run_dir: Path) -> dict[str, Any]:
