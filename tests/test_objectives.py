@@ -2,6 +2,7 @@
 InfoNCE, the rank metrics, the weighted multi-task loss and the task schedules."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,56 @@ def test_joint_loss_is_the_weighted_sum(tiny_config: ModelConfig) -> None:
     )
     assert torch.allclose(total, manual)
     assert set(losses) == {"topic", "sentiment"}
+
+
+def test_the_worked_example_of_a_new_kind_trains_in_place_of_one(
+    tmp_path: Path, tokenizer_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/development.md's triplet-margin objective, as written there, put in the table in
+    place of the positive-pairs objective: a triplet task trains with its loss (a hinge: at
+    most 2 + margin, and not InfoNCE's values) and is scored by its metrics."""
+    import csv
+    import gzip
+    import re
+    import types
+
+    from sentcli import api
+    from sentcli import checkpoint as ckpt
+    from sentcli.config import TaskKind
+    from sentcli.objectives import OBJECTIVES
+
+    from helpers import DATA, FAST, ROOT
+
+    docs = (ROOT / "docs" / "development.md").read_text("utf-8")
+    section = docs[docs.index("### Worked example") :]
+    code = re.search(r"```python\n(.+?)```", section, re.S)
+    assert code is not None
+    triplet = types.ModuleType("triplet")
+    exec(compile(code.group(1), "docs/development.md", "exec"), triplet.__dict__)
+    with gzip.open(DATA / "stsb" / "train.csv.gz", "rt", encoding="utf-8", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if float(r["score"]) >= 3.5][:130]
+    with open(tmp_path / "triplets.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["anchor", "positive", "negative"])
+        w.writerows(
+            [r["sentence1"], r["sentence2"], rows[i - 1]["sentence1"]] for i, r in enumerate(rows)
+        )
+    opts = {**FAST, "max_steps": 6, "log_every": 1, "dropout": 0.0}
+    task = api.TaskConfig("trip", str(tmp_path / "triplets.csv"))
+    nce = api.train_mtl([task], tmp_path / "nce", tokenizer=tokenizer_path, options=opts)
+    monkeypatch.setitem(OBJECTIVES, TaskKind.pairs, triplet.Triplet)
+    margin = api.train_mtl([task], tmp_path / "margin", tokenizer=tokenizer_path, options=opts)
+    assert margin.steps == 6 and margin.test["trip"]["kind"] == "triplet"
+    assert set(margin.test["trip"]) >= {"val_loss", "recall@1", "mrr"}
+    logged = [
+        r["task_losses"]["trip"]
+        for r in ckpt.read_metrics(tmp_path / "margin")
+        if r["kind"] == "train"
+    ]
+    inf_nce = [
+        r["task_losses"]["trip"]
+        for r in ckpt.read_metrics(tmp_path / "nce")
+        if r["kind"] == "train"
+    ]
+    assert len(logged) == 6 and all(0 <= x <= 2 + triplet.MARGIN for x in logged)
+    assert logged != inf_nce and nce.test["trip"]["kind"] == "pairs"
