@@ -1,7 +1,10 @@
 """Batching: length-grouped batches (capped in tokens), right padding with a mask, and
 packed language-model blocks."""
 
+from typing import Any
+
 import numpy as np
+import torch
 
 from sentcli.data import batching
 
@@ -48,3 +51,107 @@ def test_pack_blocks_makes_every_token_a_target_once() -> None:
     blocks = batching.pack_blocks(stream, 4)
     assert blocks.shape == (5, 5)
     assert blocks[:, 1:].ravel().tolist() == list(range(1, 21))
+
+
+def dataset(texts: list[str], **columns: list[object]) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_dict({"text": texts, **columns})
+
+
+def test_text_batches_keep_or_drop_blank_texts() -> None:
+    ds = dataset(["a", "", "  ", "b", "c"], other=["x", "y", "z", "w", "v"])
+    assert list(batching.iter_text_batches(ds, 2)) == [["a"], ["b"], ["c"]]
+    assert list(batching.iter_text_batches(ds, 2, skip_empty=False)) == [
+        ["a", ""], ["  ", "b"], ["c"]
+    ]  # fmt: skip
+    assert list(batching.iter_text_batches(ds, 10, column="other")) == [["x", "y", "z", "w", "v"]]
+    assert list(batching.iter_text_batches(dataset(["", " "]))) == []  # no empty batch
+
+
+def test_shuffled_batches_are_a_seeded_permutation_per_epoch() -> None:
+    a = batching.shuffled_batches(10, 4, 1, 0)
+    assert [len(b) for b in a] == [4, 4, 2]
+    assert sorted(np.concatenate(a).tolist()) == list(range(10))
+    again = batching.shuffled_batches(10, 4, 1, 0)
+    assert all(np.array_equal(x, y) for x, y in zip(a, again, strict=True))
+    other_epoch = np.concatenate(batching.shuffled_batches(10, 4, 1, 1))
+    other_seed = np.concatenate(batching.shuffled_batches(10, 4, 2, 0))
+    assert not np.array_equal(np.concatenate(a), other_epoch)
+    assert not np.array_equal(np.concatenate(a), other_seed)
+    assert np.array_equal(np.concatenate(a), np.random.default_rng([1, 0]).permutation(10))
+
+
+def test_length_batches_shuffle_within_windows_then_the_batch_order() -> None:
+    """With an rng: every index once, batch_size rows (the last fewer), lengths sorted inside
+    each batch, and the batches in a shuffled order (not by length)."""
+    lengths = np.random.default_rng(3).integers(1, 500, size=2000)
+    batches = batching.length_batches(lengths, 8, np.random.default_rng(5))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(2000))
+    assert sorted(len(b) for b in batches) == [8] * 250
+    assert all((np.diff(lengths[b]) >= 0).all() for b in batches)
+    firsts = [lengths[b[0]] for b in batches]
+    assert not (np.diff(firsts) >= 0).all()  # not sorted across batches
+    plain = batching.length_batches(lengths, 8)  # evaluation: sorted, in order
+    flat = np.concatenate(plain)
+    assert (np.diff(lengths[flat]) >= 0).all() and [len(b) for b in plain] == [8] * 250
+
+
+def test_capped_batches_take_every_row_that_fits() -> None:
+    order = np.arange(6)
+    lengths = np.array([2, 2, 3, 5, 5, 9])
+    got = batching._capped(order, lengths, 4, 10)
+    # 4 rows of ≤3 tokens would be 12 > 10: three rows (9); then 5, 5 (10); then 9 alone
+    assert [b.tolist() for b in got] == [[0, 1, 2], [3, 4], [5]]
+    assert [b.tolist() for b in batching._capped(order, lengths, 2, 100)] == [
+        [0, 1],
+        [2, 3],
+        [4, 5],
+    ]
+    assert [b.tolist() for b in batching._capped(order[:1], np.array([50]), 4, 10)] == [[0]]
+
+
+def test_collate_of_one_and_of_equal_lengths() -> None:
+    ids, mask = batching.collate([np.array([9, 8])])
+    assert ids.dtype == torch.int64 and mask.dtype == torch.bool
+    assert ids.tolist() == [[9, 8]] and mask.tolist() == [[True, True]]
+    ids, mask = batching.collate([np.array([1, 2]), np.array([3, 4])])
+    assert ids.tolist() == [[1, 2], [3, 4]] and mask.all()
+
+
+def test_column_array_and_encode_rows_keep_every_row(tokenizer: Any) -> None:
+    from sentcli.tokenizer import encode
+
+    ds = dataset(["one two", "", "three"], label=[2, 0, 1], score=[0.5, 1.5, 2.5])
+    labels = batching.column_array(ds, "label", np.int64)
+    assert labels.dtype == np.int64 and labels.tolist() == [2, 0, 1]
+    assert batching.column_array(ds, "score", np.float32).tolist() == [0.5, 1.5, 2.5]
+    rows = batching.encode_rows(tokenizer, ds, 4)
+    want = encode(tokenizer, ["one two", "", "three"], 4)
+    assert len(rows) == 3 and all(np.array_equal(a, b) for a, b in zip(rows, want, strict=True))
+    assert max(len(r) for r in rows) <= 4
+    other = batching.encode_rows(tokenizer, ds.rename_column("text", "a"), 16, column="a")
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(other, encode(tokenizer, ["one two", "", "three"], 16), strict=True)
+    )
+
+
+def test_pack_texts_and_too_little_text(tokenizer: Any) -> None:
+    import pytest
+
+    from sentcli.errors import DataError
+    from sentcli.tokenizer import encode
+
+    ds = dataset(["the quick brown fox jumps over the lazy dog"] * 3 + [""])
+    blocks = batching.pack_texts(tokenizer, [ds], 5, "training")
+    stream = np.concatenate(encode(tokenizer, ["the quick brown fox jumps over the lazy dog"] * 3))
+    n = (len(stream) - 1) // 5
+    assert blocks.shape == (n, 6)
+    assert np.array_equal(blocks, np.stack([stream[i * 5 : i * 5 + 6] for i in range(n)]))
+    with pytest.raises(
+        DataError, match="the validation texts give 3 tokens, fewer than one block of 6"
+    ):
+        batching.pack_texts(tokenizer, [dataset(["a"])], 5, "validation")
+    assert batching.pack_blocks([], 4).shape == (0, 5)
+    assert batching.pack_blocks([np.arange(4)], 4).shape == (0, 5)  # 4 tokens: no window of 5

@@ -4,6 +4,8 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from sentcli.cli.render import TABLE_CLASSES, confusion_table
 from sentcli.metrics import classification_metrics, grad_warnings, plot_confusion
@@ -54,3 +56,63 @@ def test_confusion_keeps_its_shape_when_a_class_is_never_predicted() -> None:
     m = classification_metrics(np.array([0, 1, 2]), np.array([0, 0, 0]), ["a", "b", "c"])
     assert np.array(m["confusion"]).shape == (3, 3)
     assert m["per_class"]["c"]["recall"] == 0.0
+
+
+def test_classification_metrics_against_counts_by_hand() -> None:
+    """4 classes, 10 texts: accuracy, each class's precision/recall/F1/support and macro-F1
+    from the confusion counts written out here (a class never predicted scores 0)."""
+    y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+    p = np.array([0, 1, 0, 1, 1, 2, 0, 2, 1, 1])
+    m = classification_metrics(y, p, ["a", "b", "c", "d"])
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["confusion"] == [[2, 1, 0, 0], [0, 2, 0, 0], [1, 1, 2, 0], [0, 1, 0, 0]]
+    by_hand = {  # name: (precision, recall, support)
+        "a": (2 / 3, 2 / 3, 3), "b": (2 / 5, 1.0, 2), "c": (1.0, 0.5, 4), "d": (0.0, 0.0, 1)
+    }  # fmt: skip
+    f1s = []
+    for name, (pr, rc, n) in by_hand.items():
+        f1 = 2 * pr * rc / (pr + rc) if pr + rc else 0.0
+        f1s.append(f1)
+        got = m["per_class"][name]
+        assert got == {"precision": pytest.approx(pr), "recall": pytest.approx(rc),
+                       "f1": pytest.approx(f1), "support": n}  # fmt: skip
+    assert m["macro_f1"] == pytest.approx(sum(f1s) / 4)
+    assert m["label_names"] == ["a", "b", "c", "d"]
+
+
+def test_history_throughput_and_gradient_summary_read_the_log() -> None:
+    from sentcli.metrics import grad_summary, history_of, throughput
+
+    records = [
+        {"kind": "eval", "step": 0, "epoch": -1, "metrics": {"t/val_loss": 2.0}},
+        {"kind": "train", "step": 1, "tokens_per_s": 30.0, "group_norms": {"a": 3.0, "b": 1.0}},
+        {"kind": "warning", "step": 1, "message": "x"},
+        {"kind": "train", "step": 2, "tokens_per_s": 10.0, "group_norms": {"a": 1.0}},
+        {"kind": "train", "step": 3, "tokens_per_s": 20.0, "group_norms": {"a": 2.0, "b": 5.0}},
+        {"kind": "eval", "step": 3, "epoch": 0, "metrics": {"t/val_loss": 1.5, "t/acc": 0.5}},
+    ]
+    assert history_of(records) == [
+        {"step": 0, "epoch": -1, "t/val_loss": 2.0},
+        {"step": 3, "epoch": 0, "t/val_loss": 1.5, "t/acc": 0.5},
+    ]
+    speed = throughput(records, 100.0, torch.device("cpu"))
+    assert speed == {"tokens_per_s": 20.0, "flops_per_token": 100.0, "model_flops_per_s": 2000.0}
+    assert throughput(records[:1], 100.0, torch.device("cpu")) == {}
+    # two windows: the upper of the two middle ones
+    assert throughput(records[:2] + records[3:4], 1.0, torch.device("cpu"))["tokens_per_s"] == 30.0
+    # (group, first, last, min, max) over the logged steps, in the order groups appeared
+    assert grad_summary(records) == [("a", 3.0, 2.0, 1.0, 3.0), ("b", 1.0, 5.0, 1.0, 5.0)]
+
+
+def test_grad_warnings_boundaries() -> None:
+    # at the thresholds themselves: no warning; past them, one each, in the groups' order
+    assert grad_warnings(1, {"a": 1e3, "b": 1e-7}, 1e3) == []
+    got = grad_warnings(4, {"a": 1e3 + 1, "b": 9e-8, "c": float("inf")}, 1e3)
+    assert got == [
+        "step 4: gradient norm of a is 1e+03 > 1000 (exploding)",
+        "step 4: gradient norm of b is 9e-08 < 1e-07 (vanishing)",
+        "step 4: gradient norm of c is inf (non-finite)",
+    ]
+    assert grad_warnings(2, {"a": 0.5}, 0.1, vanishing=0.6) == [
+        "step 2: gradient norm of a is 0.5 > 0.1 (exploding)"
+    ]
