@@ -115,3 +115,54 @@ def test_parameter_groups_table(model: MultiTaskModel) -> None:
     assert groups["embeddings"][1] is False and groups["block.0"][1] is False
     assert groups["block.1"][1] is True
     assert sum(n for n, _ in groups.values()) == sum(p.numel() for p in model.parameters())
+
+
+def test_refusals_say_what_is_left_untrained_and_how_to_fix_it() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_freeze("backbone", ["topic"], 2, headless=["sts", "simcse"])
+    assert str(e.value) == (
+        "--freeze 'backbone' leaves task sts, simcse nothing to train (a similarity task has "
+        "no head, and the whole backbone is frozen); freeze fewer layers, or use 'all' to "
+        "evaluate only"
+    )
+    with pytest.raises(ConfigError) as e:
+        parse_freeze("backbone,head:topic,head:sentiment", TASKS, 2)
+    assert str(e.value) == (
+        "--freeze 'backbone,head:topic,head:sentiment' leaves task sentiment, topic nothing to "
+        "train (its head and the whole backbone are frozen); drop head:NAME or backbone, or "
+        "use 'all' to evaluate only"
+    )
+    with pytest.raises(ConfigError) as e:
+        parse_freeze("layers:3", TASKS, 2)
+    assert str(e.value) == (
+        "--freeze: unknown or invalid mode 'layers:3'; valid: none, backbone, embeddings, "
+        "layers:K (K in 1..2), head:topic, head:sentiment, all"
+    )
+
+
+def test_what_is_not_the_whole_backbone_leaves_heads_and_similarity_tasks_free() -> None:
+    # every block and the embeddings, but not the final LayerNorm: not the whole backbone
+    spec = parse_freeze("layers:2,head:topic", TASKS, 2, headless=["sts"])
+    assert spec.embeddings and spec.layers == 2 and not spec.final_norm
+    assert spec.heads == {"topic"} and not spec.all
+    assert parse_freeze("all,backbone", TASKS, 2, headless=["sts"]).all  # evaluation only
+    empty = parse_freeze(" , ", TASKS, 2)  # nothing given: none
+    assert (empty.embeddings, empty.layers, empty.final_norm, empty.all) == (False, 0, False, False)
+    assert parse_freeze("layers:1,layers:2", TASKS, 2).layers == 2  # the deepest wins
+
+
+def test_groups_of_an_imported_berts_embedding_norm(tiny_config: ModelConfig) -> None:
+    from dataclasses import replace
+
+    from sentcli.freeze import group_of
+
+    bert = MultiTaskModel(replace(tiny_config, embed_norm=True, norm="post"), {"t": 2})
+    assert group_of("trunk.ln_e.weight") == "embeddings" and group_of("heads.t.0.bias") == "head.t"
+    apply_freeze(bert, parse_freeze("embeddings", ["t"], 2), 2)
+    frozen = {n for n, p in bert.named_parameters() if not p.requires_grad}
+    assert frozen == {
+        "trunk.wte.weight",
+        "trunk.wpe.weight",
+        "trunk.ln_e.weight",
+        "trunk.ln_e.bias",
+    }

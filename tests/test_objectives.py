@@ -13,7 +13,7 @@ from sentcli.config import ModelConfig, TaskConfig
 from sentcli.data.batching import collate
 from sentcli.dist import Dist
 from sentcli.model import MultiTaskModel
-from sentcli.objectives import Batch, objective
+from sentcli.objectives import Batch, Encoded, objective
 from sentcli.objectives.pairs import info_nce, retrieval
 from sentcli.objectives.scored import cosent, spearman
 from sentcli.training.multitask import plan_steps, weighted_loss
@@ -150,3 +150,234 @@ def test_the_worked_example_of_a_new_kind_trains_in_place_of_one(
     ]
     assert len(logged) == 6 and all(0 <= x <= 2 + triplet.MARGIN for x in logged)
     assert logged != inf_nce and nce.test["trip"]["kind"] == "pairs"
+
+
+# Each kind's objective against a computation written out here.
+
+
+def small_model() -> MultiTaskModel:
+    return MultiTaskModel(ModelConfig(vocab_size=30, n_embd=8, n_head=2), {})
+
+
+def vectors(n: int, d: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+
+
+def test_cosine_mse_and_the_rank_statistics() -> None:
+    from sentcli.objectives.scored import _ranks, cosine_mse, cosines, pearson
+
+    cos, scores = torch.tensor([0.1, 0.9, -0.5]), torch.tensor([1.0, 5.0, 0.0])
+    want = ((cos - (scores - 0.0) / 5.0) ** 2).mean()
+    assert cosine_mse(cos, scores, 0.0, 5.0).item() == pytest.approx(want.item())
+    assert _ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [2.5, 0.0, 2.5, 1.0]  # ties share
+    x, y = np.array([1.0, 2.0, 4.0]), np.array([1.0, 3.0, 2.0])
+    assert pearson(x, y) == pytest.approx(float(np.corrcoef(x, y)[0, 1]))
+    a, b = vectors(5), vectors(5, seed=1)
+    a[0] = 0.0  # a zero vector: cosine 0, not NaN
+    want_cos = [
+        0.0 if not a[i].any() else float(a[i] @ b[i] / np.linalg.norm(a[i]) / np.linalg.norm(b[i]))
+        for i in range(5)
+    ]
+    np.testing.assert_allclose(cosines(a, b), want_cos, rtol=1e-5, atol=1e-7)
+
+
+def test_split_loss_weighs_each_batch_by_its_rows() -> None:
+    from sentcli.objectives.base import split_loss
+
+    seen: list[tuple[int, int]] = []
+
+    def loss(
+        sides: list[torch.Tensor], target: torch.Tensor | None, n: int, ranks: Dist
+    ) -> torch.Tensor:
+        seen.append((len(sides), n))
+        assert target is not None and not ranks.on
+        return target.float().mean()
+
+    sides = [vectors(5), vectors(5, seed=1)]
+    target = np.array([1.0, 1.0, 4.0, 4.0, 10.0])
+    got = split_loss(loss, sides, target, 2, 1)
+    assert got == pytest.approx((1.0 * 2 + 4.0 * 2 + 10.0 * 1) / 5)
+    assert seen == [(2, 2), (2, 2), (2, 1)]
+    seen.clear()
+    split_loss(loss, sides[:1], target, 5, 2)  # two views: the side twice
+    assert seen == [(2, 5)]
+
+
+def pair_spec(kind: str, columns: int = 2, **kw: object) -> TaskConfig:
+    cols = ["sentence1", "sentence2", "negative"][:columns]
+    return TaskConfig("t", "x", kind=kind, pair_columns=cols, **kw)  # type: ignore[arg-type]
+
+
+def test_scored_pairs_train_by_cosent_or_cosine_mse_and_score_by_rank() -> None:
+    from sentcli.config import TrainConfig
+    from sentcli.errors import DataError
+    from sentcli.objectives.scored import cosent, cosine_mse, cosines, spearman
+
+    spec = pair_spec("scored", score_range=[0.0, 5.0])
+    a, b = torch.tensor(vectors(6)), torch.tensor(vectors(6, seed=1))
+    y = torch.tensor([0.0, 1, 2, 3, 4, 5])
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    obj = objective(spec, TrainConfig(similarity_scale=7.0, batch_size=4))
+    assert obj.head(16) is None and obj.views == 1 and obj.scorable and obj.outputs == "vectors"
+    assert obj.vector_loss([a, b], y, 6, Dist()).item() == pytest.approx(cosent(cos, y, 7.0).item())  # type: ignore[attr-defined]
+    mse = objective(spec, TrainConfig(similarity_loss="cosine-mse"))
+    got = mse.vector_loss([a, b], y, 6, Dist()).item()  # type: ignore[attr-defined]
+    assert got == pytest.approx(cosine_mse(cos, y, 0.0, 5.0).item())
+    outs = [a.numpy(), b.numpy()]
+    m = obj.metrics(outs, y.numpy())
+    assert m["spearman"] == pytest.approx(spearman(cosines(*outs), y.numpy()))
+    enc = Encoded([[np.zeros(1)] * 6] * 2, y.numpy())
+    full = obj.scores(
+        MultiTaskModel(ModelConfig(vocab_size=30, n_embd=8, n_head=2), {}), enc, outs, True
+    )
+    assert full["kind"] == "scored" and full["pairs"] == 6 and set(full) == {
+        "val_loss", "spearman", "pearson", "kind", "pairs"
+    }  # fmt: skip
+    batches = [cosent(cos[:4], y[:4], 7.0).item() * 4, cosent(cos[4:], y[4:], 7.0).item() * 2]
+    assert full["val_loss"] == pytest.approx(sum(batches) / 6, rel=1e-5)
+    with pytest.raises(DataError, match="every gold score of the split is 3: there is no ranking"):
+        obj.metrics(outs, np.full(6, 3.0))
+
+
+def test_positive_pairs_and_simcse_train_by_in_batch_negatives() -> None:
+    from sentcli.config import TrainConfig
+    from sentcli.objectives.pairs import info_nce, retrieval
+
+    a, p, n = (torch.tensor(vectors(4, seed=s)) for s in range(3))
+    obj = objective(pair_spec("pairs", 3), TrainConfig(similarity_scale=5.0))
+    assert obj.head(8) is None and obj.scorable and obj.views == 1
+    got = obj.vector_loss([a, p, n], None, 4, Dist()).item()  # type: ignore[attr-defined]
+    assert got == pytest.approx(info_nce(a, [p, n], 5.0, 4, Dist()).item())
+    assert obj.metrics([a.numpy(), p.numpy()], None) == retrieval(a.numpy(), p.numpy())
+    model = MultiTaskModel(ModelConfig(vocab_size=30, n_embd=8, n_head=2), {})
+    enc = Encoded([[np.zeros(1)] * 4] * 3, None)
+    full = obj.scores(model, enc, [a.numpy(), p.numpy(), n.numpy()], True)
+    assert full["kind"] == "pairs" and full["pairs"] == 4 and "recall@1" in full
+    simcse = objective(TaskConfig("s", "x", kind="text"), TrainConfig(similarity_scale=5.0))  # type: ignore[arg-type]
+    assert simcse.views == 2 and not simcse.scorable and simcse.metrics([a.numpy()], None) == {}
+    two_views = simcse.scores(model, Encoded([[np.zeros(1)] * 4], None), [a.numpy()], True)
+    assert two_views["val_loss"] == pytest.approx(info_nce(a, [a], 5.0, 4, Dist()).item())
+    assert two_views["kind"] == "text" and two_views["pairs"] == 4
+    assert set(simcse.scores(model, Encoded([[np.zeros(1)] * 4], None), [a.numpy()], False)) == {
+        "val_loss"
+    }
+
+
+def test_distillation_projects_onto_the_teachers_width_and_scores_the_cosine() -> None:
+    from sentcli.objectives.distill import distill_loss
+
+    spec = TaskConfig("d", "x", kind="distill", teacher_dim=6)  # type: ignore[arg-type]
+    obj = objective(spec)
+    assert obj.head(8) == 6 and obj.head(6) is None and not obj.scorable
+    assert objective(TaskConfig("d", "x", kind="distill")).head(8) is None  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    model = MultiTaskModel(ModelConfig(vocab_size=30, n_embd=8, n_head=2), {"d": 6})
+    student = vectors(5)
+    teacher = torch.nn.functional.normalize(torch.tensor(vectors(5, 6, seed=1)), dim=-1)
+    enc = Encoded([[np.zeros(1)] * 5], teacher.numpy())
+    got = obj.scores(model, enc, [student], True)
+    with torch.no_grad():
+        projected = model.heads["d"](torch.tensor(student))
+    assert got["val_loss"] == pytest.approx(distill_loss(projected, teacher).item(), rel=1e-5)
+    cos = torch.nn.functional.cosine_similarity(projected, teacher, dim=-1).mean()
+    assert got["cosine"] == pytest.approx(cos.item(), rel=1e-5)
+    assert got["kind"] == "distill" and got["pairs"] == 5
+    want = torch.nn.functional.mse_loss(torch.nn.functional.normalize(projected, dim=-1), teacher)
+    assert distill_loss(projected, teacher).item() == pytest.approx(want.item())
+
+
+def test_classification_scores_its_heads_logits() -> None:
+    from sentcli.objectives.classification import scores
+
+    obj = objective(TaskConfig("c", "x", label_names=["a", "b", "c"]))  # kind None: labelled
+    assert obj.head(8) == 3 and obj.outputs == "logits" and not obj.scorable
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0], [1.0, 0.0, 0.0]])
+    y = np.array([0, 1, 1, 0])
+    full = obj.scores(
+        MultiTaskModel(ModelConfig(vocab_size=30, n_embd=8, n_head=2), {}),
+        Encoded([[]], y),
+        [logits],
+        True,
+    )
+    ce = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(y)).item()
+    assert full["val_loss"] == pytest.approx(ce) and full["accuracy"] == 0.75
+    assert full["confusion"] == [[2, 0, 0], [0, 1, 1], [0, 0, 0]]
+    short = scores(logits, y, ["a", "b", "c"], False)
+    assert set(short) == {"val_loss", "accuracy", "macro_f1"}
+    assert obj.metrics([logits], y)["accuracy"] == 0.75
+
+
+def test_the_table_gives_each_kind_its_objective_heads_and_labels() -> None:
+    from sentcli.objectives import OBJECTIVES, heads, labels
+    from sentcli.objectives.classification import Classification
+    from sentcli.objectives.distill import Distill
+
+    assert set(OBJECTIVES) == {"classification", "scored", "pairs", "text", "distill"}
+    assert isinstance(objective(TaskConfig("a", "x")), Classification)  # an old run: no kind
+    tasks = [
+        TaskConfig("d", "x", kind="distill", teacher_dim=12),  # type: ignore[arg-type]
+        TaskConfig("s", "x", kind="scored"),  # type: ignore[arg-type]
+        TaskConfig("c", "x", label_names=["n", "p"], kind="classification"),  # type: ignore[arg-type]
+    ]
+    assert isinstance(objective(tasks[0]), Distill)
+    assert list(heads(tasks, 8).items()) == [("d", 12), ("c", 2)]  # in task order
+    assert heads(tasks, 12) == {"c": 2}  # a teacher as wide as the model: no projection
+    assert labels(tasks) == {"c": ["n", "p"]}
+
+
+def test_a_batch_embeds_every_side_in_one_pass_and_loads_keep_the_columns(tmp_path: Path) -> None:
+    from datasets import Dataset
+
+    from sentcli.config import TrainConfig
+    from sentcli.data.pairs import Shape
+    from sentcli.objectives.base import embed_sides, load_pair_task
+
+    model = MultiTaskModel(ModelConfig(vocab_size=30, n_embd=8, n_head=2, block_size=8), {})
+    ids, mask = collate([np.arange(5, 9), np.arange(5, 7), np.arange(6, 9), np.arange(5, 8)])
+    calls = []
+    model.embed = lambda i, m: (calls.append(i.shape), MultiTaskModel.embed(model, i, m))[1]  # type: ignore[method-assign]
+    sides = embed_sides(model, Batch("t", ids, mask, 2, 2, None, objective(pair_spec("pairs"))))
+    assert calls == [(4, 4)] and [s.shape for s in sides] == [(2, 8), (2, 8)]
+    table = Dataset.from_dict(
+        {"a": ["x y"] * 10, "b": ["y z"] * 10, "score": [float(i) for i in range(10)]}
+    )
+    shape = Shape("scored", ["a", "b"], "score")  # type: ignore[arg-type]
+    spec, splits = load_pair_task(
+        pair_spec("scored"), shape, {"train": table}, TrainConfig(val_fraction=0.2)
+    )
+    assert spec.pair_columns == ["a", "b"] and spec.score_column == "score"
+    assert spec.score_range == [min(splits["train"]["score"]), max(splits["train"]["score"])]
+    assert (len(splits["train"]), len(splits["validation"])) == (8, 2) and "test" not in splits
+
+
+def test_weighted_loss_scales_each_task_by_its_share() -> None:
+    torch.manual_seed(0)
+    model = MultiTaskModel(ModelConfig(vocab_size=30, n_embd=8, n_head=2), {"a": 2, "b": 3})
+    model.eval()  # no dropout: the same loss twice
+    ids, mask = collate([np.arange(5, 9), np.arange(5, 7)])
+    step = [
+        Batch(
+            "a",
+            ids,
+            mask,
+            2,
+            2,
+            torch.tensor([0, 1]),
+            objective(TaskConfig("a", "x", label_names=["0", "1"])),
+        ),
+        Batch(
+            "b",
+            ids,
+            mask,
+            2,
+            2,
+            torch.tensor([2, 0]),
+            objective(TaskConfig("b", "x", label_names=["0", "1", "2"])),
+        ),
+    ]
+    total, losses = weighted_loss(model, step, {"a": 2.0}, {"a": 0.5, "b": 1.5})
+    la = model(ids, mask, "a", torch.tensor([0, 1]))[1]
+    lb = model(ids, mask, "b", torch.tensor([2, 0]))[1]
+    torch.testing.assert_close(losses["a"], la * 0.5)
+    torch.testing.assert_close(losses["b"], lb * 1.5)
+    torch.testing.assert_close(total, 2.0 * la * 0.5 + 1.0 * lb * 1.5)

@@ -293,3 +293,45 @@ def test_half_built_indexes_of_killed_searches_are_swept(tmp_path: Path) -> None
     api.search(str(corpus), str(corpus), tmp_path / "r.tsv", k=1, cache=cache)
     left = sorted(p.name for p in (cache / "search").iterdir())
     assert len(left) == 2 and "abc.tmp1" in left and "abc.tmp999999999" not in left
+
+
+def test_top_k_is_exact_and_skips_blank_rows_in_every_block(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Brute force against blocks of 256 rows: blank rows (at a block's start and end)
+    never come back, and asking for more than the corpus's other rows gives them all."""
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((700, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[[3, 256, 511, 600]] + 0.01
+    blank = np.array([0, 255, 256, 511, 699], dtype=np.int64)
+    index = index_of(vectors)
+    index.blank = blank
+    monkeypatch.setattr(search_mod, "SCORE_BLOCK", 1024)  # small blocks: many of them
+    scores, rows = top_k(index, queries, 5)
+    full = queries @ vectors.T
+    full[:, blank] = -np.inf
+    want = np.argsort(-full, axis=1, kind="stable")[:, :5]
+    assert np.array_equal(rows, want)
+    np.testing.assert_allclose(scores, np.take_along_axis(full, want, 1), rtol=1e-6)
+    everything = top_k(index, queries[:1], 10_000)[1]
+    assert everything.shape == (1, 695) and not set(everything[0]) & set(blank.tolist())
+    assert top_k(index, queries[:0], 3)[0].shape == (0, 3)
+    index.blank = np.arange(700, dtype=np.int64)  # nothing to return
+    s, r = top_k(index, queries, 3)
+    assert s.shape == r.shape == (4, 0) and s.dtype == np.float32 and r.dtype == np.int64
+
+
+def test_json_lines_round_scores_to_six_places_and_keep_the_text(tmp_path: Path) -> None:
+    corpus, cache = corpus_file(tmp_path), tmp_path / "cache"
+    queries = tmp_path / "q.txt"
+    queries.write_text("Un enfant monte à cheval.\n", "utf-8")
+    out = tmp_path / "hits.jsonl"
+    api.search(str(queries), str(corpus), out, k=2, fmt="jsonl", cache=cache)
+    rows = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
+    assert [r["rank"] for r in rows] == [1, 2] and all(r["query"] == 1 for r in rows)
+    assert all(isinstance(r["score"], float) and r["score"] == round(r["score"], 6) for r in rows)
+    assert all(len(str(r["score"]).split(".")[1]) <= 6 for r in rows)
+    meta = json.loads(next((cache / "search").iterdir()).joinpath("meta.json").read_text())
+    assert meta["column"] is None and meta["model"] == str(api.DEFAULT_MODEL.resolve())
+    assert meta["corpus"] == str(corpus.resolve()) and meta["rows"] == 10

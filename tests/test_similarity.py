@@ -342,3 +342,56 @@ def test_teacher_vectors_resume_after_a_kill_at_the_first_missing_part(
     assert vectors.shape == (250, 16)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert not list((tmp_path / "cache").rglob("part-*.npy"))
+
+
+def test_pair_cosines_and_the_matrix_refuse_and_limit_with_the_default_model(
+    tmp_path: Path,
+) -> None:
+    """The library calls behind `similarity` (the default model, no training): what they
+    refuse, word for word, and the matrix's limit of 100 sentences, from a file or stdin."""
+
+    from sentcli.errors import ConfigError
+    from sentcli.inference.similarity import MATRIX_MAX, cosine_matrix, pair_cosines
+
+    opts = InferenceOptions(device="cpu", precision="fp32")
+    a = tmp_path / "a.txt"
+    a.write_text("a dog runs\na cat sleeps\n")
+    with pytest.raises(ConfigError) as e:
+        pair_cosines(str(a), None, None, None, ["one"], opts, None)
+    assert str(e.value) == "--pair-columns one: give two columns, A,B"
+    with pytest.raises(ConfigError) as e:
+        pair_cosines("-", "-", None, None, None, opts, None)
+    assert str(e.value) == "only one of the two inputs can be stdin (-)"
+    out = tmp_path / "c.txt"
+    result = pair_cosines(str(a), str(a), out, None, None, opts, None)
+    assert [float(x) for x in out.read_text().split()] == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert result.stats.texts == 4 and result.output == out
+    many = tmp_path / "many.txt"
+    many.write_text("".join(f"sentence number {i}\n" for i in range(MATRIX_MAX + 1)))
+    with pytest.raises(ConfigError) as e:
+        cosine_matrix(str(many), None, opts, None)
+    assert str(e.value) == (
+        f"{many} has 101 lines; --matrix is for a few sentences (at most 100): use "
+        "`sentcli similarity A B` for pairs"
+    )
+    piped = replace_stdin(opts, "".join(f"line {i}\n" for i in range(MATRIX_MAX + 50)))
+    with pytest.raises(ConfigError) as e:
+        cosine_matrix("-", None, piped, None)
+    assert str(e.value) == (
+        "--matrix is for a few sentences (at most 100): use `sentcli similarity A B` for pairs"
+    )
+    exactly = tmp_path / "hundred.txt"
+    exactly.write_text("".join(f"sentence {i}\n" for i in range(MATRIX_MAX)))
+    texts, matrix, _ = cosine_matrix(str(exactly), None, opts, None)
+    assert len(texts) == MATRIX_MAX and matrix.shape == (MATRIX_MAX, MATRIX_MAX)
+    np.testing.assert_allclose(np.diag(matrix), 1.0, atol=1e-5)
+    np.testing.assert_allclose(matrix, matrix.T, atol=1e-6)
+    texts, matrix, _ = cosine_matrix("-", None, replace_stdin(opts, "a\nb\n"), None)
+    assert texts == ["a", "b"] and matrix.shape == (2, 2)  # the stdin form
+
+
+def replace_stdin(opts: InferenceOptions, text: str) -> InferenceOptions:
+    import io
+    from dataclasses import replace
+
+    return replace(opts, stdin=io.BytesIO(text.encode()))
