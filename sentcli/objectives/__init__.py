@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from sentcli.config import TaskConfig, TaskKind, TrainConfig
 from sentcli.dist import Dist
-from sentcli.objectives.base import Batch, Encoded, Objective, TeacherFn
+from sentcli.objectives.base import Batch, Encoded, Objective, VectorsFn
 from sentcli.objectives.classification import Classification
 from sentcli.objectives.distill import Distill
 from sentcli.objectives.pairs import Pairs
@@ -16,7 +16,7 @@ from sentcli.objectives.scored import Scored
 from sentcli.objectives.simcse import SimCSE
 
 __all__ = [
-    "OBJECTIVES", "Batch", "Encoded", "Objective", "TeacherFn", "heads", "labels", "objective",
+    "OBJECTIVES", "Batch", "Encoded", "Objective", "VectorsFn", "heads", "labels", "objective",
 ]  # fmt: skip
 
 OBJECTIVES: dict[TaskKind, Callable[[TaskConfig, TrainConfig, Dist], Objective]] = {

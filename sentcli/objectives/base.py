@@ -22,10 +22,10 @@ from sentcli.model import MultiTaskModel
 if TYPE_CHECKING:
     from datasets import Dataset
 
-TeacherFn = Callable[["Dataset"], np.ndarray]
+VectorsFn = Callable[["Dataset"], np.ndarray]
 Splits = dict[str, "Dataset"]
 """A task's loaded splits: train, validation and, when the source has one, test."""
-"""A distillation teacher: the L2-normalised vectors [N, D] of a split's texts."""
+"""Target vectors [N, D] for a split's texts (distillation: a teacher run's, cached)."""
 
 
 @dataclass
@@ -79,8 +79,9 @@ class Objective(Protocol):
         validation split) and its config with the columns and labels resolved."""
         ...
 
-    def encode(self, ds: Dataset, tok: Tokenizer, block: int, teacher: TeacherFn | None) -> Encoded:
-        """A loaded split (columns text[, label] or a, b[, c][, score]) tokenized."""
+    def encode(self, ds: Dataset, tok: Tokenizer, block: int, targets: VectorsFn | None) -> Encoded:
+        """A loaded split (columns text[, label] or a, b[, c][, score]) tokenized; `targets`
+        gives the split's target vectors where the run has some (distillation)."""
         ...
 
     def loss(self, model: MultiTaskModel, batch: Batch) -> torch.Tensor:

@@ -20,7 +20,7 @@ from sentcli.data.tasks import load_task
 from sentcli.dist import Dist
 from sentcli.metrics import classification_metrics, plot_confusion
 from sentcli.model import MultiTaskModel
-from sentcli.objectives.base import Batch, Encoded, Splits, TeacherFn
+from sentcli.objectives.base import Batch, Encoded, Splits, VectorsFn
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -59,7 +59,7 @@ class Classification:
             "train": td.train, "validation": td.validation,
         } | ({"test": td.test} if td.test is not None else {})  # fmt: skip
 
-    def encode(self, ds: Dataset, tok: Tokenizer, block: int, teacher: TeacherFn | None) -> Encoded:
+    def encode(self, ds: Dataset, tok: Tokenizer, block: int, targets: VectorsFn | None) -> Encoded:
         return Encoded([encode_rows(tok, ds, block)], column_array(ds, "label", np.int64))
 
     def loss(self, model: MultiTaskModel, batch: Batch) -> torch.Tensor:

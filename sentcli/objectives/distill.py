@@ -19,7 +19,7 @@ from sentcli.data.batching import encode_rows
 from sentcli.data.pairs import Shape
 from sentcli.dist import Dist
 from sentcli.model import MultiTaskModel
-from sentcli.objectives.base import Batch, Encoded, Splits, TeacherFn, embed_sides, load_pair_task
+from sentcli.objectives.base import Batch, Encoded, Splits, VectorsFn, embed_sides, load_pair_task
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -49,9 +49,9 @@ class Distill:
         dim = self.spec.teacher_dim
         return dim if dim and dim != width else None
 
-    def encode(self, ds: Dataset, tok: Tokenizer, block: int, teacher: TeacherFn | None) -> Encoded:
-        assert teacher is not None
-        return Encoded([encode_rows(tok, ds, block)], teacher(ds))
+    def encode(self, ds: Dataset, tok: Tokenizer, block: int, targets: VectorsFn | None) -> Encoded:
+        assert targets is not None
+        return Encoded([encode_rows(tok, ds, block)], targets(ds))
 
     def _project(self, model: MultiTaskModel) -> nn.Module:
         heads = model.heads  # nn.ModuleDict has no .get

@@ -26,7 +26,7 @@ from sentcli.objectives.base import (
     Batch,
     Encoded,
     Splits,
-    TeacherFn,
+    VectorsFn,
     embed_sides,
     load_pair_task,
     split_loss,
@@ -101,7 +101,7 @@ class Pairs:
     def head(self, width: int) -> int | None:
         return None
 
-    def encode(self, ds: Dataset, tok: Tokenizer, block: int, teacher: TeacherFn | None) -> Encoded:
+    def encode(self, ds: Dataset, tok: Tokenizer, block: int, targets: VectorsFn | None) -> Encoded:
         sides = [encode_rows(tok, ds, block, c) for c in SIDES[: len(self.spec.pair_columns)]]
         return Encoded(sides, None)
 

@@ -24,7 +24,7 @@ from sentcli.objectives.base import (
     Batch,
     Encoded,
     Splits,
-    TeacherFn,
+    VectorsFn,
     embed_sides,
     load_pair_task,
     split_loss,
@@ -93,7 +93,7 @@ class Scored:
     def head(self, width: int) -> int | None:
         return None
 
-    def encode(self, ds: Dataset, tok: Tokenizer, block: int, teacher: TeacherFn | None) -> Encoded:
+    def encode(self, ds: Dataset, tok: Tokenizer, block: int, targets: VectorsFn | None) -> Encoded:
         sides = [encode_rows(tok, ds, block, c) for c in SIDES[: len(self.spec.pair_columns)]]
         return Encoded(sides, column_array(ds, "score", np.float32))
 

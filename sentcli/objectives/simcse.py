@@ -20,7 +20,7 @@ from sentcli.objectives.base import (
     Batch,
     Encoded,
     Splits,
-    TeacherFn,
+    VectorsFn,
     embed_sides,
     load_pair_task,
     split_loss,
@@ -49,7 +49,7 @@ class SimCSE:
     def head(self, width: int) -> int | None:
         return None
 
-    def encode(self, ds: Dataset, tok: Tokenizer, block: int, teacher: TeacherFn | None) -> Encoded:
+    def encode(self, ds: Dataset, tok: Tokenizer, block: int, targets: VectorsFn | None) -> Encoded:
         return Encoded([encode_rows(tok, ds, block)], None)
 
     def vector_loss(

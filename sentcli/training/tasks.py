@@ -17,7 +17,7 @@ from sentcli.config import Balance, RunConfig, TaskConfig, TaskKind, TrainConfig
 from sentcli.data.pairs import Shape, detect, shape_of
 from sentcli.data.sources import read_splits
 from sentcli.errors import ConfigError
-from sentcli.objectives import Encoded, TeacherFn, heads, objective
+from sentcli.objectives import Encoded, VectorsFn, heads, objective
 from sentcli.training.distill import teacher_dim, teacher_vectors
 
 if TYPE_CHECKING:
@@ -97,14 +97,14 @@ def load_tasks(
         for _, splits in loaded.values():
             splits["train"] = _cut(splits["train"], smallest, cfg.seed)
     block = config.model.block_size
-    teacher: TeacherFn | None = None
+    targets: VectorsFn | None = None
     if cfg.teacher is not None:
         if all(spec.kind != TaskKind.distill for spec, _ in loaded.values()):
             raise ConfigError(
                 "--teacher RUN distills on plain-text tasks and this run has none; add --task "
                 "NAME=TEXTS (a line file or an unlabelled folder), or drop --teacher"
             )
-        teacher = partial(
+        targets = partial(
             teacher_vectors, Path(cfg.teacher), batch_size=cfg.batch_size * 2,
             device=cfg.device, ranks=ranks or dist.Dist(),
         )  # fmt: skip
@@ -112,5 +112,5 @@ def load_tasks(
     for t, (spec, splits) in loaded.items():
         kind = objective(spec, cfg, ranks)
         for split, ds in splits.items():
-            data[(t, split)] = kind.encode(ds, tok, block, teacher)
+            data[(t, split)] = kind.encode(ds, tok, block, targets)
     return TaskSet({t: spec for t, (spec, _) in loaded.items()}, data)
