@@ -116,3 +116,11 @@ def test_grad_warnings_boundaries() -> None:
     assert grad_warnings(2, {"a": 0.5}, 0.1, vanishing=0.6) == [
         "step 2: gradient norm of a is 0.5 > 0.1 (exploding)"
     ]
+
+
+def test_a_class_in_neither_truth_nor_predictions_keeps_its_row_at_zero() -> None:
+    m = classification_metrics(np.array([0, 1, 1]), np.array([0, 1, 0]), ["a", "b", "c"])
+    assert m["confusion"] == [[1, 0, 0], [1, 1, 0], [0, 0, 0]]
+    assert m["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    f1_a, f1_b = 2 * 0.5 * 1 / 1.5, 2 * 1 * 0.5 / 1.5
+    assert m["macro_f1"] == pytest.approx((f1_a + f1_b + 0.0) / 3)

@@ -95,7 +95,12 @@ def reference_trunk(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tenso
     def ln(x: torch.Tensor, name: str) -> torch.Tensor:
         mu = x.mean(-1, keepdim=True)
         var = ((x - mu) ** 2).mean(-1, keepdim=True)
-        return (x - mu) / torch.sqrt(var + c.norm_eps) * w[f"{name}.weight"] + w[f"{name}.bias"]
+        y = (x - mu) / torch.sqrt(var + c.norm_eps) * w[f"{name}.weight"]
+        return y + w[f"{name}.bias"] if c.bias else y
+
+    def linear(x: torch.Tensor, name: str) -> torch.Tensor:
+        y = x @ w[f"{name}.weight"].T
+        return y + w[f"{name}.bias"] if c.bias else y
 
     def gelu(x: torch.Tensor) -> torch.Tensor:
         if c.activation == "gelu":
@@ -108,16 +113,15 @@ def reference_trunk(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tenso
         x = ln(x, "trunk.ln_e")
 
     def attn(h: torch.Tensor, p: str) -> torch.Tensor:
-        qkv = h @ w[p + "attn.c_attn.weight"].T + w[p + "attn.c_attn.bias"]
+        qkv = linear(h, p + "attn.c_attn")
         q, k, v = (t.view(B, T, nh, hs).transpose(1, 2) for t in qkv.split(C, dim=-1))
         scores = q @ k.transpose(-1, -2) / math.sqrt(hs)  # [B, nh, T, T]
         scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
         y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, C)
-        return y @ w[p + "attn.c_proj.weight"].T + w[p + "attn.c_proj.bias"]
+        return linear(y, p + "attn.c_proj")
 
     def mlp(h: torch.Tensor, p: str) -> torch.Tensor:
-        up = gelu(h @ w[p + "mlp.c_fc.weight"].T + w[p + "mlp.c_fc.bias"])
-        return up @ w[p + "mlp.c_proj.weight"].T + w[p + "mlp.c_proj.bias"]
+        return linear(gelu(linear(h, p + "mlp.c_fc")), p + "mlp.c_proj")
 
     for i in range(c.n_layer):
         p = f"trunk.h.{i}."
@@ -132,8 +136,13 @@ def reference_trunk(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tenso
 
 @pytest.mark.parametrize(
     "changes",
-    [{}, {"activation": "gelu"}, {"norm": "post", "embed_norm": True, "norm_eps": 1e-12}],
-    ids=["pre-ln", "exact gelu", "post-ln (bert)"],
+    [
+        {},
+        {"activation": "gelu"},
+        {"norm": "post", "embed_norm": True, "norm_eps": 1e-12},
+        {"bias": False, "norm_eps": 0.5},
+    ],
+    ids=["pre-ln", "exact gelu", "post-ln (bert)", "no bias, wide eps"],
 )
 def test_the_trunk_computes_the_written_out_transformer(
     tiny_config: ModelConfig, changes: dict[str, object]

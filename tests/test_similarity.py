@@ -395,3 +395,61 @@ def replace_stdin(opts: InferenceOptions, text: str) -> InferenceOptions:
     from dataclasses import replace
 
     return replace(opts, stdin=io.BytesIO(text.encode()))
+
+
+def test_similarity_library_calls_keep_their_inputs_outputs_and_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pairs from `options.stdin`, a .tsv output, an output refused for its format or for
+    being an input, events to `on_event`; the matrix prints nothing itself, reads stdin in
+    chunks of its limit (one read ahead), and on a torchrun rank that got no rows is empty."""
+    from sentcli.errors import ConfigError
+    from sentcli.events import InferStart
+    from sentcli.inference import similarity as sim
+    from sentcli.inference.similarity import MATRIX_MAX, cosine_matrix, pair_cosines
+
+    opts = InferenceOptions(device="cpu", precision="fp32")
+    events: list[object] = []
+    piped = replace_stdin(opts, "a dog runs\ta dog runs\nstocks fell\ta cat sleeps\n")
+    out = tmp_path / "c.tsv"
+    pair_cosines("-", None, out, None, None, piped, events.append)
+    cos = [float(x) for x in out.read_text().split()]
+    assert cos[0] == pytest.approx(1.0, abs=1e-5) and cos[1] < 0.99
+    assert any(isinstance(e, InferStart) for e in events)
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("x\n")
+    b.write_text("y\n")
+    for output, message in ((tmp_path / "c.npy", ".npy"), (b, "b.txt")):
+        with pytest.raises(ConfigError, match=message):
+            pair_cosines(str(a), str(b), output, None, None, opts, None)
+
+    class Endless:  # stdin that fails once read past what the limit needs
+        def __init__(self) -> None:
+            self.n = 0
+
+        def readline(self) -> bytes:
+            self.n += 1
+            if self.n > 2 * (MATRIX_MAX + 1) + 5:  # a chunk past the limit, read ahead
+                raise AssertionError("read past the 100-sentence limit")
+            return f"sentence {self.n}\n".encode()
+
+        def __iter__(self) -> object:
+            return iter(self.readline, b"")
+
+        def read(self, size: int = -1) -> bytes:
+            return self.readline()
+
+    from dataclasses import replace
+
+    with pytest.raises(ConfigError, match="at most 100"):
+        cosine_matrix("-", None, replace(opts, stdin=Endless()), None)  # type: ignore[arg-type]
+    events.clear()
+    capsys.readouterr()
+    texts, matrix, _ = cosine_matrix(str(a), None, opts, events.append)
+    assert texts == ["x"] and capsys.readouterr().out == ""
+    assert any(isinstance(e, InferStart) for e in events)
+    monkeypatch.setattr(sim, "_Collect", lambda: type("Sink", (), {
+        "texts": [], "vectors": [], "write": lambda self, c, v: None, "close": lambda self: None,
+    })())  # fmt: skip
+    texts, matrix, _ = cosine_matrix(str(a), None, opts, None)
+    assert texts == [] and matrix.shape == (0, 0) and matrix.dtype == np.float32
