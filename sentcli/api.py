@@ -132,7 +132,7 @@ def pretrain(
 
 
 def train_encoder(
-    task: str | TaskConfig,
+    task: str | TaskConfig | None,
     output: StrPath,
     init: StrPath | None = None,
     tokenizer: StrPath | None = None,
@@ -158,7 +158,9 @@ def train_encoder(
     specs = []
     if isinstance(task, TaskConfig):
         specs = [task]
-    elif task or resume is not True:  # --resume auto may start the run: it needs its task
+    elif task is None and resume is not True:
+        raise ConfigError("give --task NAME=SOURCE (a task to train, or --resume a run)")
+    elif task:  # --resume auto may start the run: it needs its task
         name, source = parse_task_spec(task)
         specs = [
             TaskConfig(

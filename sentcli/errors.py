@@ -12,6 +12,10 @@ class ConfigError(SentcliError):
     """Invalid options or configuration values."""
 
 
+class DiskFullError(ConfigError):
+    """A write ran out of disk: the machine's state, not a bug (one line, exit 2)."""
+
+
 class DataError(SentcliError):
     """A data source that cannot be read or holds bad rows."""
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sentcli.errors import ConfigError
+from sentcli.errors import ConfigError, DiskFullError
 
 CACHE_ENV = "SENTCLI_CACHE"
 
@@ -47,7 +47,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     except Exception as e:
         if disk_full(e, path.parent):
-            raise ConfigError(
+            raise DiskFullError(
                 f"cannot write {path}: no space left on its disk ({path.parent}); free some "
                 "space, or write to another disk"
             ) from None

@@ -150,6 +150,8 @@ BAD_HOSTILE += [
     (["train-encoder", "--task", "t={h}/sur_train.jsonl", "--tokenizer", "{tok}", "-o",
       "{tmp}/e"], "sur_train.jsonl: line 7, column 13: \\ud83d is half of a UTF-16 pair"),
     (["build-tokenizer", "{h}/sur_train.jsonl", "-o", "{tmp}/t.json"], "line 7, column 13"),
+    # resuming a run whose config.json lies is refused before anything is loaded
+    (["train-mtl", "--resume", "-o", "{h}/layers"], LIES["layers"]),
     # a run's tokenizer is not replaced by accident
     (["build-tokenizer", "{data}/ag_news", "-o", "{h}/run/tokenizer.json"],
      "is the tokenizer of the run in"),
@@ -322,6 +324,18 @@ def test_read_only_runs_still_show_results_and_say_the_plots_were_not_written(
     assert result.exit_code == 0, result.output
     assert "topic" in result.stdout and "plots rewritten" not in result.stdout
     assert "not rewritten (Permission denied)" in result.stderr
+
+
+def test_build_tokenizer_writes_other_files_into_a_run_folder(hostile: Path) -> None:
+    out = hostile.parent / "tokrun"
+    shutil.copytree(hostile / "run", out)
+    result = runner.invoke(
+        app, ["build-tokenizer", str(DATA / "ag_news"), "--vocab-size", "300", "-q",
+              "-o", str(out / "tok2.json")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with pytest.raises(ConfigError, match="give --task NAME=SOURCE"):
+        api.train_encoder(None, out / "x")  # type: ignore[arg-type]
 
 
 def test_resume_names_the_tasks_it_keeps(

@@ -320,7 +320,9 @@ def test_the_table_gives_each_kind_its_objective_heads_and_labels() -> None:
         TaskConfig("c", "x", label_names=["n", "p"], kind="classification"),  # type: ignore[arg-type]
     ]
     assert isinstance(objective(tasks[0]), Distill)
-    assert list(heads(tasks, 8).items()) == [("d", 12), ("c", 2)]  # in task order
+    # labelled tasks' heads first, then the others, each in task order: the order every
+    # run has had (a run's parameters, and so its optimizer state, follow it)
+    assert list(heads(tasks, 8).items()) == [("c", 2), ("d", 12)]
     assert heads(tasks, 12) == {"c": 2}  # a teacher as wide as the model: no projection
     assert labels(tasks) == {"c": ["n", "p"]}
 

@@ -287,12 +287,16 @@ def test_a_corpus_that_changes_while_it_is_embedded_is_not_cached(
 
 
 def test_half_built_indexes_of_killed_searches_are_swept(tmp_path: Path) -> None:
+    import socket
+
     corpus, cache = corpus_file(tmp_path), tmp_path / "cache"
-    (cache / "search" / "abc.tmp999999999").mkdir(parents=True)  # no such process
-    (cache / "search" / "abc.tmp1").mkdir()  # pid 1 is alive: left alone
+    host = socket.gethostname()
+    (cache / "search" / f"abc.tmp{host}-999999999").mkdir(parents=True)  # no such process
+    (cache / "search" / f"abc.tmp{host}-1").mkdir()  # pid 1 is alive: left alone
+    (cache / "search" / "abc.tmpother-host-999999999").mkdir()  # another machine's: left
     api.search(str(corpus), str(corpus), tmp_path / "r.tsv", k=1, cache=cache)
     left = sorted(p.name for p in (cache / "search").iterdir())
-    assert len(left) == 2 and "abc.tmp1" in left and "abc.tmp999999999" not in left
+    assert len(left) == 3 and f"abc.tmp{host}-999999999" not in left
 
 
 def test_top_k_is_exact_and_skips_blank_rows_in_every_block(

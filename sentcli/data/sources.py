@@ -137,13 +137,18 @@ def pick_column(
     )
 
 
-_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# a high surrogate escape not followed by a low one, or a low one not after a high one
+_SURROGATE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+_LONE = re.compile("[\ud800-\udfff]")
 
 
 def lone_surrogate(raw: str, value: str, where: str, lineno: int) -> None:
     """Refuse a JSON line whose string values hold a lone UTF-16 surrogate (\\ud800…): valid
     JSON, but no text (it cannot be encoded as UTF-8), naming the file, line and column."""
-    if not any("\ud800" <= c <= "\udfff" for c in value):
+    if "\\u" not in raw or not _LONE.search(value):  # only an escape can make one
         return
     found = _SURROGATE.search(raw)
     col = f", column {found.start() + 1}" if found else ""

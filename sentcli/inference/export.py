@@ -21,7 +21,6 @@ from tokenizers import Tokenizer
 
 from sentcli import __version__, files
 from sentcli import checkpoint as ckpt
-from sentcli.config import RunConfig
 from sentcli.data.batching import collate
 from sentcli.errors import ConfigError
 from sentcli.model import LanguageModel, MultiTaskModel, pool
@@ -68,10 +67,6 @@ def _need(module: str, extra: str) -> None:
 
     if importlib.util.find_spec(module) is None:
         raise ConfigError(f"export needs {module}: pip install 'sentcli[{extra}]'")
-
-
-def label_names(config: RunConfig) -> dict[str, list[str]]:
-    return labels(config.tasks)
 
 
 @contextlib.contextmanager
@@ -122,9 +117,9 @@ def export_onnx(
     config, model, tok, _ = ckpt.load_run(run_dir)
     assert isinstance(model, MultiTaskModel | LanguageModel)
     model.eval()
-    labels = label_names(config)  # classification heads (not distillation projections)
-    graph = Graph(model, list(labels), normalize)
-    outputs = ["sentence_embedding", *(f"probabilities_{t}" for t in labels)]
+    names = labels(config.tasks)  # classification heads (not distillation projections)
+    graph = Graph(model, list(names), normalize)
+    outputs = ["sentence_embedding", *(f"probabilities_{t}" for t in names)]
     block = config.model.block_size
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=block)
     with files.staged(out_dir) as tmp:
@@ -159,13 +154,13 @@ def export_onnx(
             },
             "outputs": {
                 "sentence_embedding": f"float32 [batch, {config.model.n_embd}]",
-                **{f"probabilities_{t}": f"float32 [batch, {len(n)}]" for t, n in labels.items()},
+                **{f"probabilities_{t}": f"float32 [batch, {len(n)}]" for t, n in names.items()},
             },
             "max_length": block,
             "pad_id": PAD_ID,
             "pooling": str(config.model.pooling),
             "normalize": normalize,
-            "labels": labels,
+            "labels": names,
         }
         files.write_json(tmp / ckpt.EXPORT_META, meta)
     return meta

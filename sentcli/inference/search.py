@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,11 @@ VECTORS, TEXTS, OFFSETS, META = "vectors.npy", "texts.bin", "offsets.npy", "meta
 BLANK = "blank.npy"
 """The rows whose text is empty or whitespace: kept (the rows stay numbered as the corpus's
 lines), never returned (their vector, of no words, is close to many queries)."""
+FORMAT = 2
+"""The cache folder's layout (2: with blank.npy); part of its name, so that an older
+layout is never read as a damaged one."""
+SPLIT_SAMPLE = 4096
+"""Rows whose first byte open_index checks for a UTF-8 character cut in two."""
 SCORE_BLOCK = 1 << 22
 """Scores computed at a time (queries × corpus rows; 16 MiB of float32 and 32 MiB of
 int64 positions for the partial sort)."""
@@ -100,7 +106,7 @@ def corpus_key(
     h.update((model / ckpt.CONFIG).read_bytes())
     _file_hash(h, model / ckpt.TOKENIZER)  # the same weights under another tokenizer differ
     device = resolve_device(opts.device).type
-    h.update(json.dumps([column, max_length, str(opts.precision), device]).encode())
+    h.update(json.dumps([column, max_length, str(opts.precision), device, FORMAT]).encode())
     return h.hexdigest()[:32]
 
 
@@ -164,7 +170,7 @@ def corpus_index(
                 raise ConfigError(
                     f"the corpus cache {folder} {damaged} and cannot be removed; delete it"
                 ) from None
-    tmp = folder.with_name(f"{key}.tmp{os.getpid()}")
+    tmp = folder.with_name(f"{key}.tmp{socket.gethostname()}-{os.getpid()}")
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         _sweep(folder.parent)
@@ -192,12 +198,15 @@ def corpus_index(
             corpus, tmp / VECTORS, model, (".npy",), index_opts, make, on_event,
             source=lambda: source,
         )  # fmt: skip
+        # its vectors are not those of the hashed bytes: nothing is cached (every rank
+        # learns it, so that none waits for an index that will not come)
+        changed = bool(writers) and _stamp(Path(corpus)) != read
+        if dist.agree_max([int(changed)], dist.from_env())[0]:
+            raise ConfigError(
+                f"{corpus} changed while it was embedded; nothing was cached: run the "
+                "search again once the file stays as it is"
+            )
         if writers:  # no sink on the other torchrun ranks: the main one writes the index
-            if _stamp(Path(corpus)) != read:  # its vectors are not those of the hashed bytes
-                raise ConfigError(
-                    f"{corpus} changed while it was embedded; nothing was cached: run the "
-                    "search again once the file stays as it is"
-                )
             _publish(tmp, folder, writers[0], corpus, source.text_column, path)
             built.output = folder
         else:
@@ -238,10 +247,11 @@ def _remove(entry: Path) -> None:
 
 
 def _sweep(search: Path) -> None:
-    """Remove the half-built indexes (KEY.tmpPID) of searches that were killed: their
-    process is gone."""
-    for entry in search.glob("*.tmp*"):
-        pid = entry.name.rpartition(".tmp")[2]
+    """Remove the half-built indexes (KEY.tmpHOST-PID) of searches on this machine that
+    were killed: their process is gone (another machine's, on a shared cache, are left)."""
+    mine = f".tmp{socket.gethostname()}-"
+    for entry in search.glob(f"*{mine}*"):
+        pid = entry.name.rpartition(mine)[2]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
@@ -291,7 +301,10 @@ def open_index(folder: Path, width: int) -> CorpusIndex:
         if size > 0
         else np.zeros(0, dtype=np.uint8)  # a corpus of empty lines: nothing to map
     )
-    starts = offsets[:-1][offsets[:-1] < size]  # a row's first byte, one read per row
+    # a row's first byte, for a sample of rows spread over the file (one read each: all of
+    # them would read the whole corpus at every search)
+    sample = offsets[:-1][np.unique(np.linspace(0, rows - 1, min(rows, SPLIT_SAMPLE), dtype=int))]
+    starts = sample[sample < size] if rows else sample
     if len(starts) and np.any((texts[starts] & 0xC0) == 0x80):  # a UTF-8 continuation byte
         raise DamagedIndex(f"holds text offsets that split a UTF-8 character of its {TEXTS}")
     return CorpusIndex(folder, vectors, offsets, texts, None, blank)
@@ -316,8 +329,8 @@ def _publish(
 
 
 def top_k(index: CorpusIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, rows) [Q, min(k, N)] of each query's best corpus rows, best first (ties: the
-    lower row first), exact. Memory is bounded whatever Q, k and N: the queries go in groups
+    """(scores, rows) [Q, min(k, N - blank rows)] of each query's best corpus rows, best
+    first (ties: the lower row first), exact. Memory is bounded whatever Q, k and N: the queries go in groups
     and the corpus in blocks, so that a group's scores, its candidates and a block of
     vectors each stay within about SCORE_BLOCK floats."""
     n, q = len(index), len(queries)

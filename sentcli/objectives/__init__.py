@@ -38,13 +38,13 @@ def objective(
 
 
 def heads(tasks: list[TaskConfig], width: int) -> dict[str, int]:
-    """The model's heads, in task order: each task whose objective has one, and its size."""
-    out = {}
-    for spec in tasks:
-        size = objective(spec).head(width)
-        if size is not None:
-            out[spec.name] = size
-    return out
+    """The model's heads and their sizes: the labelled tasks' first, then the others (a
+    distillation task's projection), each in task order. Every run has had this order:
+    its parameters, and so its saved optimizer state, follow it."""
+    kinds = [(spec, objective(spec)) for spec in tasks]
+    ordered = [k for k in kinds if k[1].outputs == "logits"]
+    ordered += [k for k in kinds if k[1].outputs != "logits"]
+    return {s.name: size for s, o in ordered if (size := o.head(width)) is not None}
 
 
 def labels(tasks: list[TaskConfig]) -> dict[str, list[str]]:

@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 VectorsFn = Callable[["Dataset"], np.ndarray]
+"""Target vectors [N, D] for a split's texts (distillation: a teacher run's, cached)."""
 Splits = dict[str, "Dataset"]
 """A task's loaded splits: train, validation and, when the source has one, test."""
-"""Target vectors [N, D] for a split's texts (distillation: a teacher run's, cached)."""
 
 
 @dataclass

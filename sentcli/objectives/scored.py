@@ -79,7 +79,7 @@ class Scored:
     def __init__(self, spec: TaskConfig, train: TrainConfig, ranks: Dist) -> None:
         self.train = train
         self.spec, self.ranks = spec, ranks
-        self.kind, self.scale, self.size = (
+        self.loss_kind, self.scale, self.size = (
             train.similarity_loss,
             train.similarity_scale,
             train.batch_size,
@@ -102,7 +102,7 @@ class Scored:
     ) -> torch.Tensor:
         assert target is not None
         cos = F.cosine_similarity(sides[0].float(), sides[1].float(), dim=-1)
-        if self.kind == SimilarityLoss.cosent:
+        if self.loss_kind == SimilarityLoss.cosent:
             return cosent(cos, target, self.scale)
         return cosine_mse(cos, target, *self.spec.score_range)
 

@@ -20,7 +20,7 @@ from sentcli.data.pairs import SIDES, pair_table, shape_of
 from sentcli.data.sources import absolute
 from sentcli.data.tasks import load_eval_split
 from sentcli.device import resolve_device, resolve_precision
-from sentcli.errors import ConfigError
+from sentcli.errors import ConfigError, DiskFullError
 from sentcli.inference.embed import apply_batched, predict_logits, resolve_model, vector_fn
 from sentcli.metrics import plot_scatter
 from sentcli.model import MultiTaskModel
@@ -147,7 +147,8 @@ def evaluate_run(
                 folder.mkdir(parents=True, exist_ok=True)
                 plot_scatter(target, cos, gold, title)
                 metrics["plot"] = str(target)
-            except OSError as e:
-                metrics["plot_error"] = f"{target} not written ({e.strerror or e})"
+            except (OSError, DiskFullError) as e:  # a read-only folder, a full disk
+                why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                metrics["plot_error"] = f"{target} not written ({why})"
         results[s.name] = {"source": s.source, "split": split, **metrics}
     return {"model": str(path), "tasks": results}

@@ -1,5 +1,5 @@
 """The generic training loop: a generator of step and evaluation logs that knows nothing of
-the objective. A `Recipe` (training/lm.py, training/classify.py, …) gives it batches, the
+the objective. A `Recipe` (training/lm.py, training/multitask.py, …) gives it batches, the
 loss, the evaluation and its own resumable state; `TrainState` is where the loop stands."""
 
 from __future__ import annotations

@@ -268,11 +268,12 @@ class TaskRecipe:
         splits = {}
         for t in self.names:
             split = self.tasks.test_split(t)
+            outputs = self.outputs_of(t, split)  # every rank: the rows are gathered
             test[t] = self.scores_of(t, split, full=True)
             splits[t] = split
             if write:
                 (output / "report").mkdir(exist_ok=True)
-                enc, outputs = self.tasks.data[(t, split)], self.outputs_of(t, split)
+                enc = self.tasks.data[(t, split)]
                 self.objectives[t].plot(output / "report", split, test[t], outputs, enc)
         return test, splits
 

@@ -16,7 +16,7 @@ from sentcli import checkpoint as ckpt
 from sentcli import dist
 from sentcli.config import RunConfig, RunKind, resumed_config
 from sentcli.device import dtype_name
-from sentcli.errors import CheckpointError, ConfigError, TrainingError
+from sentcli.errors import CheckpointError, ConfigError, DiskFullError, TrainingError
 from sentcli.events import (
     Interrupted,
     NonFinite,
@@ -79,6 +79,7 @@ def resume_config(
     other flags, which are ignored (the run keeps its own settings). The run must be of
     `kind`: a run continues under the command that started it."""
     saved = ckpt.read_config(run_dir)
+    ckpt.check_shapes(saved, run_dir)  # before its tasks are loaded and its model built
     if saved.kind != kind:
         raise ConfigError(
             f"--resume: {run_dir} is a {MADE_BY[saved.kind]} run, not a {MADE_BY[kind]} "
@@ -203,8 +204,9 @@ def read_report(run_dir: Path) -> dict[str, Any]:
             title = f"{t} ({summary['test_splits'][t]}, accuracy {m['accuracy']:.3f})"
             path = run_dir / "report" / f"confusion_{t}.png"
             plot_confusion(path, m["confusion"], m["label_names"], title)
-    except OSError as e:
-        plot_error = f"plots in {run_dir / 'report'} not rewritten ({e.strerror or e})"
+    except (OSError, DiskFullError) as e:  # a read-only folder, a full disk
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        plot_error = f"plots in {run_dir / 'report'} not rewritten ({why})"
     return {
         "run": str(run_dir),
         "kind": config.kind,

@@ -44,7 +44,9 @@ def build_tokenizer(
     for given in data:
         if output.exists() and Path(given).exists() and output.samefile(given):
             raise ConfigError(f"-o {output} is an input of the tokenizer; write it elsewhere")
-    in_run = all((output.parent / n).is_file() for n in (ckpt.CONFIG, ckpt.WEIGHTS))
+    in_run = output.name == ckpt.TOKENIZER and all(
+        (output.parent / n).is_file() for n in (ckpt.CONFIG, ckpt.WEIGHTS)
+    )
     if output.exists() and in_run and not overwrite:
         raise ConfigError(
             f"-o {output} is the tokenizer of the run in {output.parent}, whose model was "
