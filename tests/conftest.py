@@ -7,10 +7,12 @@ import os
 # here are bound by Python, not by the matmuls. Set before torch is imported.
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ["OMP_NUM_THREADS"] = "1"
-    # the workers are started with COLUMNS=80 and LINES=24, which rich's consoles (made when
-    # sentcli.cli is imported) would keep whatever width a test's CliRunner gives them
-    for name in ("COLUMNS", "LINES"):
-        os.environ.pop(name, None)
+# pytest-xdist starts its workers with COLUMNS=80 and LINES=24 (a shell may export them too),
+# which rich's consoles, made when sentcli.cli is imported, would keep whatever width a
+# test's CliRunner gives them
+if "COLUMNS" in os.environ or "LINES" in os.environ:
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
 
 from pathlib import Path  # noqa: E402
 

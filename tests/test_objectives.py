@@ -233,6 +233,8 @@ def test_scored_pairs_train_by_cosent_or_cosine_mse_and_score_by_rank() -> None:
     assert full["kind"] == "scored" and full["pairs"] == 6 and set(full) == {
         "val_loss", "spearman", "pearson", "kind", "pairs"
     }  # fmt: skip
+    model = MultiTaskModel(ModelConfig(vocab_size=30, n_embd=8, n_head=2), {})
+    assert set(obj.scores(model, enc, outs, False)) == {"val_loss", "spearman", "pearson"}
     batches = [cosent(cos[:4], y[:4], 7.0).item() * 4, cosent(cos[4:], y[4:], 7.0).item() * 2]
     assert full["val_loss"] == pytest.approx(sum(batches) / 6, rel=1e-5)
     with pytest.raises(DataError, match="every gold score of the split is 3: there is no ranking"):
@@ -383,3 +385,134 @@ def test_weighted_loss_scales_each_task_by_its_share() -> None:
     torch.testing.assert_close(losses["a"], la * 0.5)
     torch.testing.assert_close(losses["b"], lb * 1.5)
     torch.testing.assert_close(total, 2.0 * la * 0.5 + 1.0 * lb * 1.5)
+
+
+def _rows(ds: object, column: str) -> list[str]:
+    return list(ds[column])  # type: ignore[index]
+
+
+def test_each_kind_loads_the_splits_it_is_given_and_encodes_them(
+    topic_dir: Path, tokenizer: object
+) -> None:
+    """load keeps the splits it is handed (cut to a few rows here: not re-read from the
+    source) and the train config's validation share; encode gives every side's ids, cut to
+    the block as `tokenizer.encode` cuts them, and the kind's targets."""
+    from dataclasses import replace
+
+    from sentcli.config import TrainConfig
+    from sentcli.data.pairs import SIDES, shape_of
+    from sentcli.tokenizer import encode
+
+    from helpers import ROOT
+
+    tok, block = tokenizer, 8
+    train = TrainConfig(val_fraction=0.25, seed=3)
+    spec = TaskConfig("topic", str(topic_dir))
+    shape, splits, names = shape_of(spec)
+    given = {"train": splits["train"].select(range(100)), "test": splits["test"].select(range(9))}
+    done, loaded = objective(spec, train).load(shape, given, names, False)
+    assert done.label_names == (topic_dir / "labels.txt").read_text().split()
+    assert (len(loaded["train"]), len(loaded["validation"]), len(loaded["test"])) == (75, 25, 9)
+    kept = ["Sci/Tech", "Business", "Sports", "World"]  # a resumed run keeps its label names
+    resumed, again = objective(replace(spec, label_names=kept), train).load(
+        shape, given, names, True
+    )
+    assert resumed.label_names == kept
+    enc = objective(done, train).encode(again["test"], tok, block, None)  # type: ignore[arg-type]
+    texts = _rows(again["test"], "text")
+    assert [list(s) for s in enc.sides[0]] == [list(s) for s in encode(tok, texts, block)]  # type: ignore[arg-type]
+    assert max(len(s) for s in enc.sides[0]) == block  # news texts are longer than 8 tokens
+    want = splits["test"]["label"][:9]  # integer labels: indices into the run's names
+    assert enc.target is not None and enc.target.dtype == np.int64
+    assert enc.target.tolist() == want
+
+    pairs = TaskConfig("sts", str(ROOT / "data" / "stsb"), None)  # no flags: detected
+    shape, splits, names = shape_of(pairs)
+    given = {"train": splits["train"].select(range(40))}
+    pairs = replace(pairs, kind=shape.kind)  # as training/tasks.py gives it: its detected kind
+    done, loaded = objective(pairs, train).load(shape, given, names, False)
+    assert done.kind == "scored" and "test" not in loaded
+    assert (len(loaded["train"]), len(loaded["validation"])) == (30, 10)
+    part = loaded["validation"]
+    enc = objective(done, train).encode(part, tok, block, None)  # type: ignore[arg-type]
+    assert len(enc.sides) == 2 and enc.target is not None and enc.target.dtype == np.float32
+    assert enc.target.tolist() == pytest.approx(_rows(part, "score"))
+    for side, column in zip(enc.sides, SIDES[:2], strict=True):
+        assert [list(s) for s in side] == [list(s) for s in encode(tok, _rows(part, column), block)]  # type: ignore[arg-type]
+
+    lines = TaskConfig("unsup", str(ROOT / "data" / "imdb_unsup"), None)
+    shape, splits, names = shape_of(lines)
+    given = {"train": splits["train"].select(range(20))}
+    targets = np.arange(20, dtype=np.float32).reshape(5, 4)  # a teacher's, for 5 rows
+    for kind in ("text", "distill"):
+        task = TaskConfig("unsup", lines.source, kind=kind, teacher_dim=4)  # type: ignore[arg-type]
+        done, loaded = objective(task, train).load(shape, given, names, False)
+        assert (len(loaded["train"]), len(loaded["validation"])) == (15, 5)
+        part = loaded["validation"]
+        enc = objective(done, train).encode(part, tok, block, lambda ds: targets)  # type: ignore[arg-type]
+        assert len(enc.sides) == 1
+        assert [list(s) for s in enc.sides[0]] == [
+            list(s) for s in encode(tok, _rows(part, "text"), block)
+        ]  # type: ignore[arg-type]
+        assert enc.target is (targets if kind == "distill" else None)
+
+
+def test_cosines_and_retrieval_do_not_depend_on_the_vectors_lengths() -> None:
+    """Short vectors (norm below 1) and positives of unequal lengths: only the directions
+    count."""
+    from sentcli.objectives.pairs import retrieval
+    from sentcli.objectives.scored import cosines
+
+    a, b = vectors(6), vectors(6, seed=1)
+    lengths = np.array([[0.01], [0.3], [5.0], [0.002], [40.0], [1.0]])
+    assert cosines(a * 0.01, b * lengths) == pytest.approx(cosines(a, b), rel=1e-5)
+    anchors, positives = vectors(30, 4, seed=2), vectors(30, 4, seed=3)
+    positives[:15] += anchors[:15]  # half the anchors close to their positive
+    scaled = positives * np.random.default_rng(4).uniform(0.001, 50.0, (30, 1))
+    assert retrieval(anchors, scaled) == retrieval(anchors, positives)
+    unit = positives / np.linalg.norm(positives, axis=1, keepdims=True)
+    sims = (anchors / np.linalg.norm(anchors, axis=1, keepdims=True)) @ unit.T
+    rank = (sims >= np.diag(sims)[:, None]).sum(axis=1)
+    assert retrieval(anchors, positives) == pytest.approx(
+        {"recall@1": float(np.mean(rank == 1)), "mrr": float(np.mean(1 / rank))}
+    )
+
+
+def test_the_global_batch_gathers_strided_shards_padded_to_one_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under torchrun rank r holds rows r, r + world, …: 5 rows on 2 ranks are shards of 3
+    and 2 rows, padded to 3 with zeros at the end; the padding is marked and the rank's own
+    block starts at rank · 3."""
+    from sentcli.objectives import pairs
+
+    rows = torch.arange(10, dtype=torch.float32).reshape(5, 2) + 1
+    shards = [rows[r::2] for r in range(2)]
+    sent: list[torch.Tensor] = []
+
+    def all_gather(t: torch.Tensor) -> list[torch.Tensor]:
+        sent.append(t)
+        return [F.pad(s, (0, 0, 0, 3 - len(s))) for s in shards]  # every rank's, padded
+
+    monkeypatch.setattr(pairs.dist_nn, "all_gather", all_gather)
+    got, start, pad = pairs._global(shards[1], 5, Dist(rank=1, world=2))
+    assert sent[0].tolist() == [[3.0, 4.0], [7.0, 8.0], [0.0, 0.0]]
+    assert got.shape == (6, 2) and start == 3
+    assert pad.tolist() == [False, False, False, False, False, True]
+    alone, start, pad = pairs._global(rows, 5, Dist())
+    assert alone is rows and start == 0 and pad.tolist() == [False] * 5
+
+
+def test_distillation_trains_the_projected_vector_towards_the_teachers() -> None:
+    from sentcli.objectives.distill import distill_loss
+
+    torch.manual_seed(0)
+    model = MultiTaskModel(ModelConfig(vocab_size=30, n_embd=8, n_head=2, block_size=8), {"d": 6})
+    model.eval()
+    obj = objective(TaskConfig("d", "x", kind="distill", teacher_dim=6))  # type: ignore[arg-type]
+    ids, mask = collate([np.arange(5, 9), np.arange(5, 7), np.arange(6, 9)])
+    teacher = F.normalize(torch.tensor(vectors(3, 6, seed=1)), dim=-1)
+    got = obj.loss(model, Batch("d", ids, mask, 3, 3, teacher, obj))
+    with torch.no_grad():
+        want = distill_loss(model.heads["d"](model.embed(ids, mask)), teacher)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6) and got.requires_grad

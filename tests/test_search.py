@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from sentcli import api
 from sentcli.cli import app
 from sentcli.config import InferenceOptions
+from sentcli.errors import ConfigError
 from sentcli.inference import search as search_mod
 from sentcli.inference.outputs import escape_tsv
 from sentcli.inference.search import CorpusIndex, top_k
@@ -339,3 +340,26 @@ def test_json_lines_round_scores_to_six_places_and_keep_the_text(tmp_path: Path)
     meta = json.loads(next((cache / "search").iterdir()).joinpath("meta.json").read_text())
     assert meta["column"] is None and meta["model"] == str(api.DEFAULT_MODEL.resolve())
     assert meta["corpus"] == str(corpus.resolve()) and meta["rows"] == 10
+
+
+def test_a_row_cut_outside_the_checked_sample_is_a_damaged_cache_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    """open_index checks a sample of the offsets; a row it did not check that cuts a UTF-8
+    character is refused with the cache folder to delete when it is read."""
+    texts = np.frombuffer("aé".encode(), dtype=np.uint8)  # a, then é's two bytes
+    offsets = np.array([0, 2, 3], dtype=np.int64)  # row 0 ends inside é
+    index = CorpusIndex(tmp_path, np.zeros((2, 4), np.float32), offsets, texts, None)
+    with pytest.raises(ConfigError, match=f"corpus cache {tmp_path} is damaged"):
+        index.text(0)
+    offsets[1] = 1
+    assert (index.text(0), index.text(1)) == ("a", "é")
+
+
+def test_a_corpus_gone_while_embedded_counts_as_changed(tmp_path: Path) -> None:
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("one\n")
+    read = search_mod._stamp(corpus)
+    assert not search_mod._moved(corpus, read)
+    corpus.unlink()
+    assert search_mod._moved(corpus, read)

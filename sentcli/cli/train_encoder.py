@@ -126,7 +126,7 @@ def train_encoder_cli(
     opts = config_options(locals())
     with progress(quiet) as bar:
         result = api.train_encoder(
-            task or "", output, init, tokenizer, opts, config, text_column, label_column,
+            task, output, init, tokenizer, opts, config, text_column, label_column,
             resume_mode(resume), overwrite, on_event=TrainView(bar, classifier_eval_line),
             pair_columns=split_columns(pair_columns),
             score_column=score_column,

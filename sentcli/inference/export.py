@@ -111,10 +111,10 @@ def export_onnx(
     """Write `model.onnx` (and with `quantize` `model_int8.onnx`, onnxruntime's dynamic int8
     quantization of it), the run's `tokenizer.json` and `sentcli_export.json`."""
     ckpt.check_export_dir(out_dir, overwrite, run_dir)
+    config, model, tok, _ = ckpt.load_run(run_dir)  # a broken run is named before a missing extra
     _need("onnxscript", "onnx")
     if quantize:
         _need("onnxruntime", "onnx")
-    config, model, tok, _ = ckpt.load_run(run_dir)
     assert isinstance(model, MultiTaskModel | LanguageModel)
     model.eval()
     names = labels(config.tasks)  # classification heads (not distillation projections)

@@ -72,7 +72,14 @@ class CorpusIndex:
     """Why the cache folder found for this corpus could not be used (it was rebuilt)."""
 
     def text(self, row: int) -> str:
-        return bytes(self.texts[self.offsets[row] : self.offsets[row + 1]]).decode("utf-8")
+        raw = bytes(self.texts[self.offsets[row] : self.offsets[row + 1]])
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:  # open_index checks a sample of the offsets, not all
+            raise ConfigError(
+                f"the corpus cache {self.folder} is damaged (row {row} is not UTF-8); "
+                "delete it, and search again"
+            ) from None
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -154,8 +161,6 @@ def corpus_index(
         width = config.model.n_embd
     except CheckpointError as e:
         raise CheckpointError(f"{origin}: {e}" if origin != "--model" else str(e)) from e
-    if not (path / ckpt.WEIGHTS).is_file():
-        raise CheckpointError(f"{path} has no {ckpt.WEIGHTS}; give a complete run folder")
     read = _stamp(Path(corpus))  # the corpus as hashed: it must not change until published
     key = corpus_key(Path(corpus), source.text_column, path, opts.max_length, opts)
     folder = cache / "search" / key
@@ -200,7 +205,7 @@ def corpus_index(
         )  # fmt: skip
         # its vectors are not those of the hashed bytes: nothing is cached (every rank
         # learns it, so that none waits for an index that will not come)
-        changed = bool(writers) and _stamp(Path(corpus)) != read
+        changed = bool(writers) and _moved(Path(corpus), read)
         if dist.agree_max([int(changed)], dist.from_env())[0]:
             raise ConfigError(
                 f"{corpus} changed while it was embedded; nothing was cached: run the "
@@ -235,6 +240,14 @@ def _stamp(path: Path) -> tuple[int, int, int]:
     """What changes when a file is rewritten: its inode, size and modification time."""
     st = path.stat()
     return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _moved(path: Path, read: tuple[int, int, int]) -> bool:
+    """Whether the file at `path` is no longer the one stamped `read` (gone counts)."""
+    try:
+        return _stamp(path) != read
+    except OSError:
+        return True
 
 
 def _remove(entry: Path) -> None:
@@ -304,7 +317,7 @@ def open_index(folder: Path, width: int) -> CorpusIndex:
     # a row's first byte, for a sample of rows spread over the file (one read each: all of
     # them would read the whole corpus at every search)
     sample = offsets[:-1][np.unique(np.linspace(0, rows - 1, min(rows, SPLIT_SAMPLE), dtype=int))]
-    starts = sample[sample < size] if rows else sample
+    starts = sample[sample < size]
     if len(starts) and np.any((texts[starts] & 0xC0) == 0x80):  # a UTF-8 continuation byte
         raise DamagedIndex(f"holds text offsets that split a UTF-8 character of its {TEXTS}")
     return CorpusIndex(folder, vectors, offsets, texts, None, blank)
@@ -329,10 +342,10 @@ def _publish(
 
 
 def top_k(index: CorpusIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, rows) [Q, min(k, N - blank rows)] of each query's best corpus rows, best
-    first (ties: the lower row first), exact. Memory is bounded whatever Q, k and N: the queries go in groups
-    and the corpus in blocks, so that a group's scores, its candidates and a block of
-    vectors each stay within about SCORE_BLOCK floats."""
+    """(scores, rows) [Q, min(k, N - blank rows)] of each query's best corpus rows,
+    best first (ties: the lower row first), exact. Memory is bounded whatever Q, k and N:
+    the queries go in groups and the corpus in blocks, so that a group's scores, its
+    candidates and a block of vectors each stay within about SCORE_BLOCK floats."""
     n, q = len(index), len(queries)
     k = min(k, n - len(index.blank))  # blank rows are never returned
     group = max(1, min(q, SCORE_BLOCK // (k + 1024)))

@@ -268,7 +268,7 @@ class TaskRecipe:
         splits = {}
         for t in self.names:
             split = self.tasks.test_split(t)
-            outputs = self.outputs_of(t, split)  # every rank: the rows are gathered
+            outputs = self.outputs_of(t, split)
             test[t] = self.scores_of(t, split, full=True)
             splits[t] = split
             if write:

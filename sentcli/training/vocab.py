@@ -3,8 +3,8 @@ its vocabulary does to them (tokens per text, unknown tokens)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def build_tokenizer(
     files.check_writable(output)
     sources = load_texts(data, text_column)
 
-    def batches() -> Any:
+    def batches() -> Iterator[list[str]]:
         seen = 0
         for _, ds in sources:
             for batch in iter_text_batches(ds):
