@@ -4,6 +4,7 @@ copies and seeding. Training and inference both use it; it probes the hardware, 
 from __future__ import annotations
 
 import contextlib
+import platform
 import random
 
 import numpy as np
@@ -34,6 +35,11 @@ def _probe(owner: object, name: str) -> bool:
     return bool(fn is not None and fn())
 
 
+def x86() -> bool:
+    """An x86-64 CPU (where AVX512-BF16/AMX say whether bf16 is native)."""
+    return platform.machine().lower() in {"x86_64", "amd64"}
+
+
 def mkldnn_bf16() -> bool:
     """oneDNN runs bf16 on this CPU (natively, or emulated on older AVX-512 and ARM)."""
     return _probe(torch.ops.mkldnn, "_is_mkldnn_bf16_supported")
@@ -53,9 +59,10 @@ def amx() -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype (None = plain fp32). `auto` takes bf16 where the hardware has it
-    (recent GPUs; CPUs with AVX512-BF16/AMX, where bf16 matmuls are ~4x faster). On a CPU it
-    asks oneDNN, which also says yes where bf16 is emulated (older AVX-512): wider than
-    `native_cpu_bf16`, kept as it was."""
+    (recent GPUs; CPUs with AVX512-BF16/AMX, where bf16 matmuls are ~4x faster). Not where
+    oneDNN emulates bf16 (AVX-512 without BF16: a Linear ran 3.7x slower than in fp32 on
+    such a Xeon); off x86 (ARM) oneDNN's own answer stands: it says yes only with bf16
+    instructions there."""
     if precision == "fp32":
         return None
     if precision == "fp16":
@@ -66,7 +73,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and mkldnn_bf16():
+    if device.type == "cpu" and (native_cpu_bf16() if x86() else mkldnn_bf16()):
         return torch.bfloat16
     return None
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sentcli import api
+from sentcli import api, device
 from sentcli import checkpoint as ckpt
 from sentcli.config import TrainConfig
 from sentcli.device import resolve_device, resolve_precision
@@ -12,7 +12,7 @@ from sentcli.errors import ConfigError
 from sentcli.model import MultiTaskModel
 from sentcli.training.loop import get_lr, make_optimizer, total_steps
 
-from helpers import FAST
+from helpers import FAST, FLAGS, NATIVE_BF16
 
 
 def test_get_lr_hits_its_endpoints() -> None:
@@ -72,6 +72,28 @@ def test_device_and_precision_resolution() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_instructions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`auto` on an x86 CPU: bf16 exactly where /proc/cpuinfo lists AVX512-BF16 or AMX-BF16,
+    not where oneDNN only emulates it (AVX-512 without BF16: several times slower than fp32);
+    off x86, oneDNN's answer."""
+    cpu = torch.device("cpu")
+    if device.x86() and FLAGS:
+        assert (resolve_precision("auto", cpu) == torch.bfloat16) is NATIVE_BF16
+    monkeypatch.setattr(device, "mkldnn_bf16", lambda: True)  # emulated: oneDNN says yes
+    monkeypatch.setattr(device, "native_cpu_bf16", lambda: False)
+    monkeypatch.setattr(device, "x86", lambda: True)
+    assert resolve_precision("auto", cpu) is None
+    monkeypatch.setattr(device, "native_cpu_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(device, "x86", lambda: False)  # ARM: oneDNN says yes with bf16 only
+    monkeypatch.setattr(device, "native_cpu_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(device, "mkldnn_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) is None
 
 
 @pytest.mark.slow
