@@ -468,7 +468,7 @@ def test_cosines_and_retrieval_do_not_depend_on_the_vectors_lengths() -> None:
     assert cosines(a * 0.01, b * lengths) == pytest.approx(cosines(a, b), rel=1e-5)
     anchors, positives = vectors(30, 4, seed=2), vectors(30, 4, seed=3)
     positives[:15] += anchors[:15]  # half the anchors close to their positive
-    scaled = positives * np.random.default_rng(4).uniform(0.001, 50.0, (30, 1))
+    scaled = positives * 10 ** np.random.default_rng(4).uniform(-3, 2, (30, 1))  # 0.001–100×
     assert retrieval(anchors, scaled) == retrieval(anchors, positives)
     unit = positives / np.linalg.norm(positives, axis=1, keepdims=True)
     sims = (anchors / np.linalg.norm(anchors, axis=1, keepdims=True)) @ unit.T
@@ -516,3 +516,28 @@ def test_distillation_trains_the_projected_vector_towards_the_teachers() -> None
     with torch.no_grad():
         want = distill_loss(model.heads["d"](model.embed(ids, mask)), teacher)
     assert got.item() == pytest.approx(want.item(), rel=1e-6) and got.requires_grad
+
+
+def test_each_pair_kinds_loss_is_its_vector_loss_on_one_forward_pass() -> None:
+    """`loss` (what a training step calls) embeds the batch once and hands every side, the
+    target and the global row count to the kind's vector loss: scored pairs, positive pairs
+    and SimCSE's two views."""
+    from sentcli.config import TrainConfig
+
+    model = MultiTaskModel(ModelConfig(vocab_size=30, n_embd=8, n_head=2, block_size=8), {})
+    model.eval()  # no dropout: the reference pass sees the same vectors
+    ids, mask = collate([np.arange(5, 9), np.arange(5, 7), np.arange(6, 9), np.arange(7, 12)])
+    train = TrainConfig(similarity_scale=5.0)
+    kinds = [
+        (pair_spec("scored", score_range=[0.0, 5.0]), torch.tensor([1.0, 4.0])),
+        (pair_spec("pairs"), None),
+        (TaskConfig("s", "x", kind="text"), None),  # type: ignore[arg-type]
+    ]
+    for spec, target in kinds:
+        obj = objective(spec, train)
+        with torch.no_grad():
+            got = obj.loss(model, Batch("t", ids, mask, 2, 2, target, obj))
+            sides = list(torch.split(model.embed(ids, mask), 2))
+            want = obj.vector_loss(sides, target, 2, Dist())  # type: ignore[attr-defined]
+        assert got.item() == pytest.approx(want.item()), spec.kind
+        assert got.item() > 0
