@@ -162,19 +162,31 @@ EQUIVALENT = [
         "an output file, and the matrix writes none",
     ),
     (
-        r"device = next\(model\.parameters\(\)\)\.device|device=(cos|t)\.device",
-        r"device = None|device=None|torch\.zeros\(1, dtype=diff\.dtype\)|dtype=torch\.bool, \)",
+        r"device = next\(model\.parameters\(\)\)\.device|device=(cos|t|anchors)\.device",
+        r"device = None|device=None|torch\.zeros\(1, dtype=diff\.dtype\)|dtype=torch\.bool, \)"
+        r"|arange\(len\(anchors\), \)",
         "the device only matters on a GPU (tests/test_cuda.py); the unit tests run on the CPU",
     ),
     (
         r"F\.(normalize|cosine_similarity)\(.*dim=-1\)",
-        r"F\.(normalize|cosine_similarity)\([^=]*, \)",
+        r"F\.(normalize|cosine_similarity)\([^=]*, \)|dim=\+1\)",
         "on [rows, width] vectors the default dim (1) is the last one",
     ),
     (
         r"a = anchors / np\.maximum",
-        r"1\.000000000001",
+        r"1\.000000000001|a = anchors \* np\.maximum",
         "an anchor's length scales all its cosines alike: the order of its candidates stays",
+    ),
+    (
+        r"_global\(.*, n, ranks\)|None, batch\.n, self\.ranks",
+        r"_global\(.*, None, ranks\)|None, None, self\.ranks",
+        "the global row count sizes the gather across ranks; one process gathers nothing "
+        "(tests/test_dist.py trains under two)",
+    ),
+    (
+        r"np\.array\(enc\.target, dtype=np\.float32\)",
+        r"dtype=None\)",
+        "the teacher's vectors are written as float32: the copy has that dtype already",
     ),
     (
         r"batch\.target, batch\.n, self\.ranks",

@@ -237,8 +237,12 @@ def test_scored_pairs_train_by_cosent_or_cosine_mse_and_score_by_rank() -> None:
     assert set(obj.scores(model, enc, outs, False)) == {"val_loss", "spearman", "pearson"}
     batches = [cosent(cos[:4], y[:4], 7.0).item() * 4, cosent(cos[4:], y[4:], 7.0).item() * 2]
     assert full["val_loss"] == pytest.approx(sum(batches) / 6, rel=1e-5)
-    with pytest.raises(DataError, match="every gold score of the split is 3: there is no ranking"):
+    with pytest.raises(DataError) as refused:
         obj.metrics(outs, np.full(6, 3.0))
+    assert str(refused.value) == (
+        "every gold score of the split is 3: there is no ranking to score against (an "
+        "unlabelled test split?); give pairs with their scores"
+    )
 
 
 def test_positive_pairs_and_simcse_train_by_in_batch_negatives() -> None:
@@ -257,6 +261,8 @@ def test_positive_pairs_and_simcse_train_by_in_batch_negatives() -> None:
     assert full["kind"] == "pairs" and full["pairs"] == 4 and "recall@1" in full
     simcse = objective(TaskConfig("s", "x", kind="text"), TrainConfig(similarity_scale=5.0))  # type: ignore[arg-type]
     assert simcse.views == 2 and not simcse.scorable and simcse.metrics([a.numpy()], None) == {}
+    views = simcse.vector_loss([a, p], None, 4, Dist()).item()  # type: ignore[attr-defined]
+    assert views == pytest.approx(info_nce(a, [p], 5.0, 4, Dist()).item())  # view 1 → view 2
     two_views = simcse.scores(model, Encoded([[np.zeros(1)] * 4], None), [a.numpy()], True)
     assert two_views["val_loss"] == pytest.approx(info_nce(a, [a], 5.0, 4, Dist()).item())
     assert two_views["kind"] == "text" and two_views["pairs"] == 4
