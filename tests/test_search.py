@@ -2,6 +2,7 @@
 never stale, never half-written) and bad input."""
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -110,9 +111,9 @@ def _garbage(name: str) -> Callable[[Path], int]:
     return lambda folder: (folder / name).write_bytes(b"not what sentcli wrote" * 10)
 
 
-def _split_utf8(folder: Path) -> None:
-    """The bytes around the second row's start become an é: an offset inside a character."""
-    at = int(np.load(folder / "offsets.npy")[1])
+def _split_utf8(folder: Path, row: int = 1) -> None:
+    """The bytes around `row`'s start become an é: an offset inside a character."""
+    at = int(np.load(folder / "offsets.npy")[row])
     data = bytearray((folder / "texts.bin").read_bytes())
     data[at - 1 : at + 1] = "é".encode()
     (folder / "texts.bin").write_bytes(bytes(data))
@@ -134,6 +135,11 @@ DAMAGE = {
     "no blank rows": (lambda f: (f / "blank.npy").unlink(), "has no blank.npy"),
     "a file": (lambda f: (shutil.rmtree(f), f.write_text("x")), "is not a folder"),
     "split UTF-8": (_split_utf8, "split a UTF-8 character"),
+    "split UTF-8, last row": (lambda f: _split_utf8(f, -2), "split a UTF-8 character"),
+    "offsets one short": (
+        lambda f: np.save(f / "offsets.npy", np.load(f / "offsets.npy")[:-1]),
+        "holds (10,) text offsets for 10 rows",
+    ),
 }
 
 
@@ -194,7 +200,10 @@ BAD_SEARCH = [
     (["--corpus", "{corpus}", "-k", "0"], "-k must be at least 1"),
     (["--corpus", "{corpus}", "--threshold", "2"], "between -1 and 1"),
     (["--corpus", "{corpus}", "-o", "{corpus}"], "is the input file"),
-    (["--corpus", "{corpus}", "--corpus-column", "text"], "read as one text per line"),
+    (
+        ["--corpus", "{corpus}", "--corpus-column", "text"],
+        "is read as one text per line; --corpus-column applies to .csv",
+    ),
     (["--corpus", "{corpus}", "--model", "{tmp}/nope"], "is not a run folder"),
     (["--corpus", "{corpus}", "--cache", "{corpus}/sub"], "cannot write the corpus cache"),
 ]
@@ -356,6 +365,19 @@ def test_a_row_cut_outside_the_checked_sample_is_a_damaged_cache_not_a_crash(
     assert (index.text(0), index.text(1)) == ("a", "é")
 
 
+def test_every_row_start_of_a_corpus_up_to_the_sample_size_is_checked(tmp_path: Path) -> None:
+    """A cut inside a character at row 5 of 60 (which 50 evenly spaced rows would miss) is
+    found when the index is opened: up to SPLIT_SAMPLE rows, every row's start is read."""
+    corpus, cache = tmp_path / "corpus.txt", tmp_path / "cache"
+    corpus.write_text("".join(f"line {i} of the corpus\n" for i in range(60)), "utf-8")
+    api.search(str(corpus), str(corpus), tmp_path / "r.tsv", k=1, cache=cache)
+    (folder,) = (cache / "search").iterdir()
+    width = search_mod.open_index(folder, 384).vectors.shape[1]
+    _split_utf8(folder, 5)
+    with pytest.raises(search_mod.DamagedIndex, match="split a UTF-8 character"):
+        search_mod.open_index(folder, width)
+
+
 def test_a_corpus_gone_while_embedded_counts_as_changed(tmp_path: Path) -> None:
     corpus = tmp_path / "c.txt"
     corpus.write_text("one\n")
@@ -363,3 +385,29 @@ def test_a_corpus_gone_while_embedded_counts_as_changed(tmp_path: Path) -> None:
     assert not search_mod._moved(corpus, read)
     corpus.unlink()
     assert search_mod._moved(corpus, read)
+
+
+def test_a_full_disk_while_indexing_is_one_error_and_leaves_no_half_built_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of space while the index is written: ConfigError naming the cache and the way out,
+    the half-built folder removed; another OS error is raised as it is (also removed)."""
+    import errno
+
+    corpus, cache = corpus_file(tmp_path), tmp_path / "cache"
+
+    def fail(code: int) -> Callable[..., None]:
+        def publish(*args: object) -> None:
+            raise OSError(code, os.strerror(code))
+
+        return publish
+
+    monkeypatch.setattr(search_mod, "_publish", fail(errno.ENOSPC))
+    with pytest.raises(ConfigError) as full:
+        api.search(str(corpus), str(corpus), tmp_path / "r.tsv", k=1, cache=cache)
+    assert str(full.value).startswith(f"the corpus cache in {cache} is on a full disk; free some")
+    assert list((cache / "search").iterdir()) == []
+    monkeypatch.setattr(search_mod, "_publish", fail(errno.EIO))
+    with pytest.raises(OSError) as other:
+        api.search(str(corpus), str(corpus), tmp_path / "r.tsv", k=1, cache=cache)
+    assert other.value.errno == errno.EIO and list((cache / "search").iterdir()) == []
