@@ -332,7 +332,9 @@ def main() -> None:
             f"| {name} | {len(every)} | {len(got)} | {killed} | {len(left)} | {equivalent_count} | "
             f"{score:.1f} % | {minutes:.1f} min |"
         )
-        print(rows[-1], flush=True)
+        # each module's list as it ends, so that a run stopped part-way keeps what it found
+        lines = [f"  equivalent {n}: {why[n]}" for n in same] + [f"  not killed {n}" for n in left]
+        print("\n".join([rows[-1], *lines]), flush=True)
     print("\n| module | mutants | run | killed | not killed | equivalent | score | time |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     print("\n".join(rows))
