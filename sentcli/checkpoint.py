@@ -96,10 +96,15 @@ RUN_NAMES = {CONFIG, WEIGHTS, TOKENIZER, METRICS, STATE, NEXT_STATE, "report"}
 """What sentcli writes into a run folder (and .NAME.tmp files while it writes)."""
 
 
+def precious(folder: Path) -> bool:
+    """`/`, the home folder and the current folder: never an output to replace."""
+    return folder.resolve() in (Path("/"), Path.home().resolve(), Path.cwd().resolve())
+
+
 def check_not_precious(folder: Path) -> None:
-    """`/`, the home folder and the current folder are never an output to replace."""
+    """--overwrite never deletes a `precious` folder."""
     target = folder.resolve()
-    if target in (Path("/"), Path.home().resolve(), Path.cwd().resolve()):
+    if precious(folder):
         raise ConfigError(
             f"--overwrite would delete {folder} ({target}); give -o a new folder for the output"
         )
@@ -168,7 +173,7 @@ def check_export_dir(out_dir: Path, overwrite: bool, run_dir: Path) -> None:
         raise ConfigError(f"-o {out_dir} is inside the run {run_dir}; export to another folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"-o {out_dir} is a file; give a folder")
-    if out_dir.resolve() in (Path("/"), Path.home().resolve(), Path.cwd().resolve()):
+    if precious(out_dir):
         raise ConfigError(
             f"-o {out_dir} ({out_dir.resolve()}) is a folder an export would replace whole; "
             "give -o a new folder"

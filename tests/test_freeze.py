@@ -1,3 +1,5 @@
+from collections.abc import Sequence
+
 import pytest
 import torch
 
@@ -117,27 +119,29 @@ def test_parameter_groups_table(model: MultiTaskModel) -> None:
     assert sum(n for n, _ in groups.values()) == sum(p.numel() for p in model.parameters())
 
 
-def test_refusals_say_what_is_left_untrained_and_how_to_fix_it() -> None:
+REFUSALS = [
+    (("backbone", ["topic"], 2, ["sts", "simcse"]),
+     "--freeze 'backbone' leaves task sts, simcse nothing to train (a similarity task has "
+     "no head, and the whole backbone is frozen); freeze fewer layers, or use 'all' to "
+     "evaluate only"),
+    (("backbone,head:topic,head:sentiment", TASKS, 2, ()),
+     "--freeze 'backbone,head:topic,head:sentiment' leaves task sentiment, topic nothing to "
+     "train (its head and the whole backbone are frozen); drop head:NAME or backbone, or "
+     "use 'all' to evaluate only"),
+    (("layers:3", TASKS, 2, ()),
+     "--freeze: unknown or invalid mode 'layers:3'; valid: none, backbone, embeddings, "
+     "layers:K (K in 1..2), head:topic, head:sentiment, all"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("args,message", REFUSALS)
+def test_refusals_say_what_is_left_untrained_and_how_to_fix_it(
+    args: tuple[str, list[str], int, Sequence[str]], message: str
+) -> None:
+    mode, tasks, layers, headless = args
     with pytest.raises(ConfigError) as e:
-        parse_freeze("backbone", ["topic"], 2, headless=["sts", "simcse"])
-    assert str(e.value) == (
-        "--freeze 'backbone' leaves task sts, simcse nothing to train (a similarity task has "
-        "no head, and the whole backbone is frozen); freeze fewer layers, or use 'all' to "
-        "evaluate only"
-    )
-    with pytest.raises(ConfigError) as e:
-        parse_freeze("backbone,head:topic,head:sentiment", TASKS, 2)
-    assert str(e.value) == (
-        "--freeze 'backbone,head:topic,head:sentiment' leaves task sentiment, topic nothing to "
-        "train (its head and the whole backbone are frozen); drop head:NAME or backbone, or "
-        "use 'all' to evaluate only"
-    )
-    with pytest.raises(ConfigError) as e:
-        parse_freeze("layers:3", TASKS, 2)
-    assert str(e.value) == (
-        "--freeze: unknown or invalid mode 'layers:3'; valid: none, backbone, embeddings, "
-        "layers:K (K in 1..2), head:topic, head:sentiment, all"
-    )
+        parse_freeze(mode, tasks, layers, headless=list(headless))
+    assert str(e.value) == message
 
 
 def test_what_is_not_the_whole_backbone_leaves_heads_and_similarity_tasks_free() -> None:
