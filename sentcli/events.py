@@ -23,10 +23,14 @@ class StepLog:
     tokens_seen: int
     elapsed: float
     group_norms: dict[str, float] = field(default_factory=dict)
-    """Gradient norm per parameter group (before clipping), when the recipe names groups."""
+    """Gradient norm per parameter group (before clipping), when the recipe names groups:
+    the mean over the steps since the last log where the group had a gradient."""
     task_losses: dict[str, float] = field(default_factory=dict)
     """Each task's train loss, averaged over its steps since the last log (multi-task runs;
     a task that took no step in the window is absent)."""
+    group_norms_max: dict[str, float] = field(default_factory=dict)
+    """The largest gradient norm of each group since the last log (`group_norms` holds the
+    mean over the steps where the group had a gradient): a spike between logs shows."""
     kind: str = "train"
 
 

@@ -140,28 +140,33 @@ class Transformer(nn.Module):
         self.ln_f = layer_norm(config) if config.norm == "pre" else nn.Identity()
 
     def forward(
-        self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None, additive: bool = False
+        self,
+        idx: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        additive: bool = False,
+        padded: bool | None = None,
     ) -> torch.Tensor:
         """[B, T] token ids (and [B, T] mask, true = real) → hidden states [B, T, C].
-        `additive`: mask with a float bias (see key_padding_mask)."""
+        `additive`: mask with a float bias (see key_padding_mask). `padded`: whether the
+        batch has padding, when the caller knows it from the lengths (None: look)."""
         B, T = idx.size()
         if self.config.block_size < T:
             raise ValueError(f"sequence of {T} tokens > block_size {self.config.block_size}")
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.ln_e(self.wte(idx) + self.wpe(pos)))  # [B, T, C]
         mask = None
-        # All-real batches need no mask and SDPA then takes its fastest path; the check is a
-        # host sync, so only on the CPU (where it costs nothing) and never in a traced graph
-        # (torch.compile, ONNX export), which must mask whatever its inputs.
-        if (
-            attention_mask is not None
-            and not self.config.causal
-            and (
-                attention_mask.device.type != "cpu"
+        # All-real batches need no mask and SDPA then takes its fastest path. Training says
+        # so from the lengths (`padded`); otherwise looking is a host sync, so only on the
+        # CPU and never in a traced graph (torch.compile, ONNX export), which must mask
+        # whatever its inputs.
+        if padded is None:
+            padded = (
+                attention_mask is None
+                or attention_mask.device.type != "cpu"
                 or torch.compiler.is_compiling()
                 or not attention_mask.all()
             )
-        ):
+        if attention_mask is not None and not self.config.causal and padded:
             mask = key_padding_mask(attention_mask, additive)
         for block in self.h:
             x = block(x, mask, self.config.causal)
@@ -240,9 +245,12 @@ class MultiTaskModel(nn.Module):
         )
         init_weights(self, config.n_layer, config.embed_std or 0.02)
 
-    def embed(self, idx: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def embed(
+        self, idx: torch.Tensor, attention_mask: torch.Tensor, padded: bool | None = None
+    ) -> torch.Tensor:
         """Sentence vectors [B, C] (not normalised) of [B, T] ids and mask."""
-        return pool(self.trunk(idx, attention_mask), attention_mask, self.config.pooling)
+        hidden = self.trunk(idx, attention_mask, padded=padded)
+        return pool(hidden, attention_mask, self.config.pooling)
 
     def forward(
         self,
@@ -250,9 +258,10 @@ class MultiTaskModel(nn.Module):
         attention_mask: torch.Tensor,
         task: str,
         labels: torch.Tensor | None = None,
+        padded: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits [B, n_labels] of `task`'s head and, given int labels [B], the mean CE loss."""
-        logits = self.heads[task](self.embed(input_ids, attention_mask))
+        logits = self.heads[task](self.embed(input_ids, attention_mask, padded))
         if labels is None:
             return logits, None
         return logits, F.cross_entropy(logits.float(), labels)

@@ -121,3 +121,23 @@ def test_cli_exits_1_with_one_line_and_the_resume_hint(
     assert "Traceback" not in result.output
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["train"]["skip_nonfinite"] == 0
+
+
+def test_a_skipped_step_leaves_the_weights_bit_identical(
+    tmp_path: Path, topic_dir: Path, sentiment_dir: Path, tokenizer_path: Path, poison: dict
+) -> None:
+    """The skip is decided on the device (the fused optimizer's found_inf): a run whose 4th
+    and last step is bad ends with exactly the weights of the same run stopped after 3."""
+    opts = {**OPTS, "min_lr_ratio": 1.0, "warmup": 0, "log_every": 4, "eval_every": 0}  # flat LR
+    api.train_mtl(
+        specs(topic_dir, sentiment_dir), tmp_path / "three", tokenizer=tokenizer_path,
+        options={**opts, "max_steps": 3},
+    )  # fmt: skip
+    poison["calls"], poison["at"] = 0, {4}
+    api.train_mtl(
+        specs(topic_dir, sentiment_dir), tmp_path / "four", tokenizer=tokenizer_path,
+        options={**opts, "max_steps": 4, "skip_nonfinite": 1},
+    )  # fmt: skip
+    three, four = ckpt.load_weights(tmp_path / "three")[0], ckpt.load_weights(tmp_path / "four")[0]
+    assert all(torch.equal(three[k], four[k]) for k in three)
+    assert ckpt.load_train_state(tmp_path / "four", 4)["skipped"] == 1

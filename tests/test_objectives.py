@@ -345,7 +345,10 @@ def test_a_batch_embeds_every_side_in_one_pass_and_loads_keep_the_columns(tmp_pa
     model = MultiTaskModel(ModelConfig(vocab_size=30, n_embd=8, n_head=2, block_size=8), {})
     ids, mask = collate([np.arange(5, 9), np.arange(5, 7), np.arange(6, 9), np.arange(5, 8)])
     calls = []
-    model.embed = lambda i, m: (calls.append(i.shape), MultiTaskModel.embed(model, i, m))[1]  # type: ignore[method-assign]
+    model.embed = lambda i, m, p=None: (
+        calls.append(i.shape),
+        MultiTaskModel.embed(model, i, m, p),
+    )[1]  # type: ignore[method-assign]
     sides = embed_sides(model, Batch("t", ids, mask, 2, 2, None, objective(pair_spec("pairs"))))
     assert calls == [(4, 4)] and [s.shape for s in sides] == [(2, 8), (2, 8)]
     table = Dataset.from_dict(

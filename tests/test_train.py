@@ -43,18 +43,34 @@ def test_optimizer_sees_only_trainable_params_with_decay_split(tiny_config) -> N
         assert len(in_trunk) == 1 and g["lr_scale"] == (0.1 if in_trunk.pop() else 1.0)
 
 
-def test_group_norms_match_a_manual_computation(tiny_config) -> None:
+def test_group_norms_match_a_manual_computation_then_clip(tiny_config) -> None:
+    """Per-group and global norms from the one-kernel path equal each group's gradients'
+    norm computed by hand; a head without a gradient is marked absent; clipping follows."""
     from sentcli.freeze import group_of
-    from sentcli.training.loop import group_norms
+    from sentcli.training.loop import GroupNorms
 
-    model = MultiTaskModel(tiny_config, {"t": 2})
+    model = MultiTaskModel(tiny_config, {"t": 2, "u": 3})
     ids = torch.randint(5, 100, (3, 6))
     _, loss = model(ids, torch.ones_like(ids, dtype=torch.bool), "t", torch.tensor([0, 1, 0]))
     loss.backward()
-    norms = group_norms(model, group_of)
-    assert set(norms) == {"embeddings", "block.0", "block.1", "final_norm", "head.t"}
-    head = torch.cat([p.grad.ravel() for p in model.heads["t"].parameters()])
-    assert torch.allclose(norms["head.t"], head.norm())
+    norms = GroupNorms(model, group_of, torch.device("cpu"))
+    assert norms.groups == ["embeddings", "block.0", "block.1", "final_norm", "head.t", "head.u"]
+    params = list(model.parameters())
+    expected = {
+        g: torch.cat([p.grad.ravel() for n, p in model.named_parameters() if group_of(n) == g])
+        .norm()
+        .item()
+        for g in norms.groups[:-1]
+    }
+    total_expected = torch.cat([p.grad.ravel() for p in params if p.grad is not None]).norm()
+    measured = norms(params, clip=0.05)
+    assert measured is not None and measured[1] is not None
+    total, (by_group, has) = measured
+    assert has.tolist() == [1, 1, 1, 1, 1, 0]  # head.u had no gradient
+    assert by_group[:-1].tolist() == pytest.approx(list(expected.values()), rel=1e-5)
+    assert total.item() == pytest.approx(total_expected.item(), rel=1e-5)
+    clipped = torch.cat([p.grad.ravel() for p in params if p.grad is not None]).norm()
+    assert clipped.item() == pytest.approx(min(0.05, total_expected.item()), rel=1e-4)
 
 
 def test_total_steps_respects_max_steps() -> None:

@@ -55,6 +55,8 @@ class Batch:
     """Rows of the global batch: under torchrun the in-batch candidates are every rank's."""
     target: torch.Tensor | None
     objective: Objective
+    padded: bool | None = None
+    """Whether any text is shorter than the batch (known from the lengths; None: look)."""
 
 
 class Objective(Protocol):
@@ -113,7 +115,7 @@ batch's rows, the processes)."""
 
 def embed_sides(model: MultiTaskModel, batch: Batch) -> list[torch.Tensor]:
     """Each side's sentence vectors [rows, C], from one forward pass over all of them."""
-    vectors = model.embed(batch.ids, batch.mask)  # [sides · rows, C]
+    vectors = model.embed(batch.ids, batch.mask, batch.padded)  # [sides · rows, C]
     return list(torch.split(vectors, batch.rows))
 
 

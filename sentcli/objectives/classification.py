@@ -64,7 +64,7 @@ class Classification:
 
     def loss(self, model: MultiTaskModel, batch: Batch) -> torch.Tensor:
         assert batch.target is not None
-        loss: torch.Tensor = model(batch.ids, batch.mask, batch.task, batch.target)[1]
+        loss: torch.Tensor = model(batch.ids, batch.mask, batch.task, batch.target, batch.padded)[1]
         return loss
 
     def metrics(self, outputs: list[np.ndarray], target: np.ndarray | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from types import FrameType
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -126,18 +127,67 @@ def make_optimizer(
         ]
         groups[-2]["lr_scale"] = groups[-1]["lr_scale"] = scale
     groups = [g for g in groups if g["params"]]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+    # The fused kernel: one call per group instead of a Python loop over the parameters (the
+    # host cost of a small step), and it skips a step on the device when `found_inf` is set.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    fused = all(p.device.type in FUSED_DEVICES for p in trainable)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=fused or None)
 
 
-def group_norms(model: nn.Module, group_of: Callable[[str], str | None]) -> dict[str, torch.Tensor]:
-    """L2 norm of the gradients of each parameter group (groups without gradients, and
-    parameters in no group, left out)."""
-    squares: dict[str, list[torch.Tensor]] = {}
-    for name, p in model.named_parameters():
-        group = group_of(name)
-        if p.grad is not None and group is not None:
-            squares.setdefault(group, []).append(p.grad.detach().float().pow(2).sum())
-    return {g: torch.stack(v).sum().sqrt() for g, v in squares.items()}
+FUSED_DEVICES = ("cpu", "cuda")
+"""Devices whose AdamW has the fused kernel with `found_inf` (a skip decided on the device)."""
+
+
+class GroupNorms:
+    """Each parameter group's gradient norm and the global one, from one kernel over every
+    gradient, then clipping: no host sync. The groups with a gradient change with a step's
+    tasks (a head outside the step has none); each such set is indexed once."""
+
+    def __init__(
+        self, model: nn.Module, group_of: Callable[[str], str | None], device: torch.device
+    ) -> None:
+        named = list(model.named_parameters())
+        groups = [group_of(n) for n, _ in named]
+        self.groups = list(dict.fromkeys(g for g in groups if g is not None))
+        none = len(self.groups)  # the slot of parameters in no group
+        self.at = {
+            id(p): none if g is None else self.groups.index(g)
+            for (_, p), g in zip(named, groups, strict=True)
+        }
+        self.device = device
+        self.patterns: dict[tuple[bool, ...], tuple[torch.Tensor, np.ndarray]] = {}
+
+    def __call__(
+        self, params: Sequence[torch.Tensor], clip: float
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, np.ndarray] | None] | None:
+        """(the global norm, (each group's norm [groups], which groups had a gradient) or
+        None without groups) of `params`' gradients before clipping them to `clip` (0: no
+        clipping); None when no parameter has a gradient."""
+        present: list[torch.Tensor] = []
+        key = []
+        for p in params:
+            key.append(p.grad is not None)
+            if p.grad is not None:
+                present.append(p)
+        if not present:
+            return None
+        grads = [p.grad for p in present]
+        # one kernel for every gradient's norm (what clip_grad_norm_ runs too)
+        squares = torch.stack(torch._foreach_norm(grads)).float().square()  # type: ignore[arg-type]
+        total = squares.sum().sqrt()
+        if clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(present, clip, total)
+        if not self.groups:
+            return total, None
+        pattern = self.patterns.get(tuple(key))
+        if pattern is None:  # a new set of parameters with gradients (the step's tasks)
+            idx = [self.at[id(p)] for p in present]
+            has = np.zeros(len(self.groups) + 1, dtype=np.int64)
+            has[idx] = 1
+            pattern = (torch.tensor(idx, device=self.device), has[:-1])
+            self.patterns[tuple(key)] = pattern
+        by_group = squares.new_zeros(len(self.groups) + 1).index_add_(0, pattern[0], squares)
+        return total, (by_group[:-1].sqrt(), pattern[1])
 
 
 @contextlib.contextmanager
@@ -165,36 +215,142 @@ def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]
     return torch.get_rng_state(), cuda
 
 
-def _first_nonfinite(
-    pending: list[tuple[int, list[str], torch.Tensor]], d: dist.Dist
-) -> tuple[int, str, list[str]] | None:
-    """(step, value, tasks) of the first non-finite loss among `pending` (step, task names,
-    their losses), agreed over ranks; one host sync."""
+def _nonfinite_steps(
+    pending: list[tuple[int, list[str], torch.Tensor, np.ndarray | None]], d: dist.Dist
+) -> list[tuple[int, tuple[int, str, list[str]]]]:
+    """(position in `pending`, (step, value, tasks)) of every step among `pending` with a
+    non-finite loss, in order, agreed over ranks; one host sync."""
     if not pending:
-        return None
-    flat = torch.cat([v for _, _, v in pending])
-    finite = dist.all_min(torch.isfinite(flat).to(torch.uint8), d).cpu().bool()
-    if bool(finite.all()):
-        return None
-    offset = 0
-    for step, names, values in pending:
-        ok = finite[offset : offset + len(values)]
+        return []
+    flat = torch.cat([v.float() for _, _, v, _ in pending])
+    finite = dist.all_min(torch.isfinite(flat).to(torch.uint8), d)
+    rows = torch.stack([finite.float(), flat]).tolist()  # the one readback
+    out, offset = [], 0
+    for i, (step, names, values, _) in enumerate(pending):
+        ok, got = rows[0][offset : offset + len(values)], rows[1][offset : offset + len(values)]
         offset += len(values)
-        if not bool(ok.all()):
-            bad = [i for i, good in enumerate(ok.tolist()) if not good]
-            local = [v for v in values.float().cpu().tolist() if not math.isfinite(v)]
+        if not all(ok):
+            bad = [i for i, good in enumerate(ok) if not good]
+            local = [v for v in got if not math.isfinite(v)]
             value = str(local[0]) if local else "not finite"
-            return step, value, [names[i] for i in bad if names[i]]
-    return None
+            out.append((i, (step, value, [names[j] for j in bad if names[j]])))
+    return out
 
 
-Pending = list[tuple[int, list[str], torch.Tensor]]
-"""Losses not yet checked for NaN/inf: (step, task names, their losses)."""
+class Window:
+    """What the steps since the last log add up to: the train loss, each task's loss and each
+    gradient group's norm (mean and max over the steps that had one). The sums stay on the
+    device until a log, eval or save reads them (one sync); the step counts are the host's.
+    With --skip-nonfinite a bad step adds zeros (`keep` false) and the check that finds it
+    takes its counts back (`forget`)."""
+
+    def __init__(self, groups: list[str], device: torch.device) -> None:
+        self.groups, self.device = groups, device
+        self.tasks: list[str] = []
+        self.index: dict[tuple[str, ...], tuple[torch.Tensor, list[int]]] = {}
+        self.loss = torch.zeros((), device=device)
+        self.task_sum = torch.zeros(0, device=device)
+        self.norm_sum = torch.zeros(len(groups), device=device)
+        self.norm_max = torch.zeros(len(groups), device=device)
+        self.steps, self.task_n, self.norm_n = 0, [0] * 0, np.zeros(len(groups), dtype=np.int64)
+
+    def task_index(self, names: tuple[str, ...]) -> tuple[torch.Tensor, list[int]]:
+        """The positions of a step's tasks, on the device and here (a new task extends)."""
+        found = self.index.get(names)
+        if found is None:
+            for t in names:
+                if t not in self.tasks:
+                    self.tasks.append(t)
+                    self.task_sum = torch.cat([self.task_sum, self.task_sum.new_zeros(1)])
+                    self.task_n.append(0)
+            at = [self.tasks.index(t) for t in names]
+            found = self.index[names] = (torch.tensor(at, device=self.device), at)
+        return found
+
+    def add(
+        self,
+        loss: torch.Tensor,
+        names: tuple[str, ...],
+        values: torch.Tensor,
+        norms: tuple[torch.Tensor, np.ndarray] | None,
+        keep: torch.Tensor | None,
+    ) -> None:
+        """A step: its loss, its tasks' losses and (per group) its gradient norms [groups]
+        with which groups had a gradient."""
+        loss = loss.detach()
+        if keep is not None:  # a skipped step adds zeros (NaN would poison the sums)
+            loss, values = torch.where(keep, loss, 0.0), torch.where(keep, values, 0.0)
+        self.loss += loss
+        self.steps += 1
+        if names:
+            idx, at = self.task_index(names)
+            self.task_sum.index_add_(0, idx, values.float())
+            for i in at:
+                self.task_n[i] += 1
+        if norms is not None:
+            by_group, has = norms
+            if keep is not None:
+                by_group = torch.where(keep, by_group, 0.0)
+            self.norm_sum += by_group
+            torch.maximum(self.norm_max, by_group, out=self.norm_max)
+            self.norm_n += has
+
+    def forget(self, names: list[str], has: np.ndarray | None) -> None:
+        """Take back the counts of a skipped step (its sums were zeros)."""
+        self.steps -= 1
+        for t in names:
+            if t:
+                self.task_n[self.tasks.index(t)] -= 1
+        if has is not None:
+            self.norm_n -= has
+
+    def read(
+        self, d: dist.Dist
+    ) -> tuple[float, int, dict[str, tuple[float, int]], dict[str, tuple[float, float]]]:
+        """(loss sum, steps, {task: (loss sum, steps)}, {group: (mean norm, max norm)}): the
+        losses averaged over ranks; one host sync."""
+        sums = dist.mean(torch.cat([self.loss[None], self.task_sum]), d)
+        flat = torch.cat([sums, self.norm_sum, self.norm_max]).tolist()
+        n_t, n_g = len(self.tasks), len(self.groups)
+        loss, task_sums, norm_sums, maxes = (
+            flat[0],
+            flat[1 : 1 + n_t],
+            flat[1 + n_t : 1 + n_t + n_g],
+            flat[1 + n_t + n_g :],
+        )
+        tasks = {
+            t: (task_sums[i], self.task_n[i]) for i, t in enumerate(self.tasks) if self.task_n[i]
+        }
+        norms = {
+            g: (norm_sums[i] / int(self.norm_n[i]), maxes[i])
+            for i, g in enumerate(self.groups)
+            if self.norm_n[i]
+        }
+        return loss, self.steps, tasks, norms
+
+    def restore(self, loss: float, steps: int, tasks: dict[str, list[float]]) -> None:
+        self.loss.fill_(loss)
+        self.steps = steps
+        for t, (total, n) in tasks.items():
+            i = self.task_index((t,))[1][0]
+            self.task_sum[i], self.task_n[i] = total, int(n)
+
+    def reset(self) -> None:
+        for t in (self.loss, self.task_sum, self.norm_sum, self.norm_max):
+            t.zero_()
+        self.steps, self.task_n = 0, [0] * len(self.tasks)
+        self.norm_n[:] = 0
+
+
+Pending = list[tuple[int, list[str], torch.Tensor, np.ndarray | None]]
+"""Losses not yet checked for NaN/inf: (step, task names, their losses, the groups that
+had a gradient)."""
 
 
 class _Loop:
     """The loop's moving parts: the optimizer, the scaler, the state and the accumulators.
-    `train_loop` drives it; each method is one part of a step."""
+    `train_loop` drives it; each method is one part of a step. A step makes no host sync:
+    what it adds up stays on the device until a log, evaluation or save reads it."""
 
     def __init__(
         self,
@@ -207,21 +363,18 @@ class _Loop:
     ) -> None:
         self.model, self.cfg, self.recipe, self.save = model, cfg, recipe, save
         self.device, self.ranks, self.dtype = rt.device, rt.ranks, rt.dtype
-        device = rt.device
         self.total = total_steps(cfg, len(recipe.epoch_batches(0)))
         self.warmup = min(cfg.warmup, self.total // 2)
         self.state = TrainState.from_dict(saved_state) if saved_state else TrainState()
         recipe.on_epoch(self.state.freeze_epoch)
         self.optimizer = self._optimizer()
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(rt.device.type, enabled=self.dtype == torch.float16)
         self.saved: int | None = None  # the step of the checkpoint on disk
-        self.loss_sum = torch.zeros((), device=device)  # train loss since the last log
-        # each task's train loss and steps since the last log (summed on the device)
-        self.task_sums: dict[str, torch.Tensor] = {}
-        self.task_steps: dict[str, int] = {}
+        self.norms = GroupNorms(model, recipe.group_of, rt.device)
+        self.window = Window(self.norms.groups, rt.device)
         self.pending: Pending = []
-        self.grad_norm = torch.zeros((), device=device)
-        self.norms: dict[str, torch.Tensor] = {}
+        self.notices: list[NonFinite] = []  # skipped steps found by the last check, to yield
+        self.grad_norm = torch.zeros((), device=rt.device)
         self.tokens = 0  # real tokens since the last log
         self.t0 = self.t_log = time.perf_counter()
         if saved_state is not None:
@@ -235,10 +388,8 @@ class _Loop:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scaler.load_state_dict(saved["scaler"])
         self.saved = self.state.step
-        self.loss_sum.fill_(self.state.log_loss)
-        for t, (total, n) in self.state.log_tasks.items():
-            self.task_sums[t] = torch.full((), total, device=self.device)
-            self.task_steps[t] = int(n)
+        s = self.state
+        self.window.restore(s.log_loss, s.log_count, s.log_tasks)
         rngs = saved.get("rng_ranks")
         cpu_rng, cuda_rng = (
             rngs[self.ranks.rank]
@@ -278,17 +429,15 @@ class _Loop:
     def snapshot(self, epoch: int, batch: int) -> dict[str, Any]:
         """The train state to save, resuming at `batch` of `epoch`."""
         s = self.state
-        dist.mean(self.loss_sum, self.ranks)  # every rank keeps the mean: a resume restores it
+        # every rank keeps the mean loss sums: a resume restores them
+        loss, steps, tasks, _ = self.window.read(self.ranks)
         cpu_rng, cuda_rng = _rng_state(self.device)
         out: dict[str, Any] = {"optimizer": self.optimizer.state_dict()}
         out["scaler"] = self.scaler.state_dict()
         out |= asdict(s) | {"epoch": epoch, "batch": batch}
         out["elapsed"] = s.elapsed + time.perf_counter() - self.t0
-        out["log_loss"] = self.loss_sum.item()
-        out["log_tasks"] = {
-            t: [dist.mean(v, self.ranks).item(), self.task_steps[t]]
-            for t, v in self.task_sums.items()
-        }
+        out |= {"log_loss": loss, "log_count": steps}
+        out["log_tasks"] = {t: [total, n] for t, (total, n) in tasks.items()}
         out |= {"torch_rng": cpu_rng, "cuda_rng": cuda_rng, "python_rng": random.getstate()}
         if self.ranks.on:  # each rank's dropout stream, so a resumed run draws what it would
             out["rng_ranks"] = dist.gather_objects((cpu_rng, cuda_rng), self.ranks)
@@ -298,10 +447,23 @@ class _Loop:
         return out
 
     def unchecked(self) -> NonFinite | None:
-        """The first non-finite loss since the last check, if any (the check is consumed)."""
-        bad = _first_nonfinite(self.pending, self.ranks)
-        self.pending.clear()
-        return NonFinite(*bad, self.saved) if bad else None
+        """Check the losses since the last check (one sync). Without --skip-nonfinite the
+        first non-finite one stops the run; with it, skipped steps (their update was already
+        skipped on the device) go to `notices`, and the first past the tolerance stops it."""
+        pending, self.pending = self.pending, []
+        s, allowed = self.state, self.cfg.skip_nonfinite
+        for i, found in _nonfinite_steps(pending, self.ranks):
+            if s.skipped >= allowed:
+                return NonFinite(*found, self.saved)
+            s.skipped += 1
+            self.window.forget(pending[i][1], pending[i][3])
+            self.notices.append(NonFinite(*found, self.saved, s.skipped))
+        return None
+
+    def drain(self) -> Iterator[NonFinite]:
+        """The skipped steps found by the checks since the last drain."""
+        notices, self.notices = self.notices, []
+        yield from notices
 
     def checked_save(self, epoch: int, batch: int) -> NonFinite | None:
         """Save unless a loss since the last check was not finite (then report it)."""
@@ -341,9 +503,9 @@ class _Loop:
     def log_due(self) -> bool:
         return self.state.step % self.cfg.log_every == 0 or self.state.step == self.total
 
-    def step(self, batch: Any, lr: float) -> tuple[NonFinite | None, bool]:
-        """Forward, backward and (unless the loss is not finite) the update. Returns a
-        skipped step's event and whether the run must stop."""
+    def step(self, batch: Any, lr: float) -> None:
+        """Forward, backward and the update (skipped on the device, with --skip-nonfinite,
+        when the loss is not finite; without it, the next check stops the run)."""
         s, cfg = self.state, self.cfg
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
@@ -351,67 +513,53 @@ class _Loop:
             loss, n_tokens, parts = self.recipe.loss(self.module, batch)
         self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
         s.step += 1
-        names = list(parts) or [""]
+        names = tuple(parts)
         values = torch.stack([v.detach() for v in parts.values()] or [loss.detach()])
-        event = None
-        if cfg.skip_nonfinite:  # check now, before the update (one sync per step)
-            bad = _first_nonfinite([(s.step, names, values)], self.ranks)
-            if bad:
+        keep = None
+        if cfg.skip_nonfinite:
+            keep = dist.all_min(torch.isfinite(values).all().to(torch.uint8), self.ranks).bool()
+            if self.optimizer.defaults["fused"]:
+                self.optimizer.found_inf = (~keep).float()  # type: ignore[attr-defined]
+            elif not bool(keep):  # no fused kernel here: decide on the host
                 self.optimizer.zero_grad(set_to_none=True)
-                if s.skipped >= cfg.skip_nonfinite:
-                    return NonFinite(*bad, self.saved), True
-                s.skipped += 1
-                event = NonFinite(*bad, self.saved, s.skipped)
-        else:  # checked at the next log or save: no host sync per step
-            self.pending.append((s.step, names, values))
-        self.norms = {}
-        if event is None:
-            self.scaler.unscale_(self.optimizer)
-            if self.log_due():
-                self.norms = group_norms(self.model, self.recipe.group_of)
-            clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.loss_sum += loss.detach()
-            s.log_count += 1
-            for t, v in parts.items():
-                if t not in self.task_sums:
-                    self.task_sums[t] = torch.zeros((), device=self.device)
-                    self.task_steps[t] = 0
-                self.task_sums[t] += v.detach().float()
-                self.task_steps[t] += 1
+        self.scaler.unscale_(self.optimizer)
+        norms = None
+        measured = self.norms(self.params, cfg.grad_clip)
+        if measured is not None:
+            self.grad_norm, norms = measured
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.window.add(loss, names, values, norms, keep)
+        self.pending.append(
+            (s.step, list(names) or [""], values, None if norms is None else norms[1])
+        )
         self.tokens += n_tokens
         s.seen += n_tokens
-        return event, False
 
     def step_log(self, epoch: int, lr: float, now: float) -> StepLog:
-        """The log of the steps since the last one (the loop's only host sync)."""
+        """The log of the steps since the last one (the loop's one host sync a log)."""
         s = self.state
-        loss = dist.mean(self.loss_sum, self.ranks).item() / max(s.log_count, 1)
-        names = list(self.task_sums)
-        sums = torch.stack([self.task_sums[t] for t in names]) if names else None
-        means = [] if sums is None else dist.mean(sums, self.ranks).tolist()
+        loss, steps, tasks, norms = self.window.read(self.ranks)
         return StepLog(
             s.step,
             epoch,
-            loss,
+            loss / max(steps, 1),
             lr,
-            self.grad_norm.item(),
+            float(self.grad_norm),
             self.tokens / max(now - self.t_log, 1e-9),
             s.seen,
             now - self.t0,
-            {g: v.item() for g, v in self.norms.items()},
-            {t: m / self.task_steps[t] for t, m in zip(names, means, strict=True)},
+            {g: mean for g, (mean, _) in norms.items()},
+            {t: total / n for t, (total, n) in tasks.items()},
+            {g: top for g, (_, top) in norms.items()},
         )
 
     def reset_log(self, now: float) -> None:
         """A new log window from `now` (the time the last log was taken: what the caller
         spends on a log counts against the next window)."""
-        self.loss_sum.zero_()
-        self.task_sums, self.task_steps = {}, {}
-        self.state.log_count, self.tokens, self.t_log = 0, 0, now
+        self.window.reset()
+        self.tokens, self.t_log = 0, now
 
 
 def train_loop(
@@ -429,8 +577,9 @@ def train_loop(
 
     Non-finite losses are checked without a host sync per step: their flags are read at the
     next log or save, and the run stops there without saving (the last checkpoint on disk
-    predates the bad step). With `skip_nonfinite` N > 0 every step is checked before its
-    update (one sync per step) and up to N bad steps are skipped.
+    predates the bad step). With `skip_nonfinite` N > 0 a bad step's update is skipped on
+    the device (the fused optimizer's `found_inf`), the check reports it, and the run stops
+    at the check that finds more than N.
     """
     loop = _Loop(model, cfg, recipe, save, rt, state)
     s = loop.state
@@ -447,15 +596,14 @@ def train_loop(
             for i in range(start, len(batches)):
                 stop, lr = loop.clock(flag["stop"])
                 if stop:
-                    yield loop.checked_save(epoch, i) or Interrupted(s.step, stop)
+                    problem = loop.checked_save(epoch, i)
+                    yield from loop.drain()
+                    yield problem or Interrupted(s.step, stop)
                     return
-                skipped, fatal = loop.step(batches[i], lr)
-                if skipped is not None:
-                    yield skipped
-                    if fatal:
-                        return
+                loop.step(batches[i], lr)
                 if loop.log_due():
                     problem = loop.unchecked()
+                    yield from loop.drain()
                     if problem is not None:
                         yield problem
                         return
@@ -471,12 +619,14 @@ def train_loop(
                 )
                 if cfg.save_every and s.step % cfg.save_every == 0 and not evaluating:
                     problem = loop.checked_save(epoch, i + 1)  # evaluations save anyway
+                    yield from loop.drain()
                     if problem:
                         yield problem
                         return
                 if evaluating:
                     last_eval = s.step
                     event = loop.run_eval(epoch, (epoch, i + 1))
+                    yield from loop.drain()
                     try:
                         yield event
                     except GeneratorExit:
@@ -489,6 +639,7 @@ def train_loop(
             if not cfg.eval_every and last_eval != s.step:
                 last_eval = s.step
                 event = loop.run_eval(epoch, (epoch + 1, 0))
+                yield from loop.drain()
                 yield event
                 if isinstance(event, NonFinite):
                     return

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 from sentcli import checkpoint as ckpt
 from sentcli import dist
 from sentcli.config import Balance, RunConfig
-from sentcli.data.batching import collate, length_batches
+from sentcli.data.batching import TokenBuckets, collate, length_batches
 from sentcli.device import seed_everything, to_device
 from sentcli.errors import ConfigError
 from sentcli.events import EvalLog, EvalOnly, Groups, InitFrom, OnEvent
@@ -81,8 +81,15 @@ def weighted_loss(
     `shares` scales a task's mean loss into its part of a batch split over ranks (dist.share)."""
     losses = {}
     for b in batches:
-        losses[b.task] = b.objective.loss(model, b) * (shares or {}).get(b.task, 1.0)
-    total = torch.stack([weights.get(t, 1.0) * loss for t, loss in losses.items()]).sum()
+        loss = b.objective.loss(model, b)
+        share = (shares or {}).get(b.task, 1.0)
+        losses[b.task] = loss if share == 1.0 else loss * share
+    # a step of one task at weight 1 (the usual round-robin step) adds no kernels
+    weighted = [
+        loss if weights.get(t, 1.0) == 1.0 else weights.get(t, 1.0) * loss
+        for t, loss in losses.items()
+    ]
+    total = weighted[0] if len(weighted) == 1 else torch.stack(weighted).sum()
     return total, losses
 
 
@@ -146,6 +153,17 @@ class TaskRecipe:
         self.names = tasks.names
         self.objectives = {t: objective(tasks.specs[t], self.cfg, ranks) for t in self.names}
         self.lengths = {t: tasks.lengths(t) for t in self.names}
+        self.widths = {t: tasks.widths(t) for t in self.names}
+        # --batch-tokens: fixed shapes per bucket (every side and view of a row counts)
+        self.buckets = {
+            t: TokenBuckets(
+                self.cfg.batch_tokens,
+                config.model.block_size,
+                len(tasks.data[(t, "train")].sides) * self.objectives[t].views,
+                ranks.world,
+            )
+            for t in self.names
+        }
         weights = {t: self.cfg.task_weights.get(t, 1.0) for t in self.names}
         self.step_loss = StepLoss(model, weights)
         self.sums = {t: torch.zeros((), device=device) for t in self.names}
@@ -169,15 +187,20 @@ class TaskRecipe:
     def epoch_batches(self, epoch: int) -> Sequence[Step]:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, epoch])
-        per_task = {t: length_batches(self.lengths[t], cfg.batch_size, rng) for t in self.names}
+        per_task = {t: self._batches(t, rng) for t in self.names}
         if cfg.balance == Balance.upsample:  # smaller tasks go round again (reshuffled)
             most = max(len(b) for b in per_task.values())
             for t, batches in per_task.items():
                 while len(batches) < most:
-                    batches += length_batches(self.lengths[t], cfg.batch_size, rng)
+                    batches += self._batches(t, rng)
                 per_task[t] = batches[:most]
         per_task = {t: [b for b in v if dist.usable(b, self.ranks)] for t, v in per_task.items()}
         return plan_steps(per_task, cfg.schedule, rng, cfg.temperature)
+
+    def _batches(self, t: str, rng: np.random.Generator) -> list[np.ndarray]:
+        if self.cfg.batch_tokens:
+            return self.buckets[t].batches(self.widths[t], rng)
+        return length_batches(self.lengths[t], self.cfg.batch_size, rng)
 
     def _batch(self, t: str, idx: np.ndarray) -> Batch:
         """This rank's part of task t's global batch `idx`, on the device: every side of
@@ -185,9 +208,15 @@ class TaskRecipe:
         rows = dist.shard(idx, self.ranks)
         enc, dev, obj = self.tasks.data[(t, "train")], self.device, self.objectives[t]
         target = None if enc.target is None else torch.from_numpy(enc.target[rows])
-        ids, mask = collate([side[i] for side in enc.sides * obj.views for i in rows])
+        seqs = [side[i] for side in enc.sides * obj.views for i in rows]
+        width = 0
+        if self.cfg.batch_tokens:  # the batch's bucket: one shape per bucket
+            width = self.buckets[t].width(len(idx), int(self.widths[t][idx].max()))
+        ids, mask = collate(seqs, width)
+        padded = len({len(s) for s in seqs} | {ids.shape[1]}) > 1  # from the lengths
         target = None if target is None else to_device(target, dev)
-        return Batch(t, to_device(ids, dev), to_device(mask, dev), len(rows), len(idx), target, obj)
+        ids, mask = to_device(ids, dev), to_device(mask, dev)
+        return Batch(t, ids, mask, len(rows), len(idx), target, obj, padded)
 
     def loss(
         self, module: nn.Module, step: Step

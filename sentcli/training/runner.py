@@ -141,7 +141,9 @@ def run_training(
         events: list[StepLog | Interrupted | NonFinite | TrainWarning | Any] = [event]
         if isinstance(event, StepLog):
             seen = event.tokens_seen
-            warnings = grad_warnings(event.step, event.group_norms, config.train.explode_threshold)
+            # the largest norm of the window: a spike between logs warns too
+            norms = event.group_norms_max or event.group_norms
+            warnings = grad_warnings(event.step, norms, config.train.explode_threshold)
             events += [TrainWarning(m, event.step) for m in warnings]
         elif isinstance(event, Interrupted):
             interrupted = event.signal
