@@ -260,6 +260,9 @@ class TrainConfig:
     max_steps: int = 0
     """Stop after this many optimizer steps; 0 means run all epochs."""
     batch_size: int = 32
+    batch_tokens: int = 0
+    """Fixed-shape batches of at most this many tokens (texts padded to a few bucket lengths,
+    so CUDA graphs can capture each shape); 0: --batch-size rows, padded to their longest."""
     lr: float = 1e-3
     warmup: int = 100
     """Linear warmup steps before the cosine decay."""
@@ -305,8 +308,8 @@ class TrainConfig:
     explode_threshold: float = 1e3
     """A gradient-norm warning above this (and for non-finite norms)."""
     skip_nonfinite: int = 0
-    """Skip up to N steps whose loss is NaN/inf (no update) before stopping; 0 stops at the
-    first. Above 0 every step's loss is read back before its update (one sync per step)."""
+    """Skip up to N steps whose loss is NaN/inf (no update, decided on the device) before
+    stopping; 0 stops at the first. Bad steps are reported at the next log, eval or save."""
     compile: bool = False
     """torch.compile the training step (worth it on GPUs; compiling takes a while)."""
     max_time: float = 0.0
@@ -331,6 +334,7 @@ class TrainConfig:
                 "save_every",
                 "unfreeze_every",
                 "max_samples_per_task",
+                "batch_tokens",
                 "skip_nonfinite",
                 "max_time",
                 "seed",
@@ -391,6 +395,7 @@ class TrainOptions(TypedDict, total=False):
     epochs: int
     max_steps: int
     batch_size: int
+    batch_tokens: int
     lr: float
     warmup: int
     min_lr_ratio: float

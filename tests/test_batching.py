@@ -188,3 +188,33 @@ def test_column_dtypes_and_block_counts() -> None:
     assert batching.pack_blocks([np.arange(5)], 4).tolist() == [[0, 1, 2, 3, 4]]  # exactly one
     empty = batching.pack_blocks([], 4)
     assert empty.shape == (0, 5) and empty.dtype == np.int32
+
+
+def test_token_buckets_cut_one_shape_per_bucket_and_use_all_but_the_last_leftovers() -> None:
+    """--batch-tokens 256, block 128: buckets 8/16/32/64/128 of 32/16/8/4/2 rows. Every batch
+    is full, pads to its bucket (a text never to less than its length), the shapes are the
+    buckets' and nothing but the last bucket's leftovers (< 2 rows) sits out."""
+    buckets = batching.TokenBuckets(256, 128)
+    assert buckets.sizes == [8, 16, 32, 64, 128]
+    assert [buckets.rows(s) for s in buckets.sizes] == [32, 16, 8, 4, 2]
+    widths = np.random.default_rng(0).integers(1, 129, size=1001)
+    batches = buckets.batches(widths, np.random.default_rng(1))
+    shapes = set()
+    for b in batches:
+        width = buckets.width(len(b), int(widths[b].max()))
+        assert width >= widths[b].max() and len(b) * width <= 256
+        shapes.add((len(b), width))
+    assert shapes <= {(buckets.rows(s), s) for s in buckets.sizes}
+    used = np.concatenate(batches)
+    assert len(set(used.tolist())) == len(used) and len(widths) - len(used) < 2
+    again = buckets.batches(widths, np.random.default_rng(1))
+    assert all((a == b).all() for a, b in zip(batches, again, strict=True))
+    # under two processes, rows come in pairs; a pair of texts counts twice
+    pairs = batching.TokenBuckets(256, 128, per_row=2, multiple=2)
+    assert [pairs.rows(s) for s in pairs.sizes] == [16, 8, 4, 2, 2]
+
+
+def test_collate_pads_to_a_given_width() -> None:
+    ids, mask = batching.collate([np.array([5, 6]), np.array([7])], width=8)
+    assert ids.shape == mask.shape == (2, 8)
+    assert mask.sum(1).tolist() == [2, 1]

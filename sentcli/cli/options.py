@@ -53,6 +53,14 @@ SeedOpt = Annotated[int | None, typer.Option(help=default(TrainConfig.seed), ric
 BatchOpt = Annotated[
     int | None, typer.Option(help=default(TrainConfig.batch_size), rich_help_panel=TRAIN)
 ]
+BatchTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Fixed-shape batches of ≤ N tokens, texts padded to bucket lengths "
+        "(8, 16, 32, … block size), for CUDA graphs; 0: --batch-size rows [default: 0]",
+        rich_help_panel=TRAIN,
+    ),
+]
 EpochsOpt = Annotated[
     int | None, typer.Option(help=default(TrainConfig.epochs), rich_help_panel=TRAIN)
 ]

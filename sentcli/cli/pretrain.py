@@ -9,6 +9,7 @@ from sentcli.cli._util import app, config_options, handle_errors, out
 from sentcli.cli.options import (
     AttnDropoutOpt,
     BatchOpt,
+    BatchTokensOpt,
     BlockOpt,
     ClipOpt,
     CompileOpt,
@@ -60,6 +61,7 @@ def pretrain_cli(
     precision: PrecisionOpt = None,
     seed: SeedOpt = None,
     batch_size: BatchOpt = None,
+    batch_tokens: BatchTokensOpt = None,
     epochs: EpochsOpt = None,
     max_steps: MaxStepsOpt = None,
     max_time: MaxTimeOpt = None,

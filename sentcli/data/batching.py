@@ -77,14 +77,52 @@ def _capped(
     return batches
 
 
+class TokenBuckets:
+    """Fixed-shape batches (--batch-tokens): every text is padded to the smallest bucket
+    length that holds it (8, 16, 32, … up to the block size), and a batch of bucket L holds
+    `rows(L)` texts, so an epoch has one shape per bucket and a CUDA graph can capture each.
+    Texts left over in a bucket join the next longer one; the last bucket's leftovers (fewer
+    than one batch) sit the epoch out (a different few each epoch: the order is shuffled).
+    `per_row`: texts a row puts in the batch (each side of a pair, each SimCSE view);
+    `multiple`: rows come in multiples of it (the processes under torchrun)."""
+
+    def __init__(self, max_tokens: int, block: int, per_row: int = 1, multiple: int = 1) -> None:
+        self.sizes = [s for s in (8 << k for k in range(16)) if s < block] + [block]
+        self.max_tokens, self.per_row, self.multiple = max_tokens, per_row, multiple
+
+    def rows(self, size: int) -> int:
+        """Rows of a batch padded to `size` tokens."""
+        n = self.max_tokens // (size * self.per_row) // self.multiple * self.multiple
+        return max(self.multiple, n)
+
+    def batches(self, widths: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """An epoch's index batches, shuffled; `widths`: each row's longest text in tokens."""
+        bucket = np.searchsorted(self.sizes, widths)
+        out: list[np.ndarray] = []
+        carry = np.zeros(0, dtype=np.int64)
+        for k, size in enumerate(self.sizes):
+            rows = np.concatenate([carry, rng.permutation(np.flatnonzero(bucket == k))])
+            n = self.rows(size)
+            full = len(rows) // n * n
+            out += [rows[i : i + n] for i in range(0, full, n)]
+            carry = rows[full:]
+        return [out[i] for i in rng.permutation(len(out))]
+
+    def width(self, rows: int, longest: int) -> int:
+        """The padded length of a batch of `rows` rows whose longest text has `longest`
+        tokens: the bucket it was cut for (leftovers that moved up pad to the longer one)."""
+        return next(s for s in self.sizes if s >= longest and self.rows(s) == rows)
+
+
 def shuffled_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     perm = np.random.default_rng([seed, epoch]).permutation(n)
     return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def collate(seqs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id arrays → (input_ids [B, T] int64, attention_mask [B, T] bool)."""
-    width = max(len(s) for s in seqs)
+def collate(seqs: list[np.ndarray], width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id arrays → (input_ids [B, T] int64, attention_mask [B, T] bool), to
+    the longest array or to `width` when given (fixed shapes)."""
+    width = max(width, max(len(s) for s in seqs))
     ids = np.full((len(seqs), width), PAD_ID, dtype=np.int64)
     mask = np.zeros((len(seqs), width), dtype=bool)
     for i, s in enumerate(seqs):

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 from sentcli import checkpoint as ckpt
 from sentcli import dist
 from sentcli.config import Objective, RunConfig
-from sentcli.data.batching import pack_texts, shuffled_batches
+from sentcli.data.batching import TokenBuckets, pack_texts, shuffled_batches
 from sentcli.data.tasks import split_texts
 from sentcli.device import autocast, seed_everything, to_device
 from sentcli.events import OnEvent
@@ -60,10 +60,14 @@ class LMRecipe:
         return self.model
 
     def epoch_batches(self, epoch: int) -> Sequence[np.ndarray]:
-        batches = shuffled_batches(
-            len(self.train_blocks), self.cfg.batch_size, self.cfg.seed, epoch
-        )
-        return [b for b in batches if dist.usable(b, self.ranks)]
+        cfg, ranks = self.cfg, self.ranks
+        if cfg.batch_tokens:  # fixed shapes: whole batches of blocks only
+            rows = TokenBuckets(cfg.batch_tokens, self.mcfg.block_size, 1, ranks.world)
+            n = rows.rows(self.mcfg.block_size)
+            batches = shuffled_batches(len(self.train_blocks), n, cfg.seed, epoch)
+            return [b for b in batches if len(b) == n]
+        batches = shuffled_batches(len(self.train_blocks), cfg.batch_size, cfg.seed, epoch)
+        return [b for b in batches if dist.usable(b, ranks)]
 
     def batch_loss(self, module: nn.Module, blocks: np.ndarray) -> torch.Tensor:
         x = to_device(torch.from_numpy(blocks.astype(np.int64)), self.device)  # [B, T+1]

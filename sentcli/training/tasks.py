@@ -49,6 +49,11 @@ class TaskSet:
         sides = self.data[(task, "train")].sides
         return np.asarray(np.sum([[len(x) for x in side] for side in sides], axis=0))
 
+    def widths(self, task: str) -> np.ndarray:
+        """Each training row's longest text in tokens (what a batch pads to)."""
+        sides = self.data[(task, "train")].sides
+        return np.asarray(np.max([[len(x) for x in side] for side in sides], axis=0))
+
     def test_split(self, task: str) -> str:
         return "test" if (task, "test") in self.data else "validation"
 
