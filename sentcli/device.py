@@ -4,6 +4,7 @@ copies and seeding. Training and inference both use it; it probes the hardware, 
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
 import random
 
@@ -52,6 +53,7 @@ def native_cpu_bf16() -> bool:
     return native and mkldnn_bf16()
 
 
+@functools.cache
 def amx() -> bool:
     """This CPU has AMX tiles (and torch can tell)."""
     return _probe(torch.cpu, "_is_amx_tile_supported")

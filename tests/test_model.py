@@ -253,3 +253,26 @@ def test_a_head_is_linear_or_an_mlp_of_head_hidden() -> None:
     kinds = [type(m).__name__ for m in mlp]
     assert kinds == ["Linear", "GELU", "Dropout", "Linear"]
     assert mlp[0].weight.shape == (5, 8) and mlp[3].weight.shape == (3, 5) and mlp[2].p == 0.2
+
+
+def test_bf16_training_attention_runs_in_fp32_on_a_cpu_without_amx() -> None:
+    """Under CPU bf16 autocast, a training step's attention (inputs that need gradients)
+    runs in fp32 exactly where the CPU has no AMX (/proc/cpuinfo), returns bf16 and passes
+    gradients; inference and fp32 keep SDPA as it is."""
+    from sentcli.model import fp32_training_attention, sdpa
+
+    from helpers import AMX
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 8, 16, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    mask = torch.ones(2, 1, 1, 8, dtype=torch.bool)
+    mask[1, ..., 5:] = False
+    assert fp32_training_attention(q) is (not AMX)
+    assert not fp32_training_attention(q.detach()) and not fp32_training_attention(q.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sdpa(q, k, v, mask, False, 0.0)
+    assert out.dtype == torch.bfloat16
+    ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), mask)
+    assert torch.allclose(out.float(), ref, atol=2e-2)
+    out.float().sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad.float()).all()
