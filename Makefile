@@ -134,6 +134,7 @@ default-model: $(VENV)/.bench ## rebuild sentcli/default_model from all-MiniLM-L
 
 bench: $(VENV)/.bench ## benchmarks against their peers (quick; make bench-full for the long runs)
 	$(PY) -m bench.train_speed $(BENCH_ARGS)
+	$(PY) -m bench.train_speed --host $(BENCH_ARGS)
 	$(PY) -m bench.budget $(BENCH_ARGS)
 	$(PY) -m bench.embed $(BENCH_ARGS) $(EMBED_ARGS)
 	$(PY) -m bench.similarity $(BENCH_ARGS)

@@ -5,9 +5,11 @@ a bf16 matmul peak measured in the same run), embedding texts/s, and peak GPU me
 
 `--imdb` is a folder with the full IMDB train.csv.gz/test.csv.gz/labels.txt (the shipped
 sample works too). train-mtl (topic + sentiment, all-MiniLM-L6-v2 dimensions: 6 layers,
-12 heads, 384 wide, 256 tokens) runs eagerly and with --compile; then the trained model
-embeds the IMDB test reviews. `--device cpu` runs the same on a CPU (fp32/bf16 peak of its
-own).
+12 heads, 384 wide, 256 tokens) runs eagerly, then with --compile and --batch-tokens (fixed
+shapes, one compiled graph per bucket); then the trained model embeds the IMDB test reviews;
+last, the host-overhead table of bench/train_speed.py on the device (sentcli's step against a
+bare PyTorch loop at batch 2 × 8, width 16). `--device cpu` runs the same on a CPU (fp32/bf16
+peak of its own).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import torch
 
-from bench.train_speed import matmul_peak
+from bench.train_speed import host_overhead, matmul_peak
 from sentcli import api
 from sentcli.device import resolve_device, resolve_precision
 from sentcli.inference.embed import InferenceOptions
@@ -70,9 +72,8 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        result = api.train_mtl(
-            tasks, root / name, tokenizer=tok, options={**opts, "compile": compiled}
-        )
+        fixed = {"compile": True, "batch_tokens": args.batch_size * 256} if compiled else {}
+        result = api.train_mtl(tasks, root / name, tokenizer=tok, options={**opts, **fixed})
         t = result.throughput
         row = {
             "seconds": time.perf_counter() - start,
@@ -115,6 +116,7 @@ def main() -> None:
             f"embed IMDB test ({precision}): {s.texts:,} texts, {row['texts_per_s']:,.0f} texts/s, "
             f"{row['tokens_per_s']:,.0f} tokens/s, peak memory {row['peak_memory_gib']:.2f} GiB"
         )
+    results["host_overhead"] = host_overhead(300, 1, args.device)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -41,6 +41,7 @@ from sentcli.config import ModelConfig
 from sentcli.data.batching import collate, encode_rows, length_batches
 from sentcli.data.tasks import cut_train, load_task
 from sentcli.device import resolve_device, resolve_precision
+from sentcli.events import StepLog
 from sentcli.model import training_flops_per_token
 from sentcli.tokenizer import load_tokenizer
 
@@ -147,6 +148,164 @@ def sentcli_run(
     return float(result.throughput["tokens_per_s"])
 
 
+# --- host overhead: a step so small that FLOPs cannot hide what runs around it ----------
+
+HOST = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 8}
+"""Batch 2 × 8 tokens, 1 layer, width 16: a step is a few hundred microseconds of kernels."""
+
+
+class BareBlock(torch.nn.Module):
+    """One Pre-LN block as a plain PyTorch script writes it (fused QKV, SDPA, GELU MLP)."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = torch.nn.LayerNorm(width), torch.nn.LayerNorm(width)
+        self.qkv, self.proj = torch.nn.Linear(width, 3 * width), torch.nn.Linear(width, width)
+        self.up, self.down = torch.nn.Linear(width, 4 * width), torch.nn.Linear(4 * width, width)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = (
+            t.view(B, T, self.heads, C // self.heads).transpose(1, 2)
+            for t in self.qkv(self.ln1(x)).split(C, dim=2)
+        )
+        causal = mask is None
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v, mask, is_causal=causal)
+        x = x + self.proj(a.transpose(1, 2).reshape(B, T, C))
+        return x + self.down(torch.nn.functional.gelu(self.up(self.ln2(x))))
+
+
+class Bare(torch.nn.Module):
+    """Embedding, one block, then masked mean pooling + a linear head (`labels` classes) or
+    a language-model head (labels = 0: next-token prediction over the vocabulary)."""
+
+    def __init__(self, vocab: int, block: int, width: int, heads: int, labels: int) -> None:
+        super().__init__()
+        self.tok, self.pos = torch.nn.Embedding(vocab, width), torch.nn.Embedding(block, width)
+        self.block, self.ln = BareBlock(width, heads), torch.nn.LayerNorm(width)
+        self.head = torch.nn.Linear(width, labels or vocab)
+        self.lm = labels == 0
+        if self.lm:  # tied, as sentcli's (and nanoGPT's) language model
+            self.head.weight = self.tok.weight
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device))
+        keys = None if self.lm else mask[:, None, None, :]
+        h = self.ln(self.block(x, keys))
+        if self.lm:
+            return torch.nn.functional.cross_entropy(self.head(h).flatten(0, 1), y.flatten())
+        m = mask.unsqueeze(-1).float()
+        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return torch.nn.functional.cross_entropy(self.head(pooled), y)
+
+
+def bare_step_ms(
+    vocab: int, labels: int, steps: int, fused: bool, device: str = "cpu", warmup: int = 50
+) -> float:
+    """Milliseconds per step of the bare loop (pre-made batches on the device: no
+    tokenization, no collation), AdamW (`fused`: its one-kernel form, as sentcli's) and
+    clipping at 1.0, fp32."""
+    torch.manual_seed(0)
+    T, B, W = HOST["block_size"], 2, HOST["n_embd"]
+    model = Bare(vocab, T, W, HOST["n_head"], labels).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), **OPT, fused=fused or None)  # type: ignore[arg-type]
+    g = torch.Generator().manual_seed(0)
+    shape = (B, T) if labels == 0 else (B,)  # next tokens, or one label a text
+    data = [
+        (
+            torch.randint(vocab, (B, T), generator=g),
+            torch.ones(B, T, dtype=torch.bool),
+            torch.randint(labels or vocab, shape, generator=g),
+        )
+        for _ in range(64)
+    ]
+    data = [tuple(t.to(device) for t in batch) for batch in data]
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    start = 0.0
+    for step in range(steps + warmup):
+        if step == warmup:
+            sync()
+            start = time.perf_counter()
+        ids, mask, y = data[step % len(data)]
+        loss = model(ids, mask, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    sync()
+    return (time.perf_counter() - start) * 1000 / steps
+
+
+def sentcli_step_ms(
+    kind: str, tokenizer: Path, steps: int, device: str = "cpu", log_every: int = 100
+) -> float:
+    """Milliseconds per step of sentcli's own command (api), read from its step logs: the
+    time between the first log and the last over the steps between them (evaluation,
+    saving and start-up excluded)."""
+    out = Path(tempfile.mkdtemp(prefix="host_")) / "run"
+    logs: list[tuple[int, float]] = []
+
+    def on_event(event: object) -> None:
+        if isinstance(event, StepLog):
+            logs.append((event.step, event.elapsed))
+
+    options = {
+        **HOST, "dropout": 0.0, "batch_size": 2, "max_steps": steps, "eval_every": steps,
+        "log_every": log_every, "warmup": 10, "device": device, "precision": "fp32",
+        "max_eval_batches": 1,
+    }  # fmt: skip
+    if kind != "pretrain":
+        options["max_samples_per_task"] = 4 * steps
+    ag, imdb = ROOT / "data" / "ag_news", ROOT / "data" / "imdb"
+    if kind == "pretrain":
+        api.pretrain([str(imdb)], out, tokenizer=tokenizer, options=options, on_event=on_event)
+    elif kind == "train-encoder":
+        api.train_encoder(
+            f"topic={ag}", out, tokenizer=tokenizer, options=options, on_event=on_event
+        )
+    else:
+        tasks = [f"topic={ag}", f"sentiment={imdb}"]
+        api.train_mtl(tasks, out, tokenizer=tokenizer, options=options, on_event=on_event)
+    shutil.rmtree(out.parent, ignore_errors=True)
+    (s0, t0), (s1, t1) = logs[0], logs[-1]
+    return (t1 - t0) * 1000 / (s1 - s0)
+
+
+def host_overhead(steps: int, rounds: int, device: str = "cpu") -> dict[str, Any]:
+    """sentcli's step time for pretrain, train-encoder and train-mtl (two tasks) against the
+    bare loop of the same size, alternating, best of `rounds`."""
+    tokenizer = Path(tempfile.mkdtemp(prefix="host_tok_")) / "tokenizer.json"
+    atexit.register(shutil.rmtree, tokenizer.parent, ignore_errors=True)
+    api.build_tokenizer([str(ROOT / "data" / "ag_news"), str(ROOT / "data" / "imdb")], tokenizer)
+    vocab = load_tokenizer(tokenizer).get_vocab_size()
+    torch.set_num_threads(1)  # kernels this small run on one thread; the host is the cost
+    times: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for fused in (True, False):
+            name = "" if fused else ", for-loop AdamW"
+            times.setdefault(f"bare classifier{name}", []).append(
+                bare_step_ms(vocab, 4, steps, fused, device)
+            )
+            times.setdefault(f"bare LM{name}", []).append(
+                bare_step_ms(vocab, 0, steps, fused, device)
+            )
+        for kind in ("pretrain", "train-encoder", "train-mtl"):
+            times.setdefault(kind, []).append(sentcli_step_ms(kind, tokenizer, steps, device))
+    best = {k: min(v) for k, v in times.items()}
+    print(
+        f"\nhost overhead: batch 2 × {HOST['block_size']} tokens, {HOST['n_layer']} layer, width "
+        f"{HOST['n_embd']}, fp32, {device} (1 CPU thread), {steps} steps, best of {rounds}"
+    )
+    print(f"{'':34}{'ms/step':>9}{'÷ bare':>8}  (bare: the loop of the same kind, fused AdamW)")
+    ratios = {}
+    for k, ms in best.items():
+        bare = best["bare LM" if k == "pretrain" or k.startswith("bare LM") else "bare classifier"]
+        ratios[k] = ms / bare
+        print(f"{k:34}{ms:>9.3f}{ms / bare:>7.2f}x")
+    return {"ms_per_step": best, "ratio_to_bare": ratios, "steps": steps, "device": device}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps, one round (~4 min)")
@@ -154,7 +313,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--host", action="store_true", help="only the host-overhead table (batch 2 x 8, width 16)"
+    )
+    parser.add_argument("--host-steps", type=int, default=600)
     args = parser.parse_args()
+    if args.host:
+        results = host_overhead(args.host_steps, 1 if args.quick else 5, args.device)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return
     warnings.filterwarnings("ignore")
     device = resolve_device(args.device)
     fast = resolve_precision("auto", device)
