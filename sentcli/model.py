@@ -50,11 +50,15 @@ Attention = Callable[
 """q, k, v [B, nh, T, hs], key mask [B, 1, 1, T] or None, causal, dropout → [B, nh, T, hs]."""
 
 
+CPU_AMX = amx()
+"""Probed once, at import: torch.compile cannot trace the probe, and a constant it can."""
+
+
 def fp32_training_attention(q: torch.Tensor) -> bool:
     """Whether a bf16 training step runs its attention in fp32: on a CPU without AMX, where
     SDPA's bf16 kernel trains at about half its fp32 speed (forward + backward of 32 × 4
     heads × 64 tokens: 12.9 ms in bf16, 6.3 ms in fp32 on AVX512-BF16; docs/benchmarks.md)."""
-    return q.dtype == torch.bfloat16 and q.device.type == "cpu" and q.requires_grad and not amx()
+    return q.dtype == torch.bfloat16 and q.device.type == "cpu" and q.requires_grad and not CPU_AMX
 
 
 def sdpa(

@@ -276,3 +276,11 @@ def test_bf16_training_attention_runs_in_fp32_on_a_cpu_without_amx() -> None:
     assert torch.allclose(out.float(), ref, atol=2e-2)
     out.float().sum().backward()
     assert q.grad is not None and torch.isfinite(q.grad.float()).all()
+
+    def step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return sdpa(q, k, v, mask, False, 0.0)
+
+    torch._dynamo.reset()
+    report = torch._dynamo.explain(step)(q, k, v)  # traceable: no graph break
+    assert (report.graph_break_count, report.graph_count) == (0, 1), report.break_reasons
