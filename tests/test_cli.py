@@ -354,6 +354,10 @@ BAD_CASES = [
         "skip_nonfinite must be 0 or more",
     ),
     (
+        MTL_AG + ["--batch-tokens", "-64"],
+        "batch_tokens must be 0 or more",
+    ),
+    (
         ["pretrain", "{data}/imdb_unsup", "--tokenizer", "{tok}", "-o", "{lm}"],
         "--overwrite",
     ),
