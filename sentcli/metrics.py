@@ -47,35 +47,59 @@ def classification_metrics(
 
 
 def plot_losses(path: Path, curves: dict[str, list[tuple[int, float]]]) -> None:
-    """Loss curves over steps, one line per named curve (train, each validation loss…)."""
+    """Loss curves over steps, one line per named curve: train curves ("train", "<task>
+    train") as lines, evaluations as points; a task's curves share its colour."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4), tight_layout=True)
     ax = fig.add_subplot()
+    colours: dict[str, str] = {}
     for name, points in curves.items():
-        if points:
-            ax.plot(*zip(*points, strict=True), marker="o" if name != "train" else None, label=name)
+        if not points:
+            continue
+        train = name.endswith("train")
+        owner = name.split()[0] if " " in name else name
+        colour = colours.setdefault(owner, f"C{len(colours)}")  # matplotlib's cycle
+        ax.plot(
+            *zip(*points, strict=True), marker=None if train else "o",
+            linestyle="-" if train else "--", label=name, color=colour,
+        )  # fmt: skip
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend(fontsize=8)
     save_figure(fig, path)
 
 
+def grad_series(
+    records: list[dict[str, Any]],
+) -> dict[str, tuple[list[tuple[int, float]], list[tuple[int, float]]]]:
+    """Per gradient group, its (mean, max) norm at each logged step that has one (the max is
+    the mean where a record predates `group_norms_max`)."""
+    series: dict[str, tuple[list[tuple[int, float]], list[tuple[int, float]]]] = {}
+    for r in records:
+        maxes = r.get("group_norms_max", {})
+        for group, norm in r.get("group_norms", {}).items():
+            means, tops = series.setdefault(group, ([], []))
+            means.append((r["step"], norm))
+            tops.append((r["step"], maxes.get(group, norm)))
+    return series
+
+
 def plot_grad_norms(path: Path, records: list[dict[str, Any]]) -> None:
-    """Gradient norm per parameter group over the logged steps (log scale)."""
+    """Gradient norm per parameter group over the logged steps (log scale): each window's
+    mean as a line, its largest step as a faint line above it (a spike between logs)."""
     from matplotlib.figure import Figure
 
-    series: dict[str, list[tuple[int, float]]] = {}
-    for r in records:
-        for group, norm in r.get("group_norms", {}).items():
-            series.setdefault(group, []).append((r["step"], norm))
+    series = grad_series(records)
     fig = Figure(figsize=(7, 4), tight_layout=True)
     ax = fig.add_subplot()
-    for group, points in series.items():
-        ax.plot(*zip(*points, strict=True), label=group)
+    for group, (means, tops) in series.items():
+        (line,) = ax.plot(*zip(*means, strict=True), label=group)
+        ax.plot(*zip(*tops, strict=True), color=line.get_color(), alpha=0.3, linewidth=0.8)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("gradient norm")
+    ax.set_title("mean since the previous log; faint: the largest step", fontsize=9)
     if series:
         ax.legend(fontsize=7)
     save_figure(fig, path)
@@ -201,16 +225,34 @@ def throughput(
     return out
 
 
-def plot_curves(run_dir: Path, records: list[dict[str, Any]]) -> None:
-    """report/losses.png and report/grad_norms.png from a run's metrics records."""
+def loss_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """The curves of losses.png: the train loss at each log (one curve per task when there
+    are several) and each validation loss at each evaluation."""
     history = history_of(records)
-    curves = {"train": [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]}
-    for key in sorted({k for h in history for k in h if k.endswith("loss")}):
+    train = [r for r in records if r["kind"] == "train"]
+    tasks = list(dict.fromkeys(t for r in train for t in r.get("task_losses", {})))
+    curves = {"train": [(r["step"], r["loss"]) for r in train]}
+    if len(tasks) > 1:  # one train curve per task: the mixed one would hide each task's
+        curves = {
+            f"{t} train": [
+                (r["step"], r["task_losses"][t]) for r in train if t in r.get("task_losses", {})
+            ]
+            for t in tasks
+        }
+    keys = {k for h in history for k in h if k.endswith("loss")}
+    if len(tasks) > 1:  # the per-task train curves above already hold the train losses
+        keys = {k for k in keys if not k.endswith("train_loss")}
+    for key in sorted(keys):
         curves[key.replace("/", " ")] = [
             (h["step"], h[key]) for h in history if h.get(key) is not None
         ]
+    return curves
+
+
+def plot_curves(run_dir: Path, records: list[dict[str, Any]]) -> None:
+    """report/losses.png and report/grad_norms.png from a run's metrics records."""
     (run_dir / "report").mkdir(exist_ok=True)
-    plot_losses(run_dir / "report" / "losses.png", curves)
+    plot_losses(run_dir / "report" / "losses.png", loss_curves(records))
     if any(r.get("group_norms") for r in records):
         plot_grad_norms(run_dir / "report" / "grad_norms.png", records)
 

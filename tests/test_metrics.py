@@ -124,3 +124,31 @@ def test_a_class_in_neither_truth_nor_predictions_keeps_its_row_at_zero() -> Non
     assert m["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
     f1_a, f1_b = 2 * 0.5 * 1 / 1.5, 2 * 1 * 0.5 / 1.5
     assert m["macro_f1"] == pytest.approx((f1_a + f1_b + 0.0) / 3)
+
+
+def test_curves_show_each_task_and_each_group_mean_and_max() -> None:
+    """losses.png draws one train curve per task (not the mixed loss) beside each validation
+    loss; grad_norms.png each group's window mean and max (the mean again for records
+    written before the max was kept)."""
+    from sentcli.metrics import grad_series, loss_curves
+
+    a_norms = {"group_norms": {"head.a": 0.5, "head.b": 0.2}}
+    a_norms["group_norms_max"] = {"head.a": 0.9, "head.b": 0.2}
+    records = [
+        {"kind": "eval", "step": 0, "epoch": -1,
+         "metrics": {"a/val_loss": 2.0, "a/train_loss": None}},
+        {"kind": "train", "step": 2, "loss": 1.5, "task_losses": {"a": 1.9, "b": 1.1}, **a_norms},
+        {"kind": "train", "step": 4, "loss": 1.2, "task_losses": {"a": 1.6, "b": 0.8},
+         "group_norms": {"head.a": 0.4}},
+        {"kind": "eval", "step": 4, "epoch": 0,
+         "metrics": {"a/val_loss": 1.7, "a/train_loss": 1.75}},
+    ]  # fmt: skip
+    curves = loss_curves(records)
+    assert curves["a train"] == [(2, 1.9), (4, 1.6)] and curves["b train"] == [(2, 1.1), (4, 0.8)]
+    assert curves["a val_loss"] == [(0, 2.0), (4, 1.7)]
+    assert "train" not in curves and "a train_loss" not in curves
+    series = grad_series(records)
+    assert series["head.a"] == ([(2, 0.5), (4, 0.4)], [(2, 0.9), (4, 0.4)])
+    assert series["head.b"] == ([(2, 0.2)], [(2, 0.2)])
+    one_task = [{**r, "task_losses": {"a": r["loss"]}} for r in records if r["kind"] == "train"]
+    assert loss_curves(one_task)["train"] == [(2, 1.5), (4, 1.2)]
