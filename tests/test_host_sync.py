@@ -202,3 +202,40 @@ def test_batch_tokens_gives_fixed_shape_batches(
     opts = {k: v for k, v in opts.items() if k != "max_samples_per_task"}
     api.pretrain([str(DATA / "imdb")], tmp_path / "lm", tokenizer=tokenizer_path, options=opts)
     assert lm_shapes == {(4, 17)}
+
+
+def test_a_run_stopped_inside_a_log_window_resumes_to_the_same_logs(
+    tmp_path: Path, tokenizer_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped (SIGINT) after step 5 with --log-every 3, the saved state holds steps 4-5's
+    loss, task and gradient-norm sums; resumed, the log at step 6 is the one an uninterrupted
+    run writes, to the bit."""
+    import os
+    import signal
+
+    opts = {**OPTS, "log_every": 3, "max_steps": 9, "eval_every": 9}
+    api.train_mtl(tasks("round-robin"), tmp_path / "full", tokenizer=tokenizer_path, options=opts)
+    calls = {"n": 0}
+    original = multitask.weighted_loss
+
+    def stop_after_five(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # seen before step 6: saved at step 5
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(multitask, "weighted_loss", stop_after_five)
+    cut = api.train_mtl(
+        tasks("round-robin"), tmp_path / "cut", tokenizer=tokenizer_path, options=opts
+    )
+    assert cut.interrupted and cut.steps == 5
+    monkeypatch.setattr(multitask, "weighted_loss", original)
+    api.train_mtl([], tmp_path / "cut", resume=True)
+
+    def logs(run: Path) -> list[dict[str, Any]]:
+        keep = ("step", "loss", "task_losses", "group_norms", "group_norms_max")
+        records = ckpt.read_metrics(run)
+        return [{k: r[k] for k in keep} for r in records if r["kind"] == "train"]
+
+    assert [r["step"] for r in logs(tmp_path / "full")] == [3, 6, 9]
+    assert logs(tmp_path / "cut") == logs(tmp_path / "full")

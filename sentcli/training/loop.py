@@ -81,6 +81,8 @@ class TrainState:
     log_tasks: dict[str, list[float]] = field(default_factory=dict)
     """Per task, [its train loss summed since the last log, its steps]: the same for the
     per-task averages."""
+    log_norms: dict[str, list[float]] = field(default_factory=dict)
+    """Per gradient group, [its norms summed since the last log, its steps, the largest]."""
     freeze_epoch: int = 0
     """The epoch whose trainable set is in force (gradual unfreezing)."""
 
@@ -252,7 +254,8 @@ class Window:
         self.task_sum = torch.zeros(0, device=device)
         self.norm_sum = torch.zeros(len(groups), device=device)
         self.norm_max = torch.zeros(len(groups), device=device)
-        self.steps, self.task_n, self.norm_n = 0, [0] * 0, np.zeros(len(groups), dtype=np.int64)
+        self.steps, self.task_n = 0, list[int]()
+        self.norm_n = np.zeros(len(groups), dtype=np.int64)
 
     def task_index(self, names: tuple[str, ...]) -> tuple[torch.Tensor, list[int]]:
         """The positions of a step's tasks, on the device and here (a new task extends)."""
@@ -306,8 +309,8 @@ class Window:
 
     def read(
         self, d: dist.Dist
-    ) -> tuple[float, int, dict[str, tuple[float, int]], dict[str, tuple[float, float]]]:
-        """(loss sum, steps, {task: (loss sum, steps)}, {group: (mean norm, max norm)}): the
+    ) -> tuple[float, int, dict[str, tuple[float, int]], dict[str, tuple[float, int, float]]]:
+        """(loss sum, steps, {task: (loss sum, steps)}, {group: (norm sum, steps, max)}): the
         losses averaged over ranks; one host sync."""
         sums = dist.mean(torch.cat([self.loss[None], self.task_sum]), d)
         flat = torch.cat([sums, self.norm_sum, self.norm_max]).tolist()
@@ -322,18 +325,23 @@ class Window:
             t: (task_sums[i], self.task_n[i]) for i, t in enumerate(self.tasks) if self.task_n[i]
         }
         norms = {
-            g: (norm_sums[i] / int(self.norm_n[i]), maxes[i])
+            g: (norm_sums[i], int(self.norm_n[i]), maxes[i])
             for i, g in enumerate(self.groups)
             if self.norm_n[i]
         }
         return loss, self.steps, tasks, norms
 
-    def restore(self, loss: float, steps: int, tasks: dict[str, list[float]]) -> None:
-        self.loss.fill_(loss)
-        self.steps = steps
-        for t, (total, n) in tasks.items():
+    def restore(self, state: TrainState) -> None:
+        """The sums a saved state holds (a resumed run logs what an uninterrupted one does)."""
+        self.loss.fill_(state.log_loss)
+        self.steps = state.log_count
+        for t, (total, n) in state.log_tasks.items():
             i = self.task_index((t,))[1][0]
             self.task_sum[i], self.task_n[i] = total, int(n)
+        for g, (total, n, top) in state.log_norms.items():
+            if g in self.groups:
+                i = self.groups.index(g)
+                self.norm_sum[i], self.norm_n[i], self.norm_max[i] = total, int(n), top
 
     def reset(self) -> None:
         for t in (self.loss, self.task_sum, self.norm_sum, self.norm_max):
@@ -388,8 +396,7 @@ class _Loop:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scaler.load_state_dict(saved["scaler"])
         self.saved = self.state.step
-        s = self.state
-        self.window.restore(s.log_loss, s.log_count, s.log_tasks)
+        self.window.restore(self.state)
         rngs = saved.get("rng_ranks")
         cpu_rng, cuda_rng = (
             rngs[self.ranks.rank]
@@ -430,7 +437,7 @@ class _Loop:
         """The train state to save, resuming at `batch` of `epoch`."""
         s = self.state
         # every rank keeps the mean loss sums: a resume restores them
-        loss, steps, tasks, _ = self.window.read(self.ranks)
+        loss, steps, tasks, norms = self.window.read(self.ranks)
         cpu_rng, cuda_rng = _rng_state(self.device)
         out: dict[str, Any] = {"optimizer": self.optimizer.state_dict()}
         out["scaler"] = self.scaler.state_dict()
@@ -438,6 +445,7 @@ class _Loop:
         out["elapsed"] = s.elapsed + time.perf_counter() - self.t0
         out |= {"log_loss": loss, "log_count": steps}
         out["log_tasks"] = {t: [total, n] for t, (total, n) in tasks.items()}
+        out["log_norms"] = {g: [total, n, top] for g, (total, n, top) in norms.items()}
         out |= {"torch_rng": cpu_rng, "cuda_rng": cuda_rng, "python_rng": random.getstate()}
         if self.ranks.on:  # each rank's dropout stream, so a resumed run draws what it would
             out["rng_ranks"] = dist.gather_objects((cpu_rng, cuda_rng), self.ranks)
@@ -550,9 +558,9 @@ class _Loop:
             self.tokens / max(now - self.t_log, 1e-9),
             s.seen,
             now - self.t0,
-            {g: mean for g, (mean, _) in norms.items()},
+            {g: total / n for g, (total, n, _) in norms.items()},
             {t: total / n for t, (total, n) in tasks.items()},
-            {g: top for g, (_, top) in norms.items()},
+            {g: top for g, (_, _, top) in norms.items()},
         )
 
     def reset_log(self, now: float) -> None:
