@@ -169,8 +169,7 @@ def cpu_flags() -> list[str]:
 
 def int8_config() -> str:
     """The dynamic-quantization config sentence-transformers offers for this CPU."""
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "avx512_vnni" if "avx512_vnni" in flags else "avx2"
+    return "avx512_vnni" if "avx512_vnni" in cpu_flags() else "avx2"
 
 
 def st_onnx(st: object, folder: Path, quantized: bool) -> object:

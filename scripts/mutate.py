@@ -50,7 +50,14 @@ UNITS: dict[str, Module] = {
         ["sentcli/metrics.py"],
         [
             f"sentcli.metrics.x_{f}__*"
-            for f in ("classification_metrics", "history_of", "throughput", "grad_warnings")
+            for f in (
+                "classification_metrics",
+                "history_of",
+                "throughput",
+                "grad_warnings",
+                "loss_curves",
+                "grad_series",
+            )
         ]
         + ["sentcli.metrics.x_grad_summary__*"],
         ["tests/test_metrics.py"],
@@ -61,6 +68,11 @@ UNITS: dict[str, Module] = {
         + ["sentcli.training.multitask.x_weighted_loss__*"],
         ["tests/test_objectives.py"],
         exclude=["*ǁplot__*"],  # the plots are checked by looking at them
+    ),
+    "loop": Module(  # the per-group gradient norms and clipping of every training step
+        ["sentcli/training/loop.py"],
+        ["sentcli.training.loop.xǁGroupNormsǁ*"],
+        ["tests/test_train.py::test_group_norms_match_a_manual_computation_then_clip"],
     ),
     "masking": Module(
         ["sentcli/training/lm.py"],

@@ -55,7 +55,7 @@ def readbacks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str, 
     yield calls
 
 
-def tasks(schedule: str) -> list[str]:
+def tasks() -> list[str]:
     return [f"topic={DATA / 'ag_news'}", f"sentiment={DATA / 'imdb'}"]
 
 
@@ -68,7 +68,7 @@ def test_train_mtl_steps_read_nothing_back_between_logs(
     """Two tasks, gradient tracking on (per-group norms every step), --skip-nonfinite on
     (the skip is decided on the device), 24 steps: readbacks only at logs, evals, saves."""
     opts = {**OPTS, "skip_nonfinite": 3, "save_every": 8}
-    api.train_mtl(tasks("round-robin"), tmp_path / "m", tokenizer=tokenizer_path, options=opts)
+    api.train_mtl(tasks(), tmp_path / "m", tokenizer=tokenizer_path, options=opts)
     between = [c for c in readbacks if not c[2]]
     assert between == []
     assert any(c[2] for c in readbacks)  # the counting works: the logs read back
@@ -92,7 +92,7 @@ def test_round_robin_with_an_even_log_interval_logs_every_task_and_head(
     each log holds both tasks' mean losses and both heads' gradient norms (the mean and the
     max over the window), since every step adds to the window on the device."""
     opts = {**OPTS, "max_steps": 16, "eval_every": 16}
-    api.train_mtl(tasks("round-robin"), tmp_path / "m", tokenizer=tokenizer_path, options=opts)
+    api.train_mtl(tasks(), tmp_path / "m", tokenizer=tokenizer_path, options=opts)
     logs = [r for r in ckpt.read_metrics(tmp_path / "m") if r["kind"] == "train"]
     assert len(logs) == 4
     heads = {"head.topic", "head.sentiment"}
@@ -144,7 +144,7 @@ def test_the_training_step_traces_into_one_graph(
             csv.writer(out).writerows([("anchor", "positive"), *rows])
         spec = f"pairs={tmp_path / 'pairs.csv'}"
     if spec is None:
-        api.train_mtl(tasks("joint"), tmp_path / "r", tokenizer=tokenizer_path, options=opts)
+        api.train_mtl(tasks(), tmp_path / "r", tokenizer=tokenizer_path, options=opts)
     else:
         api.train_encoder(spec, tmp_path / "r", tokenizer=tokenizer_path, options=opts)
         assert ckpt.read_config(tmp_path / "r").tasks[0].kind == kind
@@ -186,7 +186,7 @@ def test_batch_tokens_gives_fixed_shape_batches(
 
     monkeypatch.setattr(multitask.StepLoss, "forward", capture)
     opts = {**OPTS, "batch_tokens": 64, "max_steps": 30}
-    api.train_mtl(tasks("round-robin"), tmp_path / "m", tokenizer=tokenizer_path, options=opts)
+    api.train_mtl(tasks(), tmp_path / "m", tokenizer=tokenizer_path, options=opts)
     assert shapes and shapes <= {(8, 8), (4, 16)}
     assert ckpt.read_config(tmp_path / "m").train.batch_tokens == 64
 
@@ -214,7 +214,7 @@ def test_a_run_stopped_inside_a_log_window_resumes_to_the_same_logs(
     import signal
 
     opts = {**OPTS, "log_every": 3, "max_steps": 9, "eval_every": 9}
-    api.train_mtl(tasks("round-robin"), tmp_path / "full", tokenizer=tokenizer_path, options=opts)
+    api.train_mtl(tasks(), tmp_path / "full", tokenizer=tokenizer_path, options=opts)
     calls = {"n": 0}
     original = multitask.weighted_loss
 
@@ -225,9 +225,7 @@ def test_a_run_stopped_inside_a_log_window_resumes_to_the_same_logs(
         return original(*args, **kwargs)
 
     monkeypatch.setattr(multitask, "weighted_loss", stop_after_five)
-    cut = api.train_mtl(
-        tasks("round-robin"), tmp_path / "cut", tokenizer=tokenizer_path, options=opts
-    )
+    cut = api.train_mtl(tasks(), tmp_path / "cut", tokenizer=tokenizer_path, options=opts)
     assert cut.interrupted and cut.steps == 5
     monkeypatch.setattr(multitask, "weighted_loss", original)
     api.train_mtl([], tmp_path / "cut", resume=True)

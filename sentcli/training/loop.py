@@ -165,12 +165,8 @@ class GroupNorms:
         """(the global norm, (each group's norm [groups], which groups had a gradient) or
         None without groups) of `params`' gradients before clipping them to `clip` (0: no
         clipping); None when no parameter has a gradient."""
-        present: list[torch.Tensor] = []
-        key = []
-        for p in params:
-            key.append(p.grad is not None)
-            if p.grad is not None:
-                present.append(p)
+        key = tuple(p.grad is not None for p in params)
+        present = [p for p, has in zip(params, key, strict=True) if has]
         if not present:
             return None
         grads = [p.grad for p in present]
@@ -181,13 +177,13 @@ class GroupNorms:
             torch.nn.utils.clip_grads_with_norm_(present, clip, total)
         if not self.groups:
             return total, None
-        pattern = self.patterns.get(tuple(key))
+        pattern = self.patterns.get(key)
         if pattern is None:  # a new set of parameters with gradients (the step's tasks)
             idx = [self.at[id(p)] for p in present]
             has = np.zeros(len(self.groups) + 1, dtype=np.int64)
             has[idx] = 1
             pattern = (torch.tensor(idx, device=self.device), has[:-1])
-            self.patterns[tuple(key)] = pattern
+            self.patterns[key] = pattern
         by_group = squares.new_zeros(len(self.groups) + 1).index_add_(0, pattern[0], squares)
         return total, (by_group[:-1].sqrt(), pattern[1])
 
@@ -232,7 +228,7 @@ def _nonfinite_steps(
         ok, got = rows[0][offset : offset + len(values)], rows[1][offset : offset + len(values)]
         offset += len(values)
         if not all(ok):
-            bad = [i for i, good in enumerate(ok) if not good]
+            bad = [j for j, good in enumerate(ok) if not good]
             local = [v for v in got if not math.isfinite(v)]
             value = str(local[0]) if local else "not finite"
             out.append((i, (step, value, [names[j] for j in bad if names[j]])))

@@ -86,8 +86,7 @@ def weighted_loss(
         losses[b.task] = loss if share == 1.0 else loss * share
     # a step of one task at weight 1 (the usual round-robin step) adds no kernels
     weighted = [
-        loss if weights.get(t, 1.0) == 1.0 else weights.get(t, 1.0) * loss
-        for t, loss in losses.items()
+        loss if (w := weights.get(t, 1.0)) == 1.0 else w * loss for t, loss in losses.items()
     ]
     total = weighted[0] if len(weighted) == 1 else torch.stack(weighted).sum()
     return total, losses
@@ -152,18 +151,17 @@ class TaskRecipe:
         device, ranks = rt.device, rt.ranks
         self.names = tasks.names
         self.objectives = {t: objective(tasks.specs[t], self.cfg, ranks) for t in self.names}
-        self.lengths = {t: tasks.lengths(t) for t in self.names}
-        self.widths = {t: tasks.widths(t) for t in self.names}
+        sides = {t: tasks.side_lengths(t) for t in self.names}
+        self.lengths = {t: s.sum(axis=0) for t, s in sides.items()}  # tokens a row trains on
+        self.widths = {t: s.max(axis=0) for t, s in sides.items()}  # what it pads to
         # --batch-tokens: fixed shapes per bucket (every side and view of a row counts)
         self.buckets = {
             t: TokenBuckets(
-                self.cfg.batch_tokens,
-                config.model.block_size,
-                len(tasks.data[(t, "train")].sides) * self.objectives[t].views,
-                ranks.world,
+                self.cfg.batch_tokens, config.model.block_size,
+                len(s) * self.objectives[t].views, ranks.world,
             )
-            for t in self.names
-        }
+            for t, s in sides.items()
+        }  # fmt: skip
         weights = {t: self.cfg.task_weights.get(t, 1.0) for t in self.names}
         self.step_loss = StepLoss(model, weights)
         self.sums = {t: torch.zeros((), device=device) for t in self.names}
@@ -213,7 +211,7 @@ class TaskRecipe:
         if self.cfg.batch_tokens:  # the batch's bucket: one shape per bucket
             width = self.buckets[t].width(len(idx), int(self.widths[t][idx].max()))
         ids, mask = collate(seqs, width)
-        padded = len({len(s) for s in seqs} | {ids.shape[1]}) > 1  # from the lengths
+        padded = min(len(s) for s in seqs) < ids.shape[1]  # from the lengths: no readback
         target = None if target is None else to_device(target, dev)
         ids, mask = to_device(ids, dev), to_device(mask, dev)
         return Batch(t, ids, mask, len(rows), len(idx), target, obj, padded)

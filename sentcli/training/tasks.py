@@ -44,15 +44,10 @@ class TaskSet:
         labels, a distillation task's projection onto a teacher of another width)."""
         return heads(list(self.specs.values()), width)
 
-    def lengths(self, task: str) -> np.ndarray:
-        """Tokens per training row (all its sides)."""
-        sides = self.data[(task, "train")].sides
-        return np.asarray(np.sum([[len(x) for x in side] for side in sides], axis=0))
-
-    def widths(self, task: str) -> np.ndarray:
-        """Each training row's longest text in tokens (what a batch pads to)."""
-        sides = self.data[(task, "train")].sides
-        return np.asarray(np.max([[len(x) for x in side] for side in sides], axis=0))
+    def side_lengths(self, task: str) -> np.ndarray:
+        """Tokens of each side of each training row [sides, rows]: their sum is what a row
+        trains on, their max what a batch pads it to."""
+        return np.array([[len(x) for x in side] for side in self.data[(task, "train")].sides])
 
     def test_split(self, task: str) -> str:
         return "test" if (task, "test") in self.data else "validation"
