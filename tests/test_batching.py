@@ -212,9 +212,11 @@ def test_token_buckets_cut_one_shape_per_bucket_and_use_all_but_the_last_leftove
     # under two processes, rows come in pairs; a pair of texts counts twice
     pairs = batching.TokenBuckets(256, 128, per_row=2, multiple=2)
     assert [pairs.rows(s) for s in pairs.sizes] == [16, 8, 4, 2, 2]
+    assert batching.TokenBuckets(24, 128).rows(8) == 3  # one process: any row count
 
 
 def test_collate_pads_to_a_given_width() -> None:
     ids, mask = batching.collate([np.array([5, 6]), np.array([7])], width=8)
     assert ids.shape == mask.shape == (2, 8)
     assert mask.sum(1).tolist() == [2, 1]
+    assert batching.collate([np.array([], dtype=np.int64)])[0].shape == (1, 0)  # no width

@@ -142,6 +142,7 @@ def test_curves_show_each_task_and_each_group_mean_and_max() -> None:
          "group_norms": {"head.a": 0.4}},
         {"kind": "eval", "step": 4, "epoch": 0,
          "metrics": {"a/val_loss": 1.7, "a/train_loss": 1.75}},
+        {"kind": "train", "step": 5, "loss": 1.0},  # a log without task losses
     ]  # fmt: skip
     curves = loss_curves(records)
     assert curves["a train"] == [(2, 1.9), (4, 1.6)] and curves["b train"] == [(2, 1.1), (4, 0.8)]
@@ -150,5 +151,11 @@ def test_curves_show_each_task_and_each_group_mean_and_max() -> None:
     series = grad_series(records)
     assert series["head.a"] == ([(2, 0.5), (4, 0.4)], [(2, 0.9), (4, 0.4)])
     assert series["head.b"] == ([(2, 0.2)], [(2, 0.2)])
-    one_task = [{**r, "task_losses": {"a": r["loss"]}} for r in records if r["kind"] == "train"]
-    assert loss_curves(one_task)["train"] == [(2, 1.5), (4, 1.2)]
+    one_task = [
+        {**r, "task_losses": {"a": r["loss"]}} if r["kind"] == "train" else r for r in records
+    ]
+    single = loss_curves(one_task)  # one task: the train loss, and its per-evaluation mean
+    assert single["train"] == [(2, 1.5), (4, 1.2), (5, 1.0)]
+    assert single["a train_loss"] == [(4, 1.75)]
+    language_model = loss_curves([r for r in records if "task_losses" not in r])
+    assert language_model["train"] == [(5, 1.0)]

@@ -180,6 +180,11 @@ def test_pooling_modes_take_the_first_token_or_the_masked_maximum() -> None:
     assert torch.equal(maxed[0], hidden[0, :2].amax(0)) and torch.equal(maxed[1], hidden[1].amax(0))
     assert torch.equal(pool(hidden, mask, "mean"), mean_pool(hidden, mask))
     assert torch.equal(mean_pool(hidden, torch.zeros(2, 4, dtype=torch.bool)), torch.zeros(2, 3))
+    # the model pools as its config says
+    config = ModelConfig(vocab_size=50, block_size=8, n_layer=1, n_head=1, n_embd=4, pooling="cls")
+    model = MultiTaskModel(config, {}).eval()
+    ids = torch.randint(5, 50, (2, 4))
+    assert torch.equal(model.embed(ids, mask), model.trunk(ids, mask)[:, 0])
 
 
 def test_key_padding_mask_as_booleans_or_as_an_additive_bias() -> None:
@@ -274,8 +279,19 @@ def test_bf16_training_attention_runs_in_fp32_on_a_cpu_without_amx() -> None:
     assert out.dtype == torch.bfloat16
     ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), mask)
     assert torch.allclose(out.float(), ref, atol=2e-2)
+    if not AMX:  # computed in fp32 to the bit, then rounded once (autocast kept out)
+        assert torch.equal(out, ref.to(torch.bfloat16))
     out.float().sum().backward()
     assert q.grad is not None and torch.isfinite(q.grad.float()).all()
+
+
+def test_bf16_training_attention_traces_without_a_graph_break() -> None:
+    """The fp32-attention choice is traceable (the AMX probe is a constant): torch.compile
+    takes a bf16 CPU training step's attention whole."""
+    from sentcli.model import sdpa
+
+    q, k, v = (torch.randn(2, 2, 8, 16, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    mask = torch.ones(2, 1, 1, 8, dtype=torch.bool)
 
     def step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -97,6 +97,11 @@ def test_joint_loss_is_the_weighted_sum(tiny_config: ModelConfig) -> None:
     )
     assert torch.allclose(total, manual)
     assert set(losses) == {"topic", "sentiment"}
+    # a task without a weight counts once; a step of one task is its own loss
+    total, losses = weighted_loss(model, step, {"topic": 0.3})
+    assert torch.allclose(total, 0.3 * losses["topic"] + losses["sentiment"])
+    alone, parts = weighted_loss(model, step[:1], {})
+    assert torch.equal(alone, parts["topic"]) and alone.shape == ()
 
 
 def test_the_worked_example_of_a_new_kind_trains_in_place_of_one(

@@ -1,6 +1,7 @@
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,6 +72,28 @@ def test_group_norms_match_a_manual_computation_then_clip(tiny_config) -> None:
     assert total.item() == pytest.approx(total_expected.item(), rel=1e-5)
     clipped = torch.cat([p.grad.ravel() for p in params if p.grad is not None]).norm()
     assert clipped.item() == pytest.approx(min(0.05, total_expected.item()), rel=1e-4)
+    assert has.dtype == np.int64  # step counts (the log window adds them up)
+
+    # Next step: task u only, the final norm in no group, no clipping. A new set of
+    # parameters with gradients gets its own index (not the first step's).
+    model.zero_grad(set_to_none=True)
+    _, loss = model(ids, torch.ones_like(ids, dtype=torch.bool), "u", torch.tensor([0, 1, 2]))
+    loss.backward()
+
+    def grouped(name: str) -> str | None:
+        return None if "ln_f" in name else group_of(name)
+
+    norms = GroupNorms(model, grouped, torch.device("cpu"))
+    before = [p.grad.clone() for p in params if p.grad is not None]
+    total, (by_group, has) = norms(params, clip=0)  # type: ignore[misc]  # not None here
+    assert norms.groups == ["embeddings", "block.0", "block.1", "head.t", "head.u"]
+    assert has.tolist() == [1, 1, 1, 0, 1]
+    head_u = torch.cat([p.grad.ravel() for p in model.heads["u"].parameters()]).norm()
+    assert by_group[4].item() == pytest.approx(head_u.item(), rel=1e-5) and by_group[3] == 0
+    everything = torch.cat([g.ravel() for g in before]).norm()  # ln_f counts in the total
+    assert total.item() == pytest.approx(everything.item(), rel=1e-5)
+    after = [p.grad for p in params if p.grad is not None]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))  # clip 0: none
 
 
 def test_total_steps_respects_max_steps() -> None:
