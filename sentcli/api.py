@@ -4,7 +4,9 @@ then work; they return values, raise `SentcliError` and report progress only thr
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +34,16 @@ from sentcli.inference.embed import (
     MODEL_ENV,
     InferenceResult,
     label_pipeline,
+    quantizer,
+    range_pipeline,
     resolve_model,
     run_inference,
     vector_pipeline,
 )
-from sentcli.inference.outputs import VECTOR_FORMATS, check_plot
+from sentcli.inference.outputs import VECTOR_FORMATS, RangeSink, check_output, check_plot
 from sentcli.inference.search import CorpusIndex, run_search
 from sentcli.inference.similarity import cosine_matrix, pair_cosines
+from sentcli.inference.vectors import Ranges, fingerprint
 from sentcli.metrics import plot_matrix
 from sentcli.tokenizer import TokenizerSummary
 from sentcli.training import vocab
@@ -206,14 +211,17 @@ def evaluate(
     device: str = Device.auto,
     plots: StrPath | None = None,
     precision: str | None = None,
+    dims: int | None = None,
 ) -> dict[str, Any]:
     """Each task of a run on the given sources or the test splits the run recorded.
     Classification (the run's heads): accuracy, macro-F1, per-class precision/recall/F1 and
     the confusion matrix. Similarity (scored or positive pairs; any run that embeds, the
     default model when `model_dir` is None): Spearman and Pearson of cosine, or recall@1 and
     MRR; a scatter of cosine against score goes to `plots` (default: the run's report/).
-    `precision` None: the run's training precision."""
-    return evaluate_run(_maybe(model_dir), tasks, batch_size, device, _maybe(plots), precision)
+    `precision` None: the run's training precision. `dims`: similarity tasks score the
+    vectors' first `dims` dimensions, re-normalised (heads always read the whole vector)."""
+    folder = _maybe(plots)
+    return evaluate_run(_maybe(model_dir), tasks, batch_size, device, folder, precision, dims)
 
 
 def report(run_dir: StrPath) -> dict[str, Any]:
@@ -229,16 +237,46 @@ def embed(
     model: StrPath | None = None,
     *,
     normalize: bool = True,
+    quantize: str | None = None,
+    ranges: StrPath | None = None,
     options: InferenceOptions | None = None,
     on_event: OnEvent = None,
 ) -> InferenceResult:
     """Sentence vectors of every input row, in input order, to `output` (.npy, .jsonl, .csv,
-    .tsv; written atomically) or as JSON lines to `options.stdout`."""
+    .tsv; written atomically) or as JSON lines to `options.stdout`. `quantize`: "int8"
+    (codes by the calibrated `ranges` file of `calibrate`) or "binary" (signs, 8 a byte)."""
     output = _maybe(output)
     model = _maybe(model)
-    make = vector_pipeline(normalize, output)
     opts = options or InferenceOptions()
+    codes = quantizer(quantize, _maybe(ranges), model, opts.dims, normalize)
+    make = vector_pipeline(normalize, output, opts.dims, codes)
     return run_inference(input, output, model, VECTOR_FORMATS, opts, make, on_event)
+
+
+def calibrate(
+    corpus: str,
+    output: StrPath,
+    model: StrPath | None = None,
+    *,
+    options: InferenceOptions | None = None,
+    on_event: OnEvent = None,
+) -> tuple[Ranges, InferenceResult]:
+    """Per-dimension ranges of the model's normalised vectors (their first `options.dims`)
+    over a calibration corpus, for `embed --quantize int8` and int8 indexes; written to
+    `output` (JSON, atomically)."""
+    out, path = _path(output), _maybe(model)
+    check_output(out, (".json",), [corpus])
+    opts = replace(options or InferenceOptions(), stdout=io.BytesIO())  # nothing on stdout
+    sink = RangeSink()
+    result = run_inference(corpus, None, path, (), opts, range_pipeline(opts.dims, sink), on_event)
+    if sink.low is None or sink.high is None:
+        raise ConfigError(f"{corpus} holds no texts; calibrate on a few thousand of the corpus's")
+    where, _ = resolve_model(path)
+    ranges = Ranges(
+        fingerprint(where), len(sink.low), sink.rows, sink.low.tolist(), sink.high.tolist()
+    )
+    ranges.save(out)
+    return ranges, result
 
 
 def predict(

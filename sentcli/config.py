@@ -134,6 +134,13 @@ class Quantize(StrEnum):
     int8 = "int8"
 
 
+class VectorCode(StrEnum):
+    """embed --quantize: int8 codes (calibrated ranges) or 1-bit signs."""
+
+    int8 = "int8"
+    binary = "binary"
+
+
 class ResumeMode(StrEnum):
     """`--resume` (yes: continue the run) and `--resume auto` (continue it if it has a
     checkpoint, else start it)."""
@@ -177,6 +184,23 @@ def _check_numbers(obj: object, what: str) -> None:
         elif not math.isfinite(value):
             problems.append(f"{f.name} must be a finite number (got {value})")
     _raise_if(problems, what)
+
+
+def matryoshka_problems(dims: list[int], weights: list[float]) -> list[str]:
+    """What is wrong with a list of Matryoshka widths and their weights (nothing: [])."""
+    problems = []
+    if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+        problems.append(f"matryoshka_dims must be positive integers (got {dims})")
+    elif any(a <= b for a, b in zip(dims, dims[1:], strict=False)):
+        problems.append(f"matryoshka_dims must be strictly descending (got {dims})")
+    if weights and len(weights) != len(dims):
+        problems.append(
+            f"matryoshka_weights needs one weight per width ({len(dims)}; got {len(weights)})"
+        )
+    bad = [w for w in weights if isinstance(w, bool) or not isinstance(w, int | float)]
+    if bad or not all(math.isfinite(w) and w > 0 for w in weights):
+        problems.append(f"matryoshka_weights must be positive numbers (got {weights})")
+    return problems
 
 
 def _raise_if(problems: list[str], what: str) -> None:
@@ -302,6 +326,12 @@ class TrainConfig:
     regresses onto the score mapped to 0..1 by the train split's range)."""
     similarity_scale: float = 20.0
     """The scale of cosines in CoSENT and in-batch-negative (InfoNCE) losses (1/temperature)."""
+    matryoshka_dims: list[int] = field(default_factory=list)
+    """Similarity tasks: also train each prefix of the vector (descending widths, the first
+    at most the model's): the task's loss on each prefix, re-normalised, summed with
+    `matryoshka_weights`. Empty: the full vector only."""
+    matryoshka_weights: list[float] = field(default_factory=list)
+    """One weight per Matryoshka width (empty: 1 each)."""
     teacher: str | None = None
     """A run whose sentence vectors plain-text tasks learn to match (distillation) instead
     of SimCSE; its vectors are cached per corpus ($SENTCLI_CACHE, else ~/.cache/sentcli)."""
@@ -351,6 +381,7 @@ class TrainConfig:
             problems.append(f"backbone_lr_scale must be in (0, 1] (got {self.backbone_lr_scale})")
         if not self.similarity_scale > 0:
             problems.append(f"similarity_scale must be positive (got {self.similarity_scale})")
+        problems += matryoshka_problems(self.matryoshka_dims, self.matryoshka_weights)
         if not self.temperature > 0:
             problems.append(f"temperature must be positive (got {self.temperature})")
         problems += [
@@ -421,6 +452,8 @@ class TrainOptions(TypedDict, total=False):
     max_samples_per_task: int
     similarity_loss: str
     similarity_scale: float
+    matryoshka_dims: list[int]
+    matryoshka_weights: list[float]
     teacher: str | None
     explode_threshold: float
     skip_nonfinite: int
@@ -630,5 +663,8 @@ class InferenceOptions:
     """Where `-` reads from (default: the process's stdin)."""
     stdout: IO[bytes] | None = field(default=None, repr=False)
     """Where output goes without a file (default: the process's stdout)."""
+    dims: int | None = None
+    """Vector commands: keep the first N dimensions of each vector, re-normalised (a
+    Matryoshka-trained model's prefixes); None: all of them."""
     chunk_size: int | None = None
     """Rows read, tokenized and written at a time (default: max(1024, 32 × batch size))."""

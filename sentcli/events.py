@@ -137,6 +137,13 @@ class InferStart:
 
 
 @dataclass
+class InferWarning:
+    """embed/search/similarity: something the user should know (one line)."""
+
+    message: str
+
+
+@dataclass
 class InferProgress:
     """embed/predict: rows done so far."""
 
@@ -153,6 +160,7 @@ Event = (
     | TextsRead
     | InferStart
     | InferProgress
+    | InferWarning
 )
 OnEvent = Callable[[Event], None] | None
 

@@ -4,6 +4,7 @@ cli/ prints."""
 # Importing the command modules registers their commands on `app`.
 from sentcli.cli import (  # noqa: F401
     build_tokenizer,
+    calibrate,
     embed,
     evaluate,
     export,

@@ -10,6 +10,7 @@ from sentcli.cli.options import (
     INFER_BATCH,
     BatchSizeOpt,
     DeviceOpt,
+    DimsOpt,
     IdColumnOpt,
     InferPrecisionOpt,
     InputArg,
@@ -20,7 +21,7 @@ from sentcli.cli.options import (
     inference_options,
 )
 from sentcli.cli.render import InferenceView, inference_summary
-from sentcli.config import InferPrecision
+from sentcli.config import InferPrecision, VectorCode
 
 
 @app.command("embed")
@@ -42,8 +43,21 @@ def embed_cli(
     batch_size: BatchSizeOpt = INFER_BATCH,
     max_length: MaxLengthOpt = None,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the vectors.")] = True,
+    quantize: Annotated[
+        VectorCode | None,
+        typer.Option(
+            help="int8: codes by per-dimension ranges (--ranges, from `sentcli calibrate`); "
+            "binary: the signs, 8 to a byte (.npy uint8 [N, D/8]).",
+            show_default=False,
+        ),
+    ] = None,
+    ranges: Annotated[
+        Path | None,
+        typer.Option(dir_okay=False, help="--quantize int8: the ranges file of `calibrate`."),
+    ] = None,
     device: DeviceOpt = None,
     precision: InferPrecisionOpt = InferPrecision.auto,
+    dims: DimsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Embed texts into sentence vectors (masked mean pooling), row i for input row i.
@@ -54,6 +68,8 @@ def embed_cli(
     Example: sentcli embed data/sentences.txt -o vectors.npy
 
     Example: zcat data/imdb_unsup/train.txt.gz | sentcli embed - | head -n 2
+
+    Example: sentcli embed corpus.txt --dims 128 --quantize int8 --ranges ranges.json -o c.npy
     """
     from sentcli import api  # imported here: --help stays free of torch
 
@@ -64,8 +80,10 @@ def embed_cli(
             output,
             model,
             normalize=normalize,
+            quantize=quantize.value if quantize else None,
+            ranges=ranges,
             options=inference_options(
-                text_column, id_column, batch_size, max_length, device, precision
+                text_column, id_column, batch_size, max_length, device, precision, dims
             ),
             on_event=view,
         )

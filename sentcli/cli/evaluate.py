@@ -33,6 +33,14 @@ def evaluate_cli(
     precision: Annotated[
         Precision | None, typer.Option(help="Autocast dtype (default: the run's own).")
     ] = None,
+    dims: Annotated[
+        int | None,
+        typer.Option(
+            help="Similarity tasks: score each vector's first N dimensions, re-normalised "
+            "(task heads read the whole vector).",
+            show_default=False,
+        ),
+    ] = None,
     pair_columns: PairColumnsOpt = None,
     score_column: ScoreColumnOpt = None,
     plots: Annotated[
@@ -66,7 +74,9 @@ def evaluate_cli(
     ]
     dev = device.value if device else "auto"
     prec = precision.value if precision else None
-    result = api.evaluate(model, specs or None, batch_size, dev, plots, prec)
+    result = api.evaluate(model, specs or None, batch_size, dev, plots, prec, dims)
+    if "warning" in result:  # on stderr, also with --json
+        err.print(f"[yellow]warning:[/] {escape(result['warning'])}")
     if as_json:
         out.print_json(json.dumps(result))
         return
@@ -75,7 +85,8 @@ def evaluate_cli(
             scores = " | ".join(
                 f"{label} {score(k, m[k])}" for k, label in SCORES.items() if k in m
             )
-            out.print(f"{name} ({m['source']}, {m['split']}, {m['pairs']:,} pairs): {scores}")
+            at = f", first {result['dims']} dims" if "dims" in result else ""
+            out.print(f"{name} ({m['source']}, {m['split']}, {m['pairs']:,} pairs{at}): {scores}")
             if "plot" in m:
                 out.print(f"wrote {m['plot']}")
             if "plot_error" in m:

@@ -20,6 +20,7 @@ from sentcli.config import (
     Schedule,
     SimilarityLoss,
     TrainConfig,
+    TrainOptions,
 )
 
 TRAIN = "Training"
@@ -260,6 +261,44 @@ SimilarityScaleOpt = Annotated[
     ),
 ]
 
+MatryoshkaDimsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Similarity tasks: also train these prefix widths of the vector, descending "
+        "(e.g. 384,256,128,64); `--dims N` then uses them. Default: the full vector only.",
+        rich_help_panel=SIMILARITY,
+        show_default=False,
+    ),
+]
+MatryoshkaWeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="One loss weight per --matryoshka-dims width (default: 1 each).",
+        rich_help_panel=SIMILARITY,
+        show_default=False,
+    ),
+]
+
+
+def number_list(value: str, flag: str, kind: type[int] | type[float]) -> list[Any]:
+    """A comma-separated list of numbers of a flag ("384,256,64"), or a one-line error."""
+    try:
+        return [kind(v) for v in value.split(",")]
+    except ValueError:
+        noun = "integers" if kind is int else "numbers"
+        raise typer.BadParameter(
+            f"{value!r}: give {noun} separated by commas", param_hint=flag
+        ) from None
+
+
+def matryoshka_options(opts: TrainOptions, dims: str | None, weights: str | None) -> None:
+    """Put the Matryoshka flags, parsed, into a command's training options."""
+    if dims is not None:
+        opts["matryoshka_dims"] = number_list(dims, "--matryoshka-dims", int)
+    if weights is not None:
+        opts["matryoshka_weights"] = number_list(weights, "--matryoshka-weights", float)
+
+
 TeacherOpt = Annotated[
     Path | None,
     typer.Option(
@@ -301,6 +340,14 @@ InferPrecisionOpt = Annotated[
     InferPrecision,
     typer.Option(help="auto: bf16 where native; int8: dynamic quantisation (CPU)."),
 ]
+DimsOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Keep each vector's first N dimensions, re-normalised (a --matryoshka-dims "
+        "width of the model; others work, with a warning).",
+        show_default=False,
+    ),
+]
 INFER_BATCH = InferenceOptions.batch_size
 """embed/predict's default --batch-size."""
 
@@ -312,9 +359,11 @@ def inference_options(
     max_length: int | None,
     device: Device | None,
     precision: InferPrecision,
+    dims: int | None = None,
 ) -> InferenceOptions:
     """embed's and predict's shared options; output without a file goes to stdout."""
     return InferenceOptions(
+        dims=dims,
         text_column=text_column,
         id_column=id_column,
         batch_size=batch_size,

@@ -19,6 +19,7 @@ from sentcli.events import (
     Groups,
     InferProgress,
     InferStart,
+    InferWarning,
     InitFrom,
     Interrupted,
     Start,
@@ -154,6 +155,7 @@ class InferenceView:
     def __init__(self, quiet: bool) -> None:
         self.bar = progress(quiet, "{task.completed:,}")  # stdin has no total
         self.task: TaskID | None = None
+        self.warned: set[str] = set()  # search embeds corpus and queries: say it once
 
     def __call__(self, event: Event) -> None:
         match event:
@@ -161,6 +163,9 @@ class InferenceView:
                 self.task = self.bar.add_task("texts", total=event.total, info="")
             case InferProgress() if self.task is not None:
                 self.bar.update(self.task, completed=event.done)
+            case InferWarning() if event.message not in self.warned:  # shown even with --quiet
+                self.warned.add(event.message)
+                err.print(f"[yellow]warning:[/] {escape(event.message)}")
 
 
 SCORES = {

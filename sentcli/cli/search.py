@@ -11,6 +11,7 @@ from sentcli.cli.options import (
     INFER_BATCH,
     BatchSizeOpt,
     DeviceOpt,
+    DimsOpt,
     InferPrecisionOpt,
     MaxLengthOpt,
     ModelOpt,
@@ -70,6 +71,7 @@ def search_cli(
     max_length: MaxLengthOpt = None,
     device: DeviceOpt = None,
     precision: InferPrecisionOpt = InferPrecision.auto,
+    dims: DimsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Find each query's most similar corpus texts by the cosine of their vectors (exact).
@@ -99,7 +101,9 @@ def search_cli(
             fmt=fmt.value,
             corpus_column=corpus_column,
             cache=cache,
-            options=inference_options(text_column, None, batch_size, max_length, device, precision),
+            options=inference_options(
+                text_column, None, batch_size, max_length, device, precision, dims
+            ),
             on_event=view,
         )
     if index.damaged is not None:  # shown even with --quiet: a cache folder was replaced

@@ -14,6 +14,7 @@ from sentcli.cli.options import (
     INFER_BATCH,
     BatchSizeOpt,
     DeviceOpt,
+    DimsOpt,
     InferPrecisionOpt,
     MaxLengthOpt,
     ModelOpt,
@@ -102,6 +103,7 @@ def similarity_cli(
     max_length: MaxLengthOpt = None,
     device: DeviceOpt = None,
     precision: InferPrecisionOpt = InferPrecision.auto,
+    dims: DimsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """The cosine similarity of each text pair (L2-normalised sentence vectors), one per
@@ -116,7 +118,7 @@ def similarity_cli(
     """
     from sentcli import api  # imported here: --help stays free of torch
 
-    options = inference_options(None, None, batch_size, max_length, device, precision)
+    options = inference_options(None, None, batch_size, max_length, device, precision, dims)
     if matrix is not None:
         if first is not None or output is not None or pair_columns is not None:
             raise typer.BadParameter(

@@ -21,6 +21,8 @@ from sentcli.cli.options import (
     EvalEveryOpt,
     LogEveryOpt,
     LrOpt,
+    MatryoshkaDimsOpt,
+    MatryoshkaWeightsOpt,
     MaxStepsOpt,
     MaxTimeOpt,
     NEmbdOpt,
@@ -43,6 +45,7 @@ from sentcli.cli.options import (
     ValFracOpt,
     WarmupOpt,
     WdOpt,
+    matryoshka_options,
     resume_mode,
     split_columns,
 )
@@ -79,6 +82,8 @@ def train_encoder_cli(
     score_column: ScoreColumnOpt = None,
     similarity_loss: SimilarityLossOpt = None,
     similarity_scale: SimilarityScaleOpt = None,
+    matryoshka_dims: MatryoshkaDimsOpt = None,
+    matryoshka_weights: MatryoshkaWeightsOpt = None,
     teacher: TeacherOpt = None,
     config: ConfigOpt = None,
     device: DeviceOpt = None,
@@ -126,6 +131,7 @@ def train_encoder_cli(
     if task is None and resume != ResumeMode.yes:
         raise typer.BadParameter("give --task NAME=SOURCE", param_hint="--task")
     opts = config_options(locals())
+    matryoshka_options(opts, matryoshka_dims, matryoshka_weights)
     with progress(quiet) as bar:
         result = api.train_encoder(
             task, output, init, tokenizer, opts, config, text_column, label_column,

@@ -27,6 +27,8 @@ from sentcli.cli.options import (
     HeadHiddenOpt,
     LogEveryOpt,
     LrOpt,
+    MatryoshkaDimsOpt,
+    MatryoshkaWeightsOpt,
     MaxSamplesOpt,
     MaxStepsOpt,
     MaxTimeOpt,
@@ -51,6 +53,7 @@ from sentcli.cli.options import (
     ValFracOpt,
     WarmupOpt,
     WdOpt,
+    matryoshka_options,
     resume_mode,
 )
 from sentcli.cli.render import (
@@ -142,6 +145,8 @@ def train_mtl_cli(
     ] = None,
     similarity_loss: SimilarityLossOpt = None,
     similarity_scale: SimilarityScaleOpt = None,
+    matryoshka_dims: MatryoshkaDimsOpt = None,
+    matryoshka_weights: MatryoshkaWeightsOpt = None,
     teacher: TeacherOpt = None,
     config: ConfigOpt = None,
     device: DeviceOpt = None,
@@ -189,6 +194,7 @@ def train_mtl_cli(
     from sentcli import api  # imported here: --help stays free of torch
 
     opts = config_options(locals())
+    matryoshka_options(opts, matryoshka_dims, matryoshka_weights)
     weights = _weights(task_weight or [])
     if weights is not None:  # None: not given (a resumed run keeps its own)
         opts["task_weights"] = weights

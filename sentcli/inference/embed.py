@@ -29,10 +29,18 @@ from sentcli.config import InferenceOptions, InferPrecision, RunConfig, choices
 from sentcli.data.batching import collate, length_batches
 from sentcli.device import autocast, dtype_name, resolve_device, resolve_precision
 from sentcli.errors import CheckpointError, ConfigError
-from sentcli.events import InferProgress, InferStart, OnEvent
-from sentcli.inference import onednn
+from sentcli.events import InferProgress, InferStart, InferWarning, OnEvent
+from sentcli.inference import onednn, vectors
 from sentcli.inference.inputs import Chunk, TextInput
-from sentcli.inference.outputs import CosineWriter, LabelWriter, Sink, check_output, vector_sink
+from sentcli.inference.outputs import (
+    CosineWriter,
+    LabelWriter,
+    MapSink,
+    RangeSink,
+    Sink,
+    check_output,
+    vector_sink,
+)
 from sentcli.inference.quantize import quantize_int8
 from sentcli.model import LanguageModel, MultiTaskModel, pool
 from sentcli.objectives import labels
@@ -96,14 +104,17 @@ def prepare(model: nn.Module, device: torch.device, precision: str) -> torch.dty
     return dtype
 
 
-def vector_fn(model: MultiTaskModel | LanguageModel, normalize: bool) -> BatchFn:
-    """ids, mask → sentence vectors (the model's pooling, masked mean by default;
-    L2-normalised with `normalize`)."""
+def vector_fn(
+    model: MultiTaskModel | LanguageModel, normalize: bool, dims: int | None = None
+) -> BatchFn:
+    """ids, mask → sentence vectors (the model's pooling, masked mean by default; their
+    first `dims` dimensions when given; L2-normalised with `normalize`, after the cut)."""
     trunk = model.trunk
     mode = trunk.config.pooling
 
     def fn(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         v = pool(trunk(ids, mask).float(), mask, mode)
+        v = v if dims is None else v[:, :dims]
         return F.normalize(v, dim=-1) if normalize else v
 
     return fn
@@ -216,6 +227,22 @@ class InferenceResult:
     output: Path | None
 
 
+def check_dims(config: RunConfig, dims: int) -> str | None:
+    """--dims against the model: out of range → ConfigError; a width the model was not
+    trained for (Matryoshka) → the warning to show; None when it was."""
+    width = config.model.n_embd
+    if not 1 <= dims <= width:
+        raise ConfigError(f"--dims {dims}: the model's vectors are {width} wide; give 1 to {width}")
+    trained = {width, *config.train.matryoshka_dims}
+    if dims in trained:
+        return None
+    said = ", ".join(map(str, sorted(trained, reverse=True)))
+    return (
+        f"the model was not trained for --dims {dims} (its trained widths: {said}); its "
+        f"first {dims} dimensions may rank worse than a trained width would"
+    )
+
+
 def resolve_model(model: Path | None) -> tuple[Path, str]:
     """The run to use and where it came from: --model, else $SENTCLI_MODEL, else the default
     model shipped in the package."""
@@ -236,22 +263,73 @@ MakeFn = Callable[[nn.Module, RunConfig], tuple[BatchFn, Callable[[IO[bytes]], S
 """(model, its run config) → (the batch function, a sink factory for the output stream)."""
 
 
-def vector_pipeline(normalize: bool, output: Path | None) -> MakeFn:
-    """embed: sentence vectors, written in the format `output`'s name says."""
+Quantizer = Callable[[np.ndarray], np.ndarray]
+"""float vectors → their codes (int8, or packed bits)."""
+
+
+def vector_pipeline(
+    normalize: bool, output: Path | None, dims: int | None = None, codes: Quantizer | None = None
+) -> MakeFn:
+    """embed: sentence vectors (their first `dims` dimensions; quantized by `codes`),
+    written in the format `output`'s name says."""
 
     def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
         assert isinstance(net, MultiTaskModel | LanguageModel)
-        return vector_fn(net, normalize), lambda f: vector_sink(f, output)
+
+        def sink(f: IO[bytes]) -> Sink:
+            plain = vector_sink(f, output)
+            return plain if codes is None else MapSink(plain, codes)
+
+        return vector_fn(net, normalize, dims), sink
 
     return make
 
 
-def cosine_pipeline() -> MakeFn:
+def quantizer(
+    kind: str | None, ranges: Path | None, model: Path | None, dims: int | None, normalize: bool
+) -> Quantizer | None:
+    """embed --quantize: int8 (with the calibrated `ranges` of this model and width) or
+    binary; None: float vectors."""
+    if kind is None:
+        if ranges is not None:
+            raise ConfigError("--ranges is for --quantize int8; add it or drop --ranges")
+        return None
+    if kind == "binary":
+        if ranges is not None:
+            raise ConfigError("--quantize binary keeps signs and takes no --ranges; drop it")
+        return vectors.binary
+    if kind != "int8":
+        raise ConfigError(f"--quantize {kind}: use int8 or binary")
+    if ranges is None:
+        raise ConfigError(
+            "--quantize int8 needs --ranges FILE, the per-dimension ranges of a calibration "
+            "set (sentcli calibrate CORPUS -o ranges.json): never the texts being embedded"
+        )
+    if not normalize:
+        raise ConfigError("--quantize int8 codes normalised vectors; drop --no-normalize")
+    r = vectors.Ranges.load(ranges)
+    path, _ = resolve_model(model)
+    width = ckpt.read_config(path).model.n_embd
+    r.check(vectors.fingerprint(path), dims or width, f"the ranges in {ranges}")
+    return lambda v: vectors.int8(v, r)
+
+
+def range_pipeline(dims: int | None, sink: RangeSink) -> MakeFn:
+    """calibrate: each dimension's range over the normalised vectors, nothing written."""
+
+    def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
+        assert isinstance(net, MultiTaskModel | LanguageModel)
+        return vector_fn(net, normalize=True, dims=dims), lambda f: sink
+
+    return make
+
+
+def cosine_pipeline(dims: int | None = None) -> MakeFn:
     """similarity: the cosine of each interleaved pair (a1, b1, a2, b2, …), one per line."""
 
     def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
         assert isinstance(net, MultiTaskModel | LanguageModel)
-        return vector_fn(net, normalize=True), CosineWriter
+        return vector_fn(net, normalize=True, dims=dims), CosineWriter
 
     return make
 
@@ -328,6 +406,7 @@ def run_inference(
             f"--max-length {max_length}: the model reads 2 to {block} tokens per text"
         )
     ranks, dev = dist.setup(resolve_device(options.device))  # torchrun: each rank its GPU
+    note = check_dims(config, options.dims) if options.dims is not None else None
     dtype = prepare(net, dev, precision)
     fn, make_sink = make(net, config)
     weights = next(net.parameters()).dtype  # bf16 runs with bf16 weights, no autocast
@@ -336,6 +415,8 @@ def run_inference(
         on_event = None
     if on_event:
         on_event(InferStart(texts.total, str(path), origin, str(dev), name))
+        if note is not None:
+            on_event(InferWarning(note))
     stats = InferenceStats()
     chunk_size = options.chunk_size or max(1024, 32 * options.batch_size)
 

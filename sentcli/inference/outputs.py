@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -57,6 +58,9 @@ def escape_tsv(text: str) -> str:
 
 
 def _round(values: np.ndarray) -> list[Any]:
+    if values.dtype.kind in "iu":  # quantized codes: integers as they are
+        ints: list[Any] = values.tolist()
+        return ints
     # 7 decimals hold a float32's precision for |x| <= 1 and keep the lines short
     rounded: list[Any] = np.round(values.astype(np.float64), 7).tolist()
     return rounded
@@ -69,22 +73,27 @@ class Sink(Protocol):
 
 
 class NpyWriter:
-    """float32 [N, D] .npy written row block by row block; the header (with N) is rewritten
-    at close, so the whole matrix is never in memory."""
+    """float32 [N, D] .npy (int8 or uint8 for quantized vectors) written row block by row
+    block; the header (with N) is rewritten at close, so the whole matrix is never in
+    memory."""
 
     def __init__(self, f: IO[bytes]) -> None:
         self.f = f
         self.rows = 0
         self.dim: int | None = None
+        self.descr = "<f4"
         f.write(b"\0" * NPY_HEADER)
 
     def write(self, chunk: Chunk, values: np.ndarray) -> None:
         self.dim = values.shape[1]
-        self.f.write(np.ascontiguousarray(values, dtype="<f4").tobytes())
+        if values.dtype in (np.int8, np.uint8):  # quantized codes are written as they are
+            self.descr = values.dtype.str
+        self.f.write(np.ascontiguousarray(values, dtype=self.descr).tobytes())
         self.rows += len(values)
 
     def close(self) -> None:
-        header = {"descr": "<f4", "fortran_order": False, "shape": (self.rows, self.dim or 0)}
+        shape = (self.rows, self.dim or 0)
+        header = {"descr": self.descr, "fortran_order": False, "shape": shape}
         text = repr(header).encode("latin1")
         text += b" " * (NPY_HEADER - 10 - len(text) - 1) + b"\n"
         self.f.seek(0)
@@ -130,6 +139,39 @@ class CsvVectorWriter:
     def close(self) -> None:
         self.text.flush()
         self.text.detach()  # leave the binary stream open for its owner
+
+
+class MapSink:
+    """Another sink, fed `fn(values)` (quantized codes)."""
+
+    def __init__(self, sink: Sink, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.sink, self.fn = sink, fn
+
+    def write(self, chunk: Chunk, values: np.ndarray) -> None:
+        self.sink.write(chunk, self.fn(values))
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+class RangeSink:
+    """Nothing written: each dimension's lowest and highest value over every row."""
+
+    def __init__(self) -> None:
+        self.low: np.ndarray | None = None
+        self.high: np.ndarray | None = None
+        self.rows = 0
+
+    def write(self, chunk: Chunk, values: np.ndarray) -> None:
+        if len(values) == 0:
+            return
+        low, high = values.min(axis=0), values.max(axis=0)
+        self.low = low if self.low is None else np.minimum(self.low, low)
+        self.high = high if self.high is None else np.maximum(self.high, high)
+        self.rows += len(values)
+
+    def close(self) -> None:
+        pass
 
 
 def vector_sink(f: IO[bytes], path: Path | None) -> Sink:

@@ -34,6 +34,7 @@ from sentcli.events import OnEvent
 from sentcli.inference.embed import (
     BatchFn,
     InferenceResult,
+    check_dims,
     resolve_model,
     run_inference,
     vector_fn,
@@ -113,7 +114,8 @@ def corpus_key(
     h.update((model / ckpt.CONFIG).read_bytes())
     _file_hash(h, model / ckpt.TOKENIZER)  # the same weights under another tokenizer differ
     device = resolve_device(opts.device).type
-    h.update(json.dumps([column, max_length, str(opts.precision), device, FORMAT]).encode())
+    settings = [column, max_length, str(opts.precision), device, FORMAT, opts.dims]
+    h.update(json.dumps(settings).encode())
     return h.hexdigest()[:32]
 
 
@@ -161,6 +163,9 @@ def corpus_index(
         width = config.model.n_embd
     except CheckpointError as e:
         raise CheckpointError(f"{origin}: {e}" if origin != "--model" else str(e)) from e
+    if opts.dims is not None:
+        check_dims(config, opts.dims)  # out of range: refused before any work
+        width = opts.dims
     read = _stamp(Path(corpus))  # the corpus as hashed: it must not change until published
     key = corpus_key(Path(corpus), source.text_column, path, opts.max_length, opts)
     folder = cache / "search" / key
@@ -195,7 +200,7 @@ def corpus_index(
             writers.append(IndexWriter(f, tmp))
             return writers[-1]
 
-        return vector_fn(net, normalize=True), sink
+        return vector_fn(net, normalize=True, dims=opts.dims), sink
 
     try:
         index_opts = InferenceOptions(**{**vars(opts), "text_column": source.text_column})
@@ -445,7 +450,8 @@ def run_search(
 
     def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
         assert isinstance(net, MultiTaskModel | LanguageModel)
-        return vector_fn(net, normalize=True), lambda f: SearchWriter(f, index, k, threshold, fmt)
+        fn = vector_fn(net, normalize=True, dims=opts.dims)
+        return fn, lambda f: SearchWriter(f, index, k, threshold, fmt)
 
     result = run_inference(
         queries, output, model, formats, opts, make, on_event, source=lambda: texts

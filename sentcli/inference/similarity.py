@@ -51,7 +51,7 @@ def pair_cosines(
     formats = (".txt", ".tsv")
     check_output(output, formats, [first] + ([second] if second else []))
     return run_inference(
-        first, output, model, formats, options, cosine_pipeline(), on_event, source
+        first, output, model, formats, options, cosine_pipeline(options.dims), on_event, source
     )
 
 
@@ -89,7 +89,7 @@ def cosine_matrix(
 
     def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
         assert isinstance(net, MultiTaskModel | LanguageModel)
-        return vector_fn(net, normalize=True), lambda f: sink
+        return vector_fn(net, normalize=True, dims=options.dims), lambda f: sink
 
     def source() -> TextInput:
         return probe

@@ -5,12 +5,14 @@ and the flags) is decided in data/pairs.py; everything after that asks the objec
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from sentcli.config import TaskConfig, TaskKind, TrainConfig
 from sentcli.dist import Dist
-from sentcli.objectives.base import Batch, Encoded, Objective, VectorsFn
+from sentcli.objectives.base import Batch, Encoded, Objective, VectorObjective, VectorsFn
 from sentcli.objectives.classification import Classification
 from sentcli.objectives.distill import Distill
+from sentcli.objectives.matryoshka import Matryoshka
 from sentcli.objectives.pairs import Pairs
 from sentcli.objectives.scored import Scored
 from sentcli.objectives.simcse import SimCSE
@@ -32,9 +34,15 @@ def objective(
     spec: TaskConfig, train: TrainConfig | None = None, ranks: Dist | None = None
 ) -> Objective:
     """The objective of a task (a run written before similarity tasks has no kind: its
-    tasks were all labelled), with the run's training settings and processes."""
+    tasks were all labelled), with the run's training settings and processes; a vector
+    task of a run with Matryoshka widths trains every prefix (matryoshka.py)."""
     make = OBJECTIVES[spec.kind or TaskKind.classification]
-    return make(spec, train or TrainConfig(), ranks or Dist())
+    train, ranks = train or TrainConfig(), ranks or Dist()
+    inner = make(spec, train, ranks)
+    if train.matryoshka_dims and inner.outputs == "vectors":  # every vector kind has a vector_loss
+        vectors = cast(VectorObjective, inner)
+        return Matryoshka(vectors, train.matryoshka_dims, train.matryoshka_weights, ranks)
+    return inner
 
 
 def heads(tasks: list[TaskConfig], width: int) -> dict[str, int]:

@@ -108,6 +108,22 @@ class Objective(Protocol):
         ...
 
 
+class VectorObjective(Objective, Protocol):
+    """A task kind whose loss is computed on sentence vectors (what Matryoshka wraps)."""
+
+    spec: TaskConfig
+
+    def vectors(self, model: MultiTaskModel, batch: Batch) -> list[torch.Tensor]:
+        """Each side's vectors [rows, C] that `vector_loss` compares."""
+        ...
+
+    def vector_loss(
+        self, sides: list[torch.Tensor], target: torch.Tensor | None, n: int, ranks: Dist
+    ) -> torch.Tensor:
+        """The task's loss on (possibly cut) vectors; it normalises them itself."""
+        ...
+
+
 VectorLoss = Callable[[list[torch.Tensor], torch.Tensor | None, int, Dist], torch.Tensor]
 """A loss on sentence vectors: (each side's vectors [B, C], the target or None, the global
 batch's rows, the processes)."""

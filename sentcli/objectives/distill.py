@@ -26,8 +26,13 @@ if TYPE_CHECKING:
 
 
 def distill_loss(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """MSE between the student's and the teacher's L2-normalised vectors."""
-    return F.mse_loss(F.normalize(student.float(), dim=-1), target.float())
+    """MSE between the student's and the teacher's L2-normalised vectors; a student cut to
+    its first d dimensions (Matryoshka) matches the teacher's first d, re-normalised."""
+    d = student.shape[-1]
+    teacher = (
+        target.float() if d == target.shape[-1] else F.normalize(target[:, :d].float(), dim=-1)
+    )
+    return F.mse_loss(F.normalize(student.float(), dim=-1), teacher)
 
 
 class Distill:
@@ -37,7 +42,7 @@ class Distill:
 
     def __init__(self, spec: TaskConfig, train: TrainConfig, ranks: Dist) -> None:
         self.train = train
-        self.spec = spec
+        self.spec, self.ranks = spec, ranks
 
     def load(
         self, shape: Shape, splits: dict[str, Dataset], names: list[str] | None, resume: bool
@@ -57,9 +62,17 @@ class Distill:
         heads = model.heads  # nn.ModuleDict has no .get
         return heads[self.spec.name] if self.spec.name in heads else nn.Identity()
 
+    def vectors(self, model: MultiTaskModel, batch: Batch) -> list[torch.Tensor]:
+        return [self._project(model)(embed_sides(model, batch)[0])]
+
+    def vector_loss(
+        self, sides: list[torch.Tensor], target: torch.Tensor | None, n: int, ranks: Dist
+    ) -> torch.Tensor:
+        assert target is not None
+        return distill_loss(sides[0], target)
+
     def loss(self, model: MultiTaskModel, batch: Batch) -> torch.Tensor:
-        assert batch.target is not None
-        return distill_loss(self._project(model)(embed_sides(model, batch)[0]), batch.target)
+        return self.vector_loss(self.vectors(model, batch), batch.target, batch.n, self.ranks)
 
     def metrics(self, outputs: list[np.ndarray], target: np.ndarray | None) -> dict[str, Any]:
         return {}
@@ -73,6 +86,8 @@ class Distill:
         with torch.no_grad():
             v = self._project(model)(torch.from_numpy(outputs[0]).to(device)).float().cpu()
         teacher = torch.from_numpy(np.array(enc.target, dtype=np.float32))  # off the memmap
+        if v.shape[1] < teacher.shape[1]:  # a Matryoshka prefix (the model's own width)
+            teacher = F.normalize(teacher[:, : v.shape[1]], dim=-1)
         out: dict[str, Any] = {
             "val_loss": float(distill_loss(v, teacher)),
             "cosine": float((F.normalize(v, dim=-1) * teacher).sum(dim=1).mean()),

@@ -110,8 +110,11 @@ class Pairs:
     ) -> torch.Tensor:
         return info_nce(sides[0], sides[1:], self.scale, n, ranks)
 
+    def vectors(self, model: MultiTaskModel, batch: Batch) -> list[torch.Tensor]:
+        return embed_sides(model, batch)
+
     def loss(self, model: MultiTaskModel, batch: Batch) -> torch.Tensor:
-        return self.vector_loss(embed_sides(model, batch), None, batch.n, self.ranks)
+        return self.vector_loss(self.vectors(model, batch), None, batch.n, self.ranks)
 
     def metrics(self, outputs: list[np.ndarray], target: np.ndarray | None) -> dict[str, Any]:
         return retrieval(outputs[0], outputs[1])

@@ -106,8 +106,11 @@ class Scored:
             return cosent(cos, target, self.scale)
         return cosine_mse(cos, target, *self.spec.score_range)
 
+    def vectors(self, model: MultiTaskModel, batch: Batch) -> list[torch.Tensor]:
+        return embed_sides(model, batch)
+
     def loss(self, model: MultiTaskModel, batch: Batch) -> torch.Tensor:
-        return self.vector_loss(embed_sides(model, batch), batch.target, batch.n, self.ranks)
+        return self.vector_loss(self.vectors(model, batch), batch.target, batch.n, self.ranks)
 
     def metrics(self, outputs: list[np.ndarray], target: np.ndarray | None) -> dict[str, Any]:
         assert target is not None

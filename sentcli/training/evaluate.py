@@ -21,7 +21,13 @@ from sentcli.data.sources import absolute
 from sentcli.data.tasks import load_eval_split
 from sentcli.device import resolve_device, resolve_precision
 from sentcli.errors import ConfigError, DiskFullError
-from sentcli.inference.embed import apply_batched, predict_logits, resolve_model, vector_fn
+from sentcli.inference.embed import (
+    apply_batched,
+    check_dims,
+    predict_logits,
+    resolve_model,
+    vector_fn,
+)
 from sentcli.metrics import plot_scatter
 from sentcli.model import MultiTaskModel
 from sentcli.objectives import objective
@@ -57,11 +63,13 @@ def evaluate_pairs(
     device: torch.device,
     dtype: torch.dtype | None,
     no_head: str,
+    dims: int | None = None,
 ) -> tuple[str, dict[str, Any], np.ndarray | None, np.ndarray | None]:
     """Score any run that embeds on a source with a gold standard (its kind's objective
     says whether it has one): its test split, else validation, else all its rows. Returns
     the split, the metrics and (scored pairs) each pair's cosine and gold score. `no_head`:
-    the message for a source of labelled texts."""
+    the message for a source of labelled texts; `dims`: score the vectors' first `dims`
+    dimensions."""
     shape, splits, _ = shape_of(spec)
     kind = objective(replace(spec, kind=shape.kind, pair_columns=shape.pair_columns))
     if kind.outputs == "logits":
@@ -74,7 +82,7 @@ def evaluate_pairs(
     split = next(s for s in ("test", "validation", "train") if s in splits)
     ds = pair_table(splits[split], shape, f"{spec.source} ({split})")
     model.eval()
-    embed = vector_fn(model, normalize=False)  # type: ignore[arg-type]
+    embed = vector_fn(model, normalize=False, dims=dims)  # type: ignore[arg-type]
     sides = [
         apply_batched(embed, encode_rows(tok, ds, block, c), batch_size, device, dtype)
         for c in SIDES[: len(shape.pair_columns)]
@@ -92,6 +100,7 @@ def evaluate_run(
     device: str,
     plots: Path | None,
     precision: str | None,
+    dims: int | None = None,
 ) -> dict[str, Any]:
     """`sentcli evaluate`: each task of a run on the given sources or on the test splits the
     run recorded (see api.evaluate)."""
@@ -101,6 +110,7 @@ def evaluate_run(
         files.check_writable(plots, files.existing_folder(plots))
     path, origin = resolve_model(model_dir)
     config, model, tok, _ = ckpt.load_run(path)
+    note = check_dims(config, dims) if dims is not None else None
     known = {t.name: t for t in config.tasks}
     own = {t.name: objective(t) for t in config.tasks}  # plain text: no gold to score against
     specs = tasks or [
@@ -137,7 +147,7 @@ def evaluate_run(
         )
         split, metrics, cos, gold = evaluate_pairs(
             model, tok, spec, config.model.block_size, batch_size, dev, dtype,
-            unknown if known else no_heads,
+            unknown if known else no_heads, dims,
         )  # fmt: skip
         if cos is not None and gold is not None:
             folder = plots or (Path("report") if origin == "the default model" else path / "report")
@@ -151,4 +161,5 @@ def evaluate_run(
                 why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
                 metrics["plot_error"] = f"{target} not written ({why})"
         results[s.name] = {"source": s.source, "split": split, **metrics}
-    return {"model": str(path), "tasks": results}
+    out: dict[str, Any] = {"model": str(path), "tasks": results}
+    return out | ({"dims": dims} if dims is not None else {}) | ({"warning": note} if note else {})

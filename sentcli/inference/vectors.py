@@ -1,0 +1,146 @@
+"""Quantized sentence vectors: int8 with per-dimension ranges taken from a calibration set
+(never from the batch being quantized, so a text's codes do not depend on its neighbours),
+and 1-bit vectors packed 8 to a byte.
+
+int8 is symmetric per dimension: code = round(x / a), a = max(|low|, |high|) / 127, clipped
+to ±127; `dequantize` gives code · a back. Zero stays zero, so a query scaled by the same
+`a` (`int8_query`) ranks corpus codes by their inner product with the float query, up to
+rounding: what the index's i8 search computes. Binary keeps the sign (x > 0).
+
+The ranges file is JSON (`RANGES_FORMAT`): the model's fingerprint, the width, the rows it
+was computed from, and each dimension's low and high."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sentcli import checkpoint as ckpt
+from sentcli import files
+from sentcli.errors import ConfigError
+
+RANGES_FORMAT = "sentcli-int8-ranges"
+RANGES_VERSION = 1
+
+
+def fingerprint(model: Path) -> str:
+    """A run's identity for vectors: its weights, config and tokenizer, hashed (the same
+    weights under another tokenizer give other vectors)."""
+    h = hashlib.sha256()
+    for name in (ckpt.WEIGHTS, ckpt.CONFIG, ckpt.TOKENIZER):
+        with open(model / name, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()[:32]
+
+
+@dataclass
+class Ranges:
+    """Per-dimension calibration ranges of a model's (first `dims`) vectors."""
+
+    model: str
+    """The fingerprint of the model the vectors came from."""
+    dims: int
+    rows: int
+    """Calibration vectors they were computed from."""
+    low: list[float]
+    high: list[float]
+
+    @classmethod
+    def of(cls, vectors: np.ndarray, model: str) -> Ranges:
+        if len(vectors) == 0:
+            raise ConfigError("calibration needs at least one text; give a non-empty corpus")
+        v = np.asarray(vectors, dtype=np.float32)
+        low, high = v.min(axis=0).tolist(), v.max(axis=0).tolist()
+        return cls(model, v.shape[1], len(v), low, high)
+
+    def scale(self) -> np.ndarray:
+        """Each dimension's step a (float32 [D]): the larger of |low| and |high| over 127."""
+        bound = np.maximum(np.abs(np.asarray(self.low)), np.abs(np.asarray(self.high)))
+        return np.asarray(np.maximum(bound, 1e-12) / 127.0, dtype=np.float32)
+
+    def to_json(self) -> str:
+        head = {"format": RANGES_FORMAT, "version": RANGES_VERSION}
+        return json.dumps(head | asdict(self))
+
+    def save(self, path: Path) -> None:
+        text = self.to_json()
+        files.atomic_write(path, lambda tmp: _write(tmp, text))
+
+    @classmethod
+    def load(cls, path: Path) -> Ranges:
+        """A ranges file, checked (format, version, one low and high per dimension)."""
+        try:
+            d: Any = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{path}: no such ranges file; make one with sentcli calibrate"
+            ) from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise ConfigError(
+                f"{path} is not a ranges file; make one with sentcli calibrate"
+            ) from None
+        if not isinstance(d, dict) or d.get("format") != RANGES_FORMAT:
+            raise ConfigError(f"{path} is not a ranges file; make one with sentcli calibrate")
+        if d.get("version") != RANGES_VERSION:
+            raise ConfigError(
+                f"{path}: ranges format version {d.get('version')} is not {RANGES_VERSION}; "
+                "calibrate again with this sentcli"
+            )
+        try:
+            r = cls(str(d["model"]), int(d["dims"]), int(d["rows"]), d["low"], d["high"])
+            ok = len(r.low) == len(r.high) == r.dims > 0
+            ok = ok and all(np.isfinite(np.asarray(r.low + r.high, dtype=np.float64)))
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"{path} is damaged (its ranges do not match its width); calibrate again"
+            )
+        return r
+
+    def check(self, model: str, dims: int, what: str) -> None:
+        """Refuse ranges of another model or width (their codes would mean nothing)."""
+        if self.model != model:
+            raise ConfigError(
+                f"{what} were calibrated on another model's vectors; calibrate with this "
+                "model (sentcli calibrate CORPUS --model RUN)"
+            )
+        if self.dims != dims:
+            raise ConfigError(
+                f"{what} are for {self.dims}-dim vectors, these are {dims}-dim; calibrate "
+                f"with --dims {dims}"
+            )
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def int8(vectors: np.ndarray, ranges: Ranges) -> np.ndarray:
+    """int8 codes [N, D] of float vectors, each row on its own (the ranges are fixed)."""
+    codes = np.rint(np.asarray(vectors, dtype=np.float32) / ranges.scale())
+    return np.asarray(np.clip(codes, -127, 127), dtype=np.int8)
+
+
+def dequantize(codes: np.ndarray, ranges: Ranges) -> np.ndarray:
+    """float32 vectors back from int8 codes (what rescoring compares, never the codes)."""
+    return np.asarray(np.asarray(codes, dtype=np.float32) * ranges.scale())
+
+
+def int8_query(queries: np.ndarray, ranges: Ranges) -> np.ndarray:
+    """Queries as int8 whose inner product with corpus codes ranks like the float query's
+    with the corpus vectors: q · a, then each row scaled to ±127 on its own."""
+    q = np.asarray(queries, dtype=np.float32) * ranges.scale()
+    peak = np.maximum(np.abs(q).max(axis=1, keepdims=True), 1e-12)
+    return np.asarray(np.rint(q / peak * 127.0), dtype=np.int8)
+
+
+def binary(vectors: np.ndarray) -> np.ndarray:
+    """1-bit vectors: the sign of each dimension (x > 0), 8 to a byte ([N, ceil(D/8)])."""
+    return np.asarray(np.packbits(np.asarray(vectors) > 0, axis=1))
