@@ -7,6 +7,7 @@ VmHWM), twice: cold (the corpus is embedded into an empty cache, then searched) 
 (the cached vectors are searched). Model: the default model unless --model.
 
 Usage: python -m bench.search [--quick] [--model RUN] [--queries N] [--sizes N,N]
+       python -m bench.search --ann [...]: the persistent index (bench/ann.py)
   --quick: the shipped samples, 200 queries, corpora of 5,000 and 20,000 lines
   default: ../shared/data, 1,000 queries, corpora of 25,000 and 100,000 lines
 """
@@ -63,6 +64,11 @@ def sentences(path: Path, n: int) -> list[str]:
 
 
 def main() -> None:
+    if "--ann" in sys.argv:  # the persistent index against exact search: bench/ann.py
+        from bench import ann
+
+        ann.main()
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--model", default="")

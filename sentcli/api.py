@@ -29,6 +29,7 @@ from sentcli.config import (
 from sentcli.data.tasks import parse_task_spec
 from sentcli.errors import ConfigError
 from sentcli.events import OnEvent
+from sentcli.inference import ann
 from sentcli.inference.embed import (
     DEFAULT_MODEL,
     MODEL_ENV,
@@ -368,6 +369,53 @@ def search(
     return run_search(
         queries, corpus, output, model, k, threshold, fmt, corpus_column, opts, where, on_event
     )
+
+
+def index_build(
+    corpus: str,
+    output: StrPath,
+    model: StrPath | None = None,
+    *,
+    dtype: str = "i8",
+    overwrite: bool = False,
+    texts: str | None = None,
+    ranges: StrPath | None = None,
+    connectivity: int = 16,
+    options: InferenceOptions | None = None,
+    on_event: OnEvent = None,
+) -> tuple[dict[str, Any], InferenceResult | None]:
+    """A persistent HNSW index of `corpus` (a text file or table, or a .npy of the vectors
+    `embed` wrote, with `texts` its rows) in folder `output`: f16, i8 (per-dimension ranges
+    from the corpus itself or `ranges`) or b1 (1-bit) vectors, the f16 vectors for
+    rescoring, the texts and the model's fingerprint. Returns the index's metadata."""
+    opts = options or InferenceOptions()
+    return ann.build(
+        corpus, _path(output), _maybe(model), dtype, overwrite, opts, on_event, texts,
+        _maybe(ranges), connectivity,
+    )  # fmt: skip
+
+
+def search_index(
+    queries: str,
+    index: StrPath,
+    output: StrPath | None = None,
+    model: StrPath | None = None,
+    *,
+    k: int = 10,
+    rescore: int = 0,
+    threshold: float | None = None,
+    fmt: str = LabelFormat.tsv,
+    options: InferenceOptions | None = None,
+    on_event: OnEvent = None,
+) -> tuple[InferenceResult, ann.AnnIndex]:
+    """Each query's `k` best rows of an index built by `index_build` (approximate; with
+    `rescore` K, the top k·K candidates re-ranked by the float query's cosine with their
+    f16 vectors). The model must be the index's."""
+    opts = options or InferenceOptions()
+    return ann.run_index_search(
+        queries, _path(index), _maybe(output), _maybe(model), k, rescore, threshold, fmt, opts,
+        on_event,
+    )  # fmt: skip
 
 
 def import_hf(checkpoint: StrPath, output: StrPath, overwrite: bool = False) -> dict[str, Any]:

@@ -141,6 +141,14 @@ class VectorCode(StrEnum):
     binary = "binary"
 
 
+class IndexDtype(StrEnum):
+    """index build --dtype: how the graph stores the vectors."""
+
+    f16 = "f16"
+    i8 = "i8"
+    b1 = "b1"
+
+
 class ResumeMode(StrEnum):
     """`--resume` (yes: continue the run) and `--resume auto` (continue it if it has a
     checkpoint, else start it)."""

@@ -137,6 +137,14 @@ class InferStart:
 
 
 @dataclass
+class IndexProgress:
+    """index build: rows added to the graph so far, of `total`."""
+
+    done: int
+    total: int
+
+
+@dataclass
 class InferWarning:
     """embed/search/similarity: something the user should know (one line)."""
 
@@ -161,6 +169,7 @@ Event = (
     | InferStart
     | InferProgress
     | InferWarning
+    | IndexProgress
 )
 OnEvent = Callable[[Event], None] | None
 

@@ -173,6 +173,10 @@ def bad(tmp_path_factory: pytest.TempPathFactory, pipeline: Path) -> Path:
     (root / "empty.txt").write_text("")
     (root / "lines.png").write_text("a sentence\nanother one\n")  # text, named like an image
     np.save(root / "vectors.npy", np.ones((3, 4), dtype=np.float32))
+    np.save(root / "ints.npy", np.ones((3, 4), dtype=np.int64))
+    from sentcli.inference.vectors import Ranges
+
+    Ranges.of(np.ones((2, 384), dtype=np.float32), "another model").save(root / "ranges.json")
     (root / "tabs.txt").write_text("a\tb\tc\n")  # which tab splits the pair?
     (root / "latin1.csv").write_bytes("text,label\ncaf\xe9,0\n".encode("latin-1"))
     write_csv(root / "range.csv", [("a", 0), ("b", 1)])
@@ -371,7 +375,6 @@ SHELL = [  # usage: the same one line as sentcli's own errors (no boxed Typer pa
     (["--bogus"], "No such option: --bogus"),
     ([*MTL_AG, "--bogus"], "No such option: --bogus (see sentcli train-mtl --help)"),
     (["build-tokenizer"], "Missing argument 'data'"),
-    (["search", "{bad}/ok.txt"], "Missing option '--corpus'"),
     (["build-tokenizer", "{data}/ag_news", "--vocab-size", "abc", "-o", "{tmp}/t.json"],
      "Invalid value for '--vocab-size'"),
     (["build-tokenizer", "{data}/ag_news", "--kind", "nope", "-o", "{tmp}/t.json"],
@@ -523,6 +526,59 @@ VALUES = [  # values out of range, impossible combinations, data that does not f
      "--quantize int8 applies to --format onnx"),
     (["export", "{lm}", "-o", "/proc/x"], "cannot write /proc/x"),
     (["export", "{lm}", "-o", "{bad}/ok.txt"], "is a file"),
+    # Matryoshka widths, --dims, quantized vectors and the persistent index
+    ([*encoder_on("{data}/stsb"), "--matryoshka-dims", "64,128"], "strictly descending"),
+    ([*encoder_on("{data}/stsb"), "--matryoshka-dims", "64,x"], "integers separated by commas"),
+    ([*encoder_on("{data}/stsb"), "--matryoshka-dims", "64,32", "--matryoshka-weights", "1"],
+     "one weight per width"),
+    ([*encoder_on("{data}/stsb"), "--matryoshka-dims", "64,32", "--matryoshka-weights", "1,0"],
+     "positive numbers"),
+    ([*encoder_on("{data}/stsb"), "--n-embd", "32", "--n-head", "2", "--matryoshka-dims", "64"],
+     "64: the model's vectors are 32 wide"),
+    (["embed", "{bad}/ok.txt", "--dims", "0"], "--dims 0: the model's vectors are 384 wide"),
+    (["embed", "{bad}/ok.txt", "--dims", "385"], "give 1 to 384"),
+    (["similarity", "{bad}/ok.txt", "{bad}/ok.txt", "--dims", "385"], "give 1 to 384"),
+    (["evaluate", "--task", "sts={data}/stsb", "--dims", "385"], "give 1 to 384"),
+    (["embed", "{bad}/ok.txt", "--quantize", "int8"], "needs --ranges FILE"),
+    (["embed", "{bad}/ok.txt", "--quantize", "binary", "--ranges", "{bad}/ranges.json"],
+     "takes no --ranges"),
+    (["embed", "{bad}/ok.txt", "--ranges", "{bad}/ranges.json"], "--ranges is for --quantize"),
+    (["embed", "{bad}/ok.txt", "--quantize", "int8", "--ranges", "{bad}/ok.txt"],
+     "is not a ranges file"),
+    (["embed", "{bad}/ok.txt", "--quantize", "int8", "--ranges", "{bad}/none.json"],
+     "no such ranges file; make one with sentcli calibrate"),
+    (["embed", "{bad}/ok.txt", "--quantize", "int8", "--ranges", "{bad}/ranges.json"],
+     "calibrated on another model's vectors"),
+    (["embed", "{bad}/ok.txt", "--quantize", "int8", "--ranges", "{bad}/ranges.json",
+      "--no-normalize"], "drop --no-normalize"),
+    (["embed", "{bad}/ok.txt", "--quantize", "int4"], "'int4' is not one of"),
+    (["calibrate", "{bad}/ok.txt", "-o", "{tmp}/r.txt"], "unknown output format"),
+    (["calibrate", "{bad}/empty.txt", "-o", "{tmp}/r.json"], "empty"),
+    (["calibrate", "{bad}/ok.txt", "-o", "{tmp}/r.json", "--dims", "385"], "give 1 to 384"),
+    (["index", "build", "{bad}/ok.txt", "-o", "{bad}"], "holds files that are not a sentcli index"),
+    (["index", "build", "{bad}/ok.txt", "-o", "{bad}/ok.txt"], "is a file"),
+    (["index", "build", "{bad}/ok.txt", "-o", "{tmp}/no/x.index"], "does not exist"),
+    (["index", "build", "{bad}/missing.txt", "-o", "{tmp}/x.index"], "no such file"),
+    (["index", "build", "{bad}/ok.txt", "-o", "{tmp}/x.index", "--dtype", "f8"],
+     "'f8' is not one of"),
+    (["index", "build", "{bad}/ok.txt", "-o", "{tmp}/x.index", "--ranges", "{bad}/ranges.json",
+      "--dtype", "f16"], "--ranges is for --dtype i8"),
+    (["index", "build", "{bad}/ok.txt", "-o", "{tmp}/x.index", "--ranges", "{bad}/ranges.json"],
+     "calibrated on another model's vectors"),
+    (["index", "build", "{bad}/ok.txt", "-o", "{tmp}/x.index", "--dims", "385"], "give 1 to 384"),
+    (["index", "build", "{bad}/ok.txt", "-o", "{tmp}/x.index", "--texts", "{bad}/ok.txt"],
+     "--texts is for a .npy of vectors"),
+    (["index", "build", "{bad}/vectors.npy", "-o", "{tmp}/x.index"], "are not normalised"),
+    (["index", "build", "{bad}/ints.npy", "-o", "{tmp}/x.index"], "not float32"),
+    (["index", "build", "{bad}/vectors.npy", "-o", "{tmp}/x.index", "--dims", "2"],
+     "a .npy is indexed as it is"),
+    (["index", "build", "{bad}/empty.txt", "-o", "{tmp}/x.index"], "empty"),
+    (["search", "{bad}/ok.txt"], "give one: --corpus FILE (exact) or --index FOLDER"),
+    (["search", "{bad}/ok.txt", "--index", "{tmp}/none"], "no such index"),
+    (["search", "{bad}/ok.txt", "--index", "{bad}"], "is not a complete sentcli index"),
+    (["search", "{bad}/ok.txt", "--corpus", "{bad}/ok.txt", "--rescore", "2"],
+     "--rescore is for --index"),
+    (["search", "{bad}/ok.txt", "--corpus", "{bad}/ok.txt", "--index", "{bad}"], "give one"),
 ]  # fmt: skip
 BAD_CASES += SHELL + UNWRITABLE + VALUES
 """The bad-input table: each case runs through the CLI and must exit 2 with one `error:`

@@ -153,3 +153,38 @@ def test_resume_auto_starts_then_continues_to_the_uninterrupted_result(
     done = CliRunner().invoke(app, [*args, "--max-steps", "2", "--resume", "auto", "-o", str(cli)])
     assert done.exit_code == 0, done.output
     assert ckpt.load_weights(cli)[1] == 2
+
+
+@pytest.mark.slow
+def test_a_killed_index_build_leaves_no_index_that_loads_as_complete(tmp_path: Path) -> None:
+    """kill -9 at random moments of `index build`: the index's name holds nothing or a
+    whole index (never a partial one), and the next build removes what the killed one left."""
+    import numpy as np
+
+    from sentcli.inference import ann
+
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((100_000, 64)).astype(np.float32)
+    np.save(tmp_path / "v.npy", v / np.linalg.norm(v, axis=1, keepdims=True))
+    out = tmp_path / "x.index"
+    cmd = [sys.executable, "-m", "sentcli", "index", "build", str(tmp_path / "v.npy")]
+    cmd += ["-o", str(out), "--dtype", "f16", "--quiet", "--overwrite"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    random.seed(3)
+    outcomes = []
+    for _ in range(4):  # each kill lands in a build that replaces the whole index
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(random.uniform(0.3, 3.0))
+        proc.kill()
+        proc.wait()
+        if out.exists():  # the old index or the new one, whole
+            index = ann.open_index(out)
+            assert len(index) == 100_000 and index.meta["indexed"] == 100_000
+            outcomes.append("whole")
+        else:
+            outcomes.append("none")  # killed between moving the old one aside and renaming
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert len(ann.open_index(out)) == 100_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npy", "x.index"], outcomes

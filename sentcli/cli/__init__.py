@@ -9,6 +9,7 @@ from sentcli.cli import (  # noqa: F401
     evaluate,
     export,
     import_hf,
+    index,
     predict,
     pretrain,
     report,

@@ -17,6 +17,7 @@ from sentcli.events import (
     EvalOnly,
     Event,
     Groups,
+    IndexProgress,
     InferProgress,
     InferStart,
     InferWarning,
@@ -155,6 +156,7 @@ class InferenceView:
     def __init__(self, quiet: bool) -> None:
         self.bar = progress(quiet, "{task.completed:,}")  # stdin has no total
         self.task: TaskID | None = None
+        self.index_task: TaskID | None = None
         self.warned: set[str] = set()  # search embeds corpus and queries: say it once
 
     def __call__(self, event: Event) -> None:
@@ -163,6 +165,10 @@ class InferenceView:
                 self.task = self.bar.add_task("texts", total=event.total, info="")
             case InferProgress() if self.task is not None:
                 self.bar.update(self.task, completed=event.done)
+            case IndexProgress():
+                if self.index_task is None:
+                    self.index_task = self.bar.add_task("graph", total=event.total, info="")
+                self.bar.update(self.index_task, completed=event.done)
             case InferWarning() if event.message not in self.warned:  # shown even with --quiet
                 self.warned.add(event.message)
                 err.print(f"[yellow]warning:[/] {escape(event.message)}")

@@ -35,12 +35,26 @@ def search_cli(
         ),
     ],
     corpus: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="The texts to search: a line file or a table (see --corpus-column).",
+            help="The texts to search, exactly: a line file or a table (see --corpus-column).",
             show_default=False,
         ),
-    ],
+    ] = None,
+    index: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False,
+            help="An index of `sentcli index build` to search instead (approximate).",
+            show_default=False,
+        ),
+    ] = None,
+    rescore: Annotated[
+        int,
+        typer.Option(
+            help="--index: re-rank the top k×N candidates by the float cosine (f16 vectors)."
+        ),
+    ] = 0,
     k: Annotated[int, typer.Option("-k", "--top-k", help="Results per query.")] = 10,
     threshold: Annotated[
         float | None, typer.Option(help="Keep only results with a cosine at least this.")
@@ -89,9 +103,25 @@ def search_cli(
     """
     from sentcli import api  # imported here: --help stays free of torch
 
+    if (corpus is None) == (index is None):
+        raise typer.BadParameter("give one: --corpus FILE (exact) or --index FOLDER")
+    options = inference_options(text_column, None, batch_size, max_length, device, precision, dims)
     view = InferenceView(quiet)
+    if index is not None:
+        if rescore < 0:
+            raise typer.BadParameter(f"{rescore}: give 0 or more", param_hint="--rescore")
+        with view.bar:
+            found, _ = api.search_index(
+                queries, index, output, model, k=k, rescore=rescore, threshold=threshold,
+                fmt=fmt.value, options=options, on_event=view,
+            )  # fmt: skip
+        inference_summary("searched with", found, quiet)
+        return
+    if rescore:
+        raise typer.BadParameter("--rescore is for --index; exact search needs none")
+    assert corpus is not None
     with view.bar:
-        result, index = api.search(
+        result, cached = api.search(
             queries,
             corpus,
             output,
@@ -101,24 +131,22 @@ def search_cli(
             fmt=fmt.value,
             corpus_column=corpus_column,
             cache=cache,
-            options=inference_options(
-                text_column, None, batch_size, max_length, device, precision, dims
-            ),
+            options=options,
             on_event=view,
         )
-    if index.damaged is not None:  # shown even with --quiet: a cache folder was replaced
+    if cached.damaged is not None:  # shown even with --quiet: a cache folder was replaced
         err.print(
-            f"[yellow]warning:[/] the corpus cache {escape(str(index.folder))} "
-            f"{escape(index.damaged)}; the corpus was embedded again"
+            f"[yellow]warning:[/] the corpus cache {escape(str(cached.folder))} "
+            f"{escape(cached.damaged)}; the corpus was embedded again"
         )
-    if len(index.blank):  # shown even with --quiet, as other warnings
+    if len(cached.blank):  # shown even with --quiet, as other warnings
         err.print(
-            f"[yellow]warning:[/] {len(index.blank):,} of {len(index):,} corpus rows are blank "
+            f"[yellow]warning:[/] {len(cached.blank):,} of {len(cached):,} corpus rows are blank "
             "(empty or whitespace) and are never returned"
         )
-    if index.built is not None:
-        index.built.stats.blank = 0  # said just above, as corpus rows
-        inference_summary("indexed the corpus:", index.built, quiet)
+    if cached.built is not None:
+        cached.built.stats.blank = 0  # said just above, as corpus rows
+        inference_summary("indexed the corpus:", cached.built, quiet)
     elif not quiet:
-        err.print(f"corpus: {len(index):,} rows from the cache ({index.folder})")
+        err.print(f"corpus: {len(cached):,} rows from the cache ({cached.folder})")
     inference_summary("searched with", result, quiet)

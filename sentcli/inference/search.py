@@ -131,6 +131,9 @@ class IndexWriter:
 
     def write(self, chunk: Chunk, values: np.ndarray) -> None:
         self.vectors.write(chunk, values)
+        self.write_texts(chunk)
+
+    def write_texts(self, chunk: Chunk) -> None:
         for text in chunk.texts:
             if not text.strip():
                 self.blank.append(len(self.offsets) - 1)

@@ -355,7 +355,9 @@ def train_tasks(
     dist.check_global_batch(cfg.batch_size, ranks)
     tasks = load_tasks(specs, config, tok, resume, ranks)
     config.tasks = list(tasks.specs.values())
-    kinds = {t: objective(tasks.specs[t]) for t in names}
+    kinds = {t: objective(tasks.specs[t], cfg) for t in names}
+    for kind in kinds.values():  # checks the Matryoshka widths against the model's
+        kind.head(config.model.n_embd)
     views = [t for t, o in kinds.items() if o.views > 1]
     if views and config.model.dropout == 0:
         raise ConfigError(
