@@ -403,6 +403,7 @@ def search_index(
     *,
     k: int = 10,
     rescore: int = 0,
+    ef: int = ann.EF,
     threshold: float | None = None,
     fmt: str = LabelFormat.tsv,
     options: InferenceOptions | None = None,
@@ -410,11 +411,11 @@ def search_index(
 ) -> tuple[InferenceResult, ann.AnnIndex]:
     """Each query's `k` best rows of an index built by `index_build` (approximate; with
     `rescore` K, the top k·K candidates re-ranked by the float query's cosine with their
-    f16 vectors). The model must be the index's."""
+    f16 vectors; `ef`: the graph's search breadth). The model must be the index's."""
     opts = options or InferenceOptions()
     return ann.run_index_search(
         queries, _path(index), _maybe(output), _maybe(model), k, rescore, threshold, fmt, opts,
-        on_event,
+        on_event, ef,
     )  # fmt: skip
 
 

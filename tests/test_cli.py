@@ -575,6 +575,8 @@ VALUES = [  # values out of range, impossible combinations, data that does not f
     (["index", "build", "{bad}/empty.txt", "-o", "{tmp}/x.index"], "empty"),
     (["search", "{bad}/ok.txt"], "give one: --corpus FILE (exact) or --index FOLDER"),
     (["search", "{bad}/ok.txt", "--index", "{tmp}/none"], "no such index"),
+    (["search", "{bad}/ok.txt", "--index", "{bad}", "--ef", "0"], "--ef must be at least 1"),
+    (["search", "{bad}/ok.txt", "--index", "{bad}", "--rescore", "-1"], "give 0 or more"),
     (["search", "{bad}/ok.txt", "--index", "{bad}"], "is not a complete sentcli index"),
     (["search", "{bad}/ok.txt", "--corpus", "{bad}/ok.txt", "--rescore", "2"],
      "--rescore is for --index"),

@@ -21,7 +21,7 @@ SIZES = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "3
 SHORT = ["--max-steps", "2", "--device", "cpu", "--quiet"]
 HELP_ORDER = [  # what each example needs was made by one before it
     "build-tokenizer", "pretrain", "import-hf", "train-encoder", "train-mtl", "evaluate",
-    "report", "embed", "predict", "similarity", "search", "export",
+    "report", "embed", "calibrate", "predict", "similarity", "search", "export",
 ]  # fmt: skip
 
 

@@ -48,6 +48,8 @@ def calibrate_cli(
     not depend on the rest of its batch.
 
     Example: sentcli calibrate data/ag_news/test.csv.gz -o ranges.json
+
+    Example: sentcli embed data/sentences.txt --quantize int8 --ranges ranges.json -o codes.npy
     """
     from sentcli import api  # imported here: --help stays free of torch
 

@@ -69,7 +69,7 @@ def embed_cli(
 
     Example: zcat data/imdb_unsup/train.txt.gz | sentcli embed - | head -n 2
 
-    Example: sentcli embed corpus.txt --dims 128 --quantize int8 --ranges ranges.json -o c.npy
+    Example: sentcli embed data/sentences.txt --quantize binary -o bits.npy
     """
     from sentcli import api  # imported here: --help stays free of torch
 

@@ -73,9 +73,9 @@ def build_cli(
     built beside the target and renamed into place whole: an interrupted build leaves no
     index. Search it with `sentcli search QUERIES --index FOLDER`.
 
-    Example: sentcli index build corpus.txt -o corpus.index --dtype i8
+    Example: sentcli index build data/sentences.txt -o sentences.index --dtype i8
 
-    Example: sentcli index build vectors.npy --texts corpus.txt -o corpus.index --dtype b1
+    Example: sentcli search data/questions.txt --index sentences.index -k 3 --rescore 4
     """
     from sentcli import api  # imported here: --help stays free of torch
 

@@ -55,6 +55,10 @@ def search_cli(
             help="--index: re-rank the top k×N candidates by the float cosine (f16 vectors)."
         ),
     ] = 0,
+    ef: Annotated[
+        int,
+        typer.Option(help="--index: candidates the graph keeps while searching (HNSW's ef)."),
+    ] = 128,
     k: Annotated[int, typer.Option("-k", "--top-k", help="Results per query.")] = 10,
     threshold: Annotated[
         float | None, typer.Option(help="Keep only results with a cosine at least this.")
@@ -112,7 +116,7 @@ def search_cli(
             raise typer.BadParameter(f"{rescore}: give 0 or more", param_hint="--rescore")
         with view.bar:
             found, _ = api.search_index(
-                queries, index, output, model, k=k, rescore=rescore, threshold=threshold,
+                queries, index, output, model, k=k, rescore=rescore, ef=ef, threshold=threshold,
                 fmt=fmt.value, options=options, on_event=view,
             )  # fmt: skip
         inference_summary("searched with", found, quiet)
