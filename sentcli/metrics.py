@@ -162,24 +162,60 @@ def save_figure(fig: Figure, path: Path) -> None:
     atomic_write(path, write)
 
 
+LISTED_TEXTS = 40
+"""similarity.png lists the full texts below the grid for at most this many."""
+
+
+def matrix_range(matrix: np.ndarray) -> tuple[float, float]:
+    """The colour scale of a cosine matrix: from its lowest value to its highest, off the
+    diagonal (a text with itself is 1 and would flatten everything else)."""
+    n = len(matrix)
+    off = matrix[~np.eye(n, dtype=bool)] if n > 1 else matrix.ravel()
+    if off.size == 0:
+        return 0.0, 1.0
+    low, high = float(off.min()), float(off.max())
+    return (low, high) if high - low > 1e-6 else (low - 0.01, high + 0.01)
+
+
 def plot_matrix(path: Path, texts: list[str], matrix: np.ndarray) -> None:
-    """Heatmap of a cosine matrix, the texts (cut to 40 characters) as labels."""
+    """Heatmap of a cosine matrix: rows and columns numbered, the colour scale spanning the
+    off-diagonal values' own range (the diagonal is drawn at the top colour), each
+    number's full text listed below the grid."""
+    import textwrap
+
     from matplotlib.figure import Figure
 
-    labels = [t if len(t) <= 40 else t[:39] + "…" for t in texts]
-    size = 3 + 0.35 * len(texts)
-    fig = Figure(figsize=(size + 3, size), tight_layout=True)
-    ax = fig.add_subplot()
-    im = ax.imshow(matrix, cmap="viridis", vmin=-1.0, vmax=1.0)
-    ticks = range(len(texts))
+    n = len(texts)
+    low, high = matrix_range(matrix)
+    listed = [
+        textwrap.fill(f"{i + 1}. {t}", width=100, subsequent_indent="     ")
+        for i, t in enumerate(texts[:LISTED_TEXTS])
+    ]
+    lines = sum(x.count("\n") + 1 for x in listed)
+    grid = max(3.0, 1.5 + 0.5 * n)
+    below = 0.16 * lines + 0.2 if listed else 0.0
+    fig = Figure(figsize=(max(grid + 2.0, 8.0), grid + below), layout="constrained")
+    spec = fig.add_gridspec(2 if listed else 1, 1, height_ratios=[grid, below] if listed else [1])
+    ax = fig.add_subplot(spec[0])
+    im = ax.imshow(np.minimum(matrix, high), cmap="viridis", vmin=low, vmax=high)
+    ticks = range(n)
     ax.set_xticks(ticks, [str(i + 1) for i in ticks])
-    ax.set_yticks(ticks, [f"{label} {i + 1}" for i, label in enumerate(labels)])
-    if len(texts) <= 20:
+    ax.set_yticks(ticks, [str(i + 1) for i in ticks])
+    if n <= 20:
+        middle = (low + high) / 2
         for i in ticks:
             for j in ticks:
-                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    ax.set_title("cosine similarity")
-    fig.colorbar(im, ax=ax)
+                dark = min(matrix[i, j], high) < middle  # white on the dark end of viridis
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")  # fmt: skip
+    ax.set_title(f"cosine similarity (colours: {low:.2f} to {high:.2f})")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    if listed:
+        text = fig.add_subplot(spec[1])
+        text.axis("off")
+        more = f"\n… and {n - LISTED_TEXTS} more" if n > LISTED_TEXTS else ""
+        text.text(0.0, 1.0, "\n".join(listed) + more, va="top", ha="left", fontsize=8,
+                  transform=text.transAxes)  # fmt: skip
     save_figure(fig, path)
 
 

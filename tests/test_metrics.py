@@ -159,3 +159,14 @@ def test_curves_show_each_task_and_each_group_mean_and_max() -> None:
     assert single["a train_loss"] == [(4, 1.75)]
     language_model = loss_curves([r for r in records if "task_losses" not in r])
     assert language_model["train"] == [(5, 1.0)]
+
+
+def test_the_similarity_heatmap_scale_spans_the_off_diagonal_values(tmp_path: Path) -> None:
+    from sentcli.metrics import matrix_range, plot_matrix
+
+    m = np.array([[1.0, 0.9, 0.6], [0.9, 1.0, 0.7], [0.6, 0.7, 1.0]])
+    assert matrix_range(m) == (0.6, 0.9)  # the diagonal's 1.0 does not flatten the rest
+    assert matrix_range(np.ones((2, 2))) == (0.99, 1.01)
+    texts = ["a " * 80, "short", "x"]  # a long text is listed whole, wrapped, below the grid
+    plot_matrix(tmp_path / "s.png", texts, m)
+    assert (tmp_path / "s.png").stat().st_size > 10_000
