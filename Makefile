@@ -54,7 +54,7 @@ install-bench: $(VENV)/.bench ## also the bench and onnx extras (sentence-transf
 # all.txt holds every extra; dev.txt is compiled within it, so the two agree on every version.
 # $(1): the folder to write (uv keeps the pins already there unless UPGRADE is set).
 compile_lock = $(UV) pip compile pyproject.toml requirements/lock.in --extra dev --extra bench \
-	--extra onnx $(LOCK_FLAGS) -o $(1)/all.txt && $(UV) pip compile pyproject.toml \
+	--extra onnx --extra tensorboard $(LOCK_FLAGS) -o $(1)/all.txt && $(UV) pip compile pyproject.toml \
 	requirements/lock.in --extra dev -c $(1)/all.txt $(LOCK_FLAGS) -o $(1)/dev.txt
 
 $(UV): # uv as the lock pins it (the newest where there is no lock yet)

@@ -92,7 +92,7 @@ def check_run_dir(
         check_replaceable(run_dir, inputs)
 
 
-RUN_NAMES = {CONFIG, WEIGHTS, TOKENIZER, METRICS, STATE, NEXT_STATE, "report"}
+RUN_NAMES = {CONFIG, WEIGHTS, TOKENIZER, METRICS, STATE, NEXT_STATE, "report", "tensorboard"}
 """What sentcli writes into a run folder (and .NAME.tmp files while it writes)."""
 
 

@@ -4,6 +4,7 @@ merging of defaults, a config file, flags and a resumed run's settings (stdlib o
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import tomllib
@@ -147,6 +148,12 @@ class IndexDtype(StrEnum):
     f16 = "f16"
     i8 = "i8"
     b1 = "b1"
+
+
+class LogTo(StrEnum):
+    """--log-to: a tracker that also gets the run's scalars."""
+
+    tensorboard = "tensorboard"
 
 
 class ResumeMode(StrEnum):
@@ -350,6 +357,8 @@ class TrainConfig:
     stopping; 0 stops at the first. Bad steps are reported at the next log, eval or save."""
     compile: bool = False
     """torch.compile the training step (worth it on GPUs; compiling takes a while)."""
+    log_to: str = ""
+    """Also log to this tracker ("tensorboard": RUN/tensorboard/); "": metrics.jsonl only."""
     max_time: float = 0.0
     """Stop after this many seconds of training (the LR schedule follows the clock); 0: no
     limit. Evaluations count; a resumed run continues the clock."""
@@ -390,6 +399,13 @@ class TrainConfig:
         if not self.similarity_scale > 0:
             problems.append(f"similarity_scale must be positive (got {self.similarity_scale})")
         problems += matryoshka_problems(self.matryoshka_dims, self.matryoshka_weights)
+        if self.log_to not in ("", "tensorboard"):
+            problems.append(f"log_to must be tensorboard or empty (got {self.log_to!r})")
+        elif self.log_to and importlib.util.find_spec("tensorboard") is None:
+            problems.append(
+                "log_to tensorboard needs the tensorboard package: "
+                "pip install 'sentcli[tensorboard]'"
+            )
         if not self.temperature > 0:
             problems.append(f"temperature must be positive (got {self.temperature})")
         problems += [
@@ -462,6 +478,7 @@ class TrainOptions(TypedDict, total=False):
     similarity_scale: float
     matryoshka_dims: list[int]
     matryoshka_weights: list[float]
+    log_to: str
     teacher: str | None
     explode_threshold: float
     skip_nonfinite: int

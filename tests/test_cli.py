@@ -528,6 +528,7 @@ VALUES = [  # values out of range, impossible combinations, data that does not f
     (["export", "{lm}", "-o", "{bad}/ok.txt"], "is a file"),
     # Matryoshka widths, --dims, quantized vectors and the persistent index
     ([*encoder_on("{data}/stsb"), "--matryoshka-dims", "64,128"], "strictly descending"),
+    ([*encoder_on("{data}/stsb"), "--log-to", "wandb"], "'wandb' is not one of 'tensorboard'"),
     ([*encoder_on("{data}/stsb"), "--matryoshka-dims", "64,x"], "integers separated by commas"),
     ([*encoder_on("{data}/stsb"), "--matryoshka-dims", "64,32", "--matryoshka-weights", "1"],
      "one weight per width"),

@@ -309,3 +309,29 @@ def test_matryoshka_training_records_its_widths(tmp_path: Path, tokenizer_path: 
     )  # fmt: skip
     assert np.load(res.output or "").shape == (8, 8)
     assert not [e for e in events if type(e).__name__ == "InferWarning"]
+
+
+def test_log_to_tensorboard_writes_the_scalars_of_metrics_jsonl(
+    tmp_path: Path, tokenizer_path: Path
+) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from sentcli.training.tracking import scalars
+
+    opts = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 32, "max_steps": 4}
+    opts |= {"max_samples_per_task": 64, "eval_every": 2, "log_every": 2, "log_to": "tensorboard"}
+    api.train_mtl(
+        [TaskConfig("sts", str(DATA / "stsb")), TaskConfig("topic", str(DATA / "ag_news"))],
+        tmp_path / "m", tokenizer=tokenizer_path, options=opts,
+    )  # fmt: skip
+    events = EventAccumulator(str(tmp_path / "m" / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    rows = [json.loads(x) for x in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
+    want = {(t, r["step"], v) for r in rows for t, v in scalars(r).items()}
+    assert {"train/loss/sts", "train/loss/topic", "train/lr", "eval/sts/spearman"} <= tags
+    assert any(t.startswith("grad_norm/") and t.endswith("/max") for t in tags)
+    got = {(t, e.step, e.value) for t in tags for e in events.Scalars(t)}
+    assert {(t, s) for t, s, _ in got} == {(t, s) for t, s, _ in want}  # every number, once
+    for t, s, v in want:  # stored as float32
+        assert any(g[:2] == (t, s) and g[2] == pytest.approx(v, rel=1e-6) for g in got)

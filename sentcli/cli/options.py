@@ -12,6 +12,7 @@ from sentcli.config import (
     Device,
     InferenceOptions,
     InferPrecision,
+    LogTo,
     ModelConfig,
     Objective,
     Precision,
@@ -261,6 +262,15 @@ SimilarityScaleOpt = Annotated[
     ),
 ]
 
+LogToOpt = Annotated[
+    LogTo | None,
+    typer.Option(
+        help="Also log the run's scalars to TensorBoard (RUN/tensorboard/; the tensorboard "
+        "extra); metrics.jsonl is always written.",
+        rich_help_panel=TRAIN,
+        show_default=False,
+    ),
+]
 MatryoshkaDimsOpt = Annotated[
     str | None,
     typer.Option(

@@ -27,6 +27,7 @@ from sentcli.inference.embed import apply_batched, predict_logits, vector_fn
 from sentcli.metrics import grad_summary, history_of, throughput
 from sentcli.model import MultiTaskModel, training_flops_per_token
 from sentcli.objectives import Batch, objective
+from sentcli.training import tracking
 from sentcli.training.runner import Outcome, TrainResult, run_training
 from sentcli.training.tasks import TaskSet, load_tasks
 
@@ -324,8 +325,9 @@ def _run(
         model.eval()
         before = EvalLog(0, -1, recipe.evaluate())
         model.train()
-        if ranks.main:
-            ckpt.append_metrics(output, asdict(before))
+        log = tracking.Log(output, config.train.log_to, ranks.main)
+        log(asdict(before))
+        log.close()
         if on_event:
             on_event(before)
     if recipe.freeze.all:  # nothing trains: the run is an evaluation of the model as it is

@@ -27,6 +27,7 @@ from sentcli.events import (
     record,
 )
 from sentcli.metrics import grad_summary, grad_warnings, history_of, plot_confusion, plot_curves
+from sentcli.training import tracking
 from sentcli.training.loop import Recipe, total_steps, train_loop
 
 
@@ -136,6 +137,7 @@ def run_training(
     interrupted = 0
     diverged: NonFinite | None = None
     allowed = config.train.skip_nonfinite
+    log = tracking.Log(run_dir, config.train.log_to, write)
     for event in train_loop(model, config.train, recipe, save, rt, state):
         steps = event.step
         events: list[StepLog | Interrupted | NonFinite | TrainWarning | Any] = [event]
@@ -153,10 +155,10 @@ def run_training(
             else:
                 diverged = event
         for e in events:
-            if write:
-                ckpt.append_metrics(run_dir, record(e))
+            log(record(e))
             if on_event:
                 on_event(e)
+    log.close()
     if diverged:
         raise TrainingError(diverged_message(diverged, allowed, run_dir))
     records = ckpt.read_metrics(run_dir)
