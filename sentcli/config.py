@@ -478,11 +478,11 @@ class TrainOptions(TypedDict, total=False):
     similarity_scale: float
     matryoshka_dims: list[int]
     matryoshka_weights: list[float]
-    log_to: str
     teacher: str | None
     explode_threshold: float
     skip_nonfinite: int
     compile: bool
+    log_to: str
     max_time: float
 
 

@@ -145,7 +145,7 @@ def test_example_runs_as_written(
 
 def test_the_examples_are_found() -> None:
     readme, helps = [e for e, _ in readme_examples()], help_examples()
-    assert len(readme) >= 15 and len(helps) == 20, (len(readme), len(helps))
+    assert len(readme) >= 15 and len(helps) == 23, (len(readme), len(helps))
     assert all(e.startswith("sentcli") or "| sentcli" in e for e in readme + helps)
     shown = [(command(e), len(lines)) for e, lines in readme_examples() if lines]
     # the search on the first screen, then embed's shape, predict, a pair's cosine, evaluate's
