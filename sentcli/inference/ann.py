@@ -43,8 +43,15 @@ from sentcli.inference.embed import (
     vector_fn,
 )
 from sentcli.inference.inputs import Chunk, TextInput
-from sentcli.inference.outputs import Sink, escape_tsv
-from sentcli.inference.search import BLANK, OFFSETS, TEXTS, VECTORS, IndexWriter
+from sentcli.inference.outputs import Sink
+from sentcli.inference.search import (
+    BLANK,
+    OFFSETS,
+    TEXTS,
+    VECTORS,
+    IndexWriter,
+    write_results,
+)
 from sentcli.model import LanguageModel, MultiTaskModel
 
 INDEX_FORMAT, INDEX_VERSION = "sentcli-index", 1
@@ -401,22 +408,8 @@ class AnnWriter:
 
     def write(self, chunk: Chunk, values: np.ndarray) -> None:
         scores, rows = search(self.index, values, self.k, self.rescore, self.ef)
-        lines = []
-        for qi in range(len(values)):
-            query = self.queries + qi + 1
-            for rank, (score, row) in enumerate(zip(scores[qi], rows[qi], strict=True), 1):
-                if row < 0 or (self.threshold is not None and score < self.threshold):
-                    break
-                text = self.index.text(int(row))
-                if self.fmt == "jsonl":
-                    obj = {"query": query, "rank": rank, "score": round(float(score), 6)}
-                    lines.append(json.dumps(obj | {"row": int(row) + 1, "text": text}))
-                else:
-                    lines.append(f"{query}\t{rank}\t{score:.4f}\t{row + 1}\t{escape_tsv(text)}")
+        write_results(self.f, self.queries, scores, rows, self.index.text, self.threshold, self.fmt)
         self.queries += len(values)
-        if lines:
-            self.f.write(("\n".join(lines) + "\n").encode("utf-8"))
-            self.f.flush()
 
     def close(self) -> None:
         self.f.flush()

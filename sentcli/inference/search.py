@@ -388,6 +388,32 @@ def _top_k(
     return np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
 
 
+def write_results(
+    f: IO[bytes], done: int, scores: np.ndarray, rows: np.ndarray, text: Callable[[int], str],
+    threshold: float | None, fmt: str,
+) -> None:  # fmt: skip
+    """Each query's results, best first, as TSV lines (query, rank, score, row, text) or JSON
+    lines; queries are numbered from `done` + 1, rows from 1; a row < 0 ends a query's list
+    (fewer results than k)."""
+    lines = []
+    for qi in range(len(scores)):
+        query = done + qi + 1
+        for rank, (score, row) in enumerate(zip(scores[qi], rows[qi], strict=True), 1):
+            if row < 0 or (threshold is not None and score < threshold):
+                break  # results are sorted: the rest are lower
+            if fmt == "jsonl":
+                obj: dict[str, Any] = {"query": query, "rank": rank}
+                obj["score"] = round(float(score), 6)
+                obj |= {"row": int(row) + 1, "text": text(int(row))}
+                lines.append(json.dumps(obj, ensure_ascii=False))
+            else:
+                shown = escape_tsv(text(int(row)))
+                lines.append(f"{query}\t{rank}\t{score:.4f}\t{row + 1}\t{shown}")
+    if lines:
+        f.write(("\n".join(lines) + "\n").encode("utf-8"))
+        f.flush()
+
+
 class SearchWriter:
     """search's output: per query its results, best first, as TSV (query, rank, score, row,
     text; no header) or JSON lines. Query and corpus rows are numbered from 1."""
@@ -400,24 +426,8 @@ class SearchWriter:
 
     def write(self, chunk: Chunk, values: np.ndarray) -> None:
         scores, rows = top_k(self.index, values, self.k)
-        lines = []
-        for qi in range(len(values)):
-            query = self.queries + qi + 1
-            for rank, (score, row) in enumerate(zip(scores[qi], rows[qi], strict=True), 1):
-                if self.threshold is not None and score < self.threshold:
-                    break  # results are sorted: the rest are lower
-                text = self.index.text(int(row))
-                if self.fmt == "jsonl":
-                    obj: dict[str, Any] = {"query": query, "rank": rank}
-                    obj["score"] = round(float(score), 6)
-                    obj |= {"row": int(row) + 1, "text": text}
-                    lines.append(json.dumps(obj, ensure_ascii=False))
-                else:
-                    lines.append(f"{query}\t{rank}\t{score:.4f}\t{row + 1}\t{escape_tsv(text)}")
+        write_results(self.f, self.queries, scores, rows, self.index.text, self.threshold, self.fmt)
         self.queries += len(values)
-        if lines:
-            self.f.write(("\n".join(lines) + "\n").encode("utf-8"))
-            self.f.flush()
 
     def close(self) -> None:
         self.f.flush()
