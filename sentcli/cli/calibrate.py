@@ -47,7 +47,7 @@ def calibrate_cli(
     int8 codes never take their ranges from the texts being embedded, so a text's codes do
     not depend on the rest of its batch.
 
-    Example: sentcli calibrate data/ag_news/test.csv.gz -o ranges.json
+    Example: zcat data/imdb_unsup/train.txt.gz | head -n 500 | sentcli calibrate - -o ranges.json
 
     Example: sentcli embed data/sentences.txt --quantize int8 --ranges ranges.json -o codes.npy
     """
