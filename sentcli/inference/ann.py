@@ -198,6 +198,8 @@ def build(
         raise ConfigError(f"--dtype {dtype}: use one of {', '.join(DTYPES)}")
     if ranges is not None and dtype != "i8":
         raise ConfigError("--ranges is for --dtype i8; drop it")
+    if not 2 <= connectivity <= 256:
+        raise ConfigError(f"--connectivity {connectivity}: give 2 to 256 links a node (default 16)")
     check_index_dir(out, overwrite, [corpus] + ([texts] if texts else []))
     path, origin = resolve_model(model)
     config = ckpt.read_config(path)
@@ -435,6 +437,10 @@ def run_index_search(
         raise ConfigError(f"--top-k must be at least 1 (got {k})")
     if rescore < 0:
         raise ConfigError(f"--rescore must be 0 or more (got {rescore})")
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold {threshold}: a cosine threshold is between -1 and 1")
+    if fmt not in ("tsv", "jsonl"):
+        raise ConfigError(f"--format {fmt}: use tsv or jsonl")
     index = open_index(folder)
     path, origin = resolve_model(model)
     if qv.fingerprint(path) != index.meta["model"]:
