@@ -92,7 +92,10 @@ def check_run_dir(
         check_replaceable(run_dir, inputs)
 
 
-RUN_NAMES = {CONFIG, WEIGHTS, TOKENIZER, METRICS, STATE, NEXT_STATE, "report", "tensorboard"}
+BEST = "best.safetensors"
+"""--keep-best: the weights of the best evaluation so far (its step and score in the
+metadata); a run trained with it is loaded from them."""
+RUN_NAMES = {CONFIG, WEIGHTS, TOKENIZER, METRICS, STATE, NEXT_STATE, BEST, "report", "tensorboard"}
 """What sentcli writes into a run folder (and .NAME.tmp files while it writes)."""
 
 
@@ -303,6 +306,27 @@ def save_run(
         os.replace(run_dir / NEXT_STATE, run_dir / STATE)
 
 
+def save_best(run_dir: Path, model: nn.Module, kind: str, step: int, score: float) -> None:
+    """The weights of the best evaluation so far, atomically, with its step and score."""
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {"format": "pt", "kind": kind, "step": str(step), "score": repr(score)}
+    atomic_write(run_dir / BEST, lambda tmp: save_file(weights, str(tmp), metadata=metadata))
+
+
+def best_score(run_dir: Path) -> float | None:
+    """The score of `best.safetensors` (None: there is none)."""
+    if not (run_dir / BEST).is_file():
+        return None
+    return float(_metadata(run_dir / BEST).get("score", "inf"))
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    with open(path, "rb") as f:  # header: 8-byte length, then JSON with __metadata__
+        n = int.from_bytes(f.read(8), "little")
+        meta: dict[str, str] = json.loads(f.read(n)).get("__metadata__", {})
+    return meta
+
+
 def read_config(run_dir: Path) -> RunConfig:
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a run folder (no such folder)")
@@ -321,14 +345,12 @@ def read_config(run_dir: Path) -> RunConfig:
     return RunConfig.from_dict(d)
 
 
-def load_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], int]:
+def load_weights(run_dir: Path, name: str = WEIGHTS) -> tuple[dict[str, torch.Tensor], int]:
     """The state dict and the step it was saved at (safetensors: loading never runs code)."""
-    path = run_dir / WEIGHTS
+    path = run_dir / name
     try:
         weights = load_file(str(path))
-        with open(path, "rb") as f:  # header: 8-byte length, then JSON with __metadata__
-            n = int.from_bytes(f.read(8), "little")
-            meta = json.loads(f.read(n)).get("__metadata__", {})
+        meta = _metadata(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(
             f"{path} is corrupt or not safetensors ({e}); re-create the run"
@@ -397,7 +419,8 @@ def load_run(run_dir: Path) -> tuple[RunConfig, nn.Module, Tokenizer, int]:
     config = read_config(run_dir)
     check_shapes(config, run_dir)
     model = build_model(config)
-    weights, step = load_weights(run_dir)
+    best = config.train.keep_best and (run_dir / BEST).is_file()  # --keep-best: the best
+    weights, step = load_weights(run_dir, BEST if best else WEIGHTS)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:

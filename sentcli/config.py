@@ -357,6 +357,9 @@ class TrainConfig:
     stopping; 0 stops at the first. Bad steps are reported at the next log, eval or save."""
     compile: bool = False
     """torch.compile the training step (worth it on GPUs; compiling takes a while)."""
+    keep_best: bool = False
+    """Keep the weights of the evaluation with the lowest mean validation loss over the
+    tasks (best.safetensors); the test pass and every later load use them."""
     log_to: str = ""
     """Also log to this tracker ("tensorboard": RUN/tensorboard/); "": metrics.jsonl only."""
     max_time: float = 0.0
@@ -482,6 +485,7 @@ class TrainOptions(TypedDict, total=False):
     explode_threshold: float
     skip_nonfinite: int
     compile: bool
+    keep_best: bool
     log_to: str
     max_time: float
 

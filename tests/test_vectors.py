@@ -335,3 +335,31 @@ def test_log_to_tensorboard_writes_the_scalars_of_metrics_jsonl(
     assert {(t, s) for t, s, _ in got} == {(t, s) for t, s, _ in want}  # every number, once
     for t, s, v in want:  # stored as float32
         assert any(g[:2] == (t, s) and g[2] == pytest.approx(v, rel=1e-6) for g in got)
+
+
+def test_keep_best_keeps_the_evaluation_with_the_lowest_mean_validation_loss(
+    tmp_path: Path, tokenizer_path: Path
+) -> None:
+    from sentcli import checkpoint as ckpt
+    from sentcli.training.runner import selection_score
+
+    assert selection_score({"a/val_loss": 1.0, "b/val_loss": 3.0, "a/accuracy": 0.9}) == 2.0
+    assert selection_score({"val_loss": 0.5}) == 0.5 and selection_score({"x": 1.0}) is None
+    opts = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 32, "max_steps": 8}
+    opts |= {"max_samples_per_task": 64, "eval_every": 1, "lr": 0.05, "keep_best": True}
+    result = api.train_mtl(
+        [TaskConfig("sts", str(DATA / "stsb")), TaskConfig("topic", str(DATA / "ag_news"))],
+        tmp_path / "m", tokenizer=tokenizer_path, options=opts,
+    )  # fmt: skip
+    rows = [json.loads(x) for x in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
+    evals = [(selection_score(r["metrics"]), r["step"]) for r in rows if r["kind"] == "eval"]
+    score, step = min(e for e in evals if e[1] > 0)  # evaluations during training
+    assert ckpt.best_score(tmp_path / "m") == pytest.approx(score)
+    best, best_step = ckpt.load_weights(tmp_path / "m", ckpt.BEST)
+    assert best_step == step
+    _, model, _, loaded_step = ckpt.load_run(tmp_path / "m")  # later loads take the best
+    assert loaded_step == step
+    assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
+    last, last_step = ckpt.load_weights(tmp_path / "m")  # the last weights stay for --resume
+    assert last_step == result.steps
+    assert result.test["topic"]["accuracy"] >= 0  # the test pass ran on the best weights

@@ -262,6 +262,15 @@ SimilarityScaleOpt = Annotated[
     ),
 ]
 
+KeepBestOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--keep-best/--no-keep-best",
+        help="Keep the weights of the evaluation with the lowest mean validation loss "
+        "(best.safetensors); the test pass and later loads use them.",
+        rich_help_panel=TRAIN,
+    ),
+]
 LogToOpt = Annotated[
     LogTo | None,
     typer.Option(

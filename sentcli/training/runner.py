@@ -4,6 +4,7 @@ plots; the result every training command returns."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from sentcli.config import RunConfig, RunKind, resumed_config
 from sentcli.device import dtype_name
 from sentcli.errors import CheckpointError, ConfigError, DiskFullError, TrainingError
 from sentcli.events import (
+    EvalLog,
     Interrupted,
     NonFinite,
     OnEvent,
@@ -138,6 +140,8 @@ def run_training(
     diverged: NonFinite | None = None
     allowed = config.train.skip_nonfinite
     log = tracking.Log(run_dir, config.train.log_to, write)
+    keep_best = config.train.keep_best
+    best = ckpt.best_score(run_dir) if keep_best and resume else None
     for event in train_loop(model, config.train, recipe, save, rt, state):
         steps = event.step
         events: list[StepLog | Interrupted | NonFinite | TrainWarning | Any] = [event]
@@ -147,6 +151,12 @@ def run_training(
             norms = event.group_norms_max or event.group_norms
             warnings = grad_warnings(event.step, norms, config.train.explode_threshold)
             events += [TrainWarning(m, event.step) for m in warnings]
+        elif isinstance(event, EvalLog) and keep_best:
+            score = selection_score(event.metrics)
+            if score is not None and (best is None or score < best):
+                best = score
+                if write:
+                    ckpt.save_best(run_dir, model, config.kind, event.step, score)
         elif isinstance(event, Interrupted):
             interrupted = event.signal
         elif isinstance(event, NonFinite):
@@ -161,10 +171,23 @@ def run_training(
     log.close()
     if diverged:
         raise TrainingError(diverged_message(diverged, allowed, run_dir))
+    if keep_best:  # the test pass (and every later load) sees the best weights
+        dist.barrier(rt.ranks)
+        if (run_dir / ckpt.BEST).is_file():
+            weights, _ = ckpt.load_weights(run_dir, ckpt.BEST)
+            model.load_state_dict(weights, strict=True)
     records = ckpt.read_metrics(run_dir)
     if write:
         plot_curves(run_dir, records)
     return Outcome(steps, seen, interrupted, records)
+
+
+def selection_score(metrics: dict[str, Any]) -> float | None:
+    """--keep-best's rule: the mean of the evaluation's validation losses (each task's, or
+    the language model's); lower is better. None: the evaluation has none."""
+    losses = [float(v) for k, v in metrics.items() if k == "val_loss" or k.endswith("/val_loss")]
+    finite = [x for x in losses if math.isfinite(x)]
+    return sum(finite) / len(finite) if finite and len(finite) == len(losses) else None
 
 
 def nonfinite_message(event: NonFinite, allowed: int) -> str:
