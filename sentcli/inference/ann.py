@@ -42,7 +42,7 @@ from sentcli.inference.embed import (
     run_inference,
     vector_fn,
 )
-from sentcli.inference.inputs import Chunk, TextInput
+from sentcli.inference.inputs import TextInput
 from sentcli.inference.outputs import Sink
 from sentcli.inference.search import (
     BLANK,
@@ -50,7 +50,8 @@ from sentcli.inference.search import (
     TEXTS,
     VECTORS,
     IndexWriter,
-    write_results,
+    ResultWriter,
+    check_search,
 )
 from sentcli.model import LanguageModel, MultiTaskModel
 
@@ -397,26 +398,6 @@ def search(
     return np.take_along_axis(scores, order, 1), rows
 
 
-class AnnWriter:
-    """search --index's output: the same rows as exact search (query, rank, score, row,
-    text as TSV, or JSON lines)."""
-
-    def __init__(
-        self, f: IO[bytes], index: AnnIndex, k: int, rescore: int, threshold: float | None,
-        fmt: str, ef: int,
-    ) -> None:  # fmt: skip
-        self.f, self.index, self.k, self.rescore, self.ef = f, index, k, rescore, ef
-        self.threshold, self.fmt, self.queries = threshold, fmt, 0
-
-    def write(self, chunk: Chunk, values: np.ndarray) -> None:
-        scores, rows = search(self.index, values, self.k, self.rescore, self.ef)
-        write_results(self.f, self.queries, scores, rows, self.index.text, self.threshold, self.fmt)
-        self.queries += len(values)
-
-    def close(self) -> None:
-        self.f.flush()
-
-
 def run_index_search(
     queries: str,
     folder: Path,
@@ -431,16 +412,11 @@ def run_index_search(
     ef: int = EF,
 ) -> tuple[InferenceResult, AnnIndex]:
     """Embed the queries with the index's model and search the index."""
+    formats = check_search(k, threshold, fmt)
     if ef < 1:
         raise ConfigError(f"--ef must be at least 1 (got {ef})")
-    if k < 1:
-        raise ConfigError(f"--top-k must be at least 1 (got {k})")
     if rescore < 0:
         raise ConfigError(f"--rescore must be 0 or more (got {rescore})")
-    if threshold is not None and not -1.0 <= threshold <= 1.0:
-        raise ConfigError(f"--threshold {threshold}: a cosine threshold is between -1 and 1")
-    if fmt not in ("tsv", "jsonl"):
-        raise ConfigError(f"--format {fmt}: use tsv or jsonl")
     index = open_index(folder)
     path, origin = resolve_model(model)
     if qv.fingerprint(path) != index.meta["model"]:
@@ -456,8 +432,8 @@ def run_index_search(
     def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
         assert isinstance(net, MultiTaskModel | LanguageModel)
         fn = vector_fn(net, normalize=True, dims=cut)
-        return fn, lambda f: AnnWriter(f, index, k, rescore, threshold, fmt, ef)
+        find = lambda q: search(index, q, k, rescore, ef)  # noqa: E731
+        return fn, lambda f: ResultWriter(f, find, index.text, threshold, fmt)
 
-    formats = (".tsv", ".txt") if fmt == "tsv" else (".jsonl",)
     result = run_inference(queries, output, model, formats, search_opts, make, on_event)
     return result, index

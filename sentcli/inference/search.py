@@ -388,46 +388,51 @@ def _top_k(
     return np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
 
 
-def write_results(
-    f: IO[bytes], done: int, scores: np.ndarray, rows: np.ndarray, text: Callable[[int], str],
-    threshold: float | None, fmt: str,
-) -> None:  # fmt: skip
-    """Each query's results, best first, as TSV lines (query, rank, score, row, text) or JSON
-    lines; queries are numbered from `done` + 1, rows from 1; a row < 0 ends a query's list
-    (fewer results than k)."""
-    lines = []
-    for qi in range(len(scores)):
-        query = done + qi + 1
-        for rank, (score, row) in enumerate(zip(scores[qi], rows[qi], strict=True), 1):
-            if row < 0 or (threshold is not None and score < threshold):
-                break  # results are sorted: the rest are lower
-            if fmt == "jsonl":
-                obj: dict[str, Any] = {"query": query, "rank": rank}
-                obj["score"] = round(float(score), 6)
-                obj |= {"row": int(row) + 1, "text": text(int(row))}
-                lines.append(json.dumps(obj, ensure_ascii=False))
-            else:
-                shown = escape_tsv(text(int(row)))
-                lines.append(f"{query}\t{rank}\t{score:.4f}\t{row + 1}\t{shown}")
-    if lines:
-        f.write(("\n".join(lines) + "\n").encode("utf-8"))
-        f.flush()
+def check_search(k: int, threshold: float | None, fmt: str) -> tuple[str, ...]:
+    """The output options of either search (exact or an index), checked before any work;
+    returns the output file names the format allows."""
+    if k < 1:
+        raise ConfigError(f"-k must be at least 1 (got {k})")
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold {threshold}: a cosine threshold is between -1 and 1")
+    if fmt not in ("tsv", "jsonl"):
+        raise ConfigError(f"--format {fmt}: use tsv or jsonl")
+    return (".tsv", ".txt") if fmt == "tsv" else (".jsonl",)
 
 
-class SearchWriter:
+class ResultWriter:
     """search's output: per query its results, best first, as TSV (query, rank, score, row,
-    text; no header) or JSON lines. Query and corpus rows are numbered from 1."""
+    text; no header) or JSON lines. Query and corpus rows are numbered from 1. `find` gives
+    a batch of query vectors their (scores, rows), best first; a row < 0 ends a query's
+    list (fewer results than k)."""
 
     def __init__(
-        self, f: IO[bytes], index: CorpusIndex, k: int, threshold: float | None, fmt: str
-    ) -> None:
-        self.f, self.index, self.k, self.threshold, self.fmt = f, index, k, threshold, fmt
+        self, f: IO[bytes], find: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+        text: Callable[[int], str], threshold: float | None, fmt: str,
+    ) -> None:  # fmt: skip
+        self.f, self.find, self.text, self.threshold, self.fmt = f, find, text, threshold, fmt
         self.queries = 0
 
     def write(self, chunk: Chunk, values: np.ndarray) -> None:
-        scores, rows = top_k(self.index, values, self.k)
-        write_results(self.f, self.queries, scores, rows, self.index.text, self.threshold, self.fmt)
+        scores, rows = self.find(values)
+        lines = []
+        for qi in range(len(values)):
+            query = self.queries + qi + 1
+            for rank, (score, row) in enumerate(zip(scores[qi], rows[qi], strict=True), 1):
+                if row < 0 or (self.threshold is not None and score < self.threshold):
+                    break  # results are sorted: the rest are lower
+                text = self.text(int(row))
+                if self.fmt == "jsonl":
+                    obj: dict[str, Any] = {"query": query, "rank": rank}
+                    obj["score"] = round(float(score), 6)
+                    obj |= {"row": int(row) + 1, "text": text}
+                    lines.append(json.dumps(obj, ensure_ascii=False))
+                else:
+                    lines.append(f"{query}\t{rank}\t{score:.4f}\t{row + 1}\t{escape_tsv(text)}")
         self.queries += len(values)
+        if lines:
+            self.f.write(("\n".join(lines) + "\n").encode("utf-8"))
+            self.f.flush()
 
     def close(self) -> None:
         self.f.flush()
@@ -447,13 +452,7 @@ def run_search(
     on_event: OnEvent,
 ) -> tuple[InferenceResult, CorpusIndex]:
     """Index the corpus (or find it in the cache), then stream the queries through it."""
-    if k < 1:
-        raise ConfigError(f"-k must be at least 1 (got {k})")
-    if threshold is not None and not -1.0 <= threshold <= 1.0:
-        raise ConfigError(f"--threshold {threshold}: a cosine threshold is between -1 and 1")
-    if fmt not in ("tsv", "jsonl"):
-        raise ConfigError(f"--format {fmt}: use tsv or jsonl")
-    formats = (".tsv", ".txt") if fmt == "tsv" else (".jsonl",)
+    formats = check_search(k, threshold, fmt)
     check_output(output, formats, [queries, corpus])
     if corpus_column is None and input_kind(corpus) != "lines":
         corpus_column = opts.text_column  # a table corpus: the queries' column by default
@@ -464,7 +463,8 @@ def run_search(
     def make(net: nn.Module, config: RunConfig) -> tuple[BatchFn, Callable[[IO[bytes]], Sink]]:
         assert isinstance(net, MultiTaskModel | LanguageModel)
         fn = vector_fn(net, normalize=True, dims=opts.dims)
-        return fn, lambda f: SearchWriter(f, index, k, threshold, fmt)
+        find = lambda q: top_k(index, q, k)  # noqa: E731
+        return fn, lambda f: ResultWriter(f, find, index.text, threshold, fmt)
 
     result = run_inference(
         queries, output, model, formats, opts, make, on_event, source=lambda: texts
