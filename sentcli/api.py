@@ -270,12 +270,10 @@ def calibrate(
     opts = replace(options or InferenceOptions(), stdout=io.BytesIO())  # nothing on stdout
     sink = RangeSink()
     result = run_inference(corpus, None, path, (), opts, range_pipeline(opts.dims, sink), on_event)
-    if sink.low is None or sink.high is None:
+    if sink.rows == 0:
         raise ConfigError(f"{corpus} holds no texts; calibrate on a few thousand of the corpus's")
     where, _ = resolve_model(path)
-    ranges = Ranges(
-        fingerprint(where), len(sink.low), sink.rows, sink.low.tolist(), sink.high.tolist()
-    )
+    ranges = Ranges.from_sink(sink, fingerprint(where))
     ranges.save(out)
     return ranges, result
 

@@ -19,6 +19,13 @@ from sentcli.errors import ConfigError, DiskFullError
 CACHE_ENV = "SENTCLI_CACHE"
 
 
+def hash_file(h: Any, path: Path) -> None:
+    """Feed a file's bytes to hash `h` (a hashlib object), a MiB at a time."""
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+
+
 def cache_root() -> Path:
     """Where computed vectors are kept (teacher vectors, search corpora): $SENTCLI_CACHE,
     else ~/.cache/sentcli."""

@@ -188,7 +188,7 @@ def test_an_index_round_trips_and_rescoring_returns_the_float_top_k(
 
     mem = Index(ndim=384, metric=ann.METRIC[dtype], dtype=dtype, connectivity=16)
     mem.add(np.arange(600), ann._codes(v, dtype, index.ranges), threads=1)
-    found = mem.search(ann._query(q, dtype, index.ranges), 5)
+    found = mem.search(ann._codes(q, dtype, index.ranges, query=True), 5)
     scores, rows = ann.search(index, q, 5, 0)
     assert np.array_equal(np.sort(rows, axis=1), np.sort(np.asarray(found.keys), axis=1))
     want = ann._similarity(np.asarray(found.distances, dtype=np.float32), q, index)
@@ -198,7 +198,7 @@ def test_an_index_round_trips_and_rescoring_returns_the_float_top_k(
         np.testing.assert_allclose(scores, -np.sort(-full, axis=1)[:, :5], rtol=1e-4)
     # rescoring: the exact top 5 by the f16 vectors' cosine among the graph's 5×4 candidates
     scores, rows = ann.search(index, q, 5, 4)
-    cands = index.graph.search(ann._query(q, dtype, index.ranges), 20).keys
+    cands = index.graph.search(ann._codes(q, dtype, index.ranges, query=True), 20).keys
     f16 = v.astype(np.float16).astype(np.float32)
     for j in range(20):
         cos = f16[cands[j]] @ q[j]

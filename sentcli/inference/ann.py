@@ -297,23 +297,15 @@ def _replace(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _codes(v: np.ndarray, dtype: str, ranges: qv.Ranges | None) -> np.ndarray:
-    """Corpus vectors as the graph stores them."""
+def _codes(v: np.ndarray, dtype: str, ranges: qv.Ranges | None, query: bool = False) -> np.ndarray:
+    """Vectors as the graph compares them: corpus rows as it stores them, or (`query`) the
+    queries (i8: scaled by the ranges' steps, see vectors.int8_query)."""
     if dtype == "i8":
         assert ranges is not None
-        return qv.int8(v, ranges)
+        return qv.int8_query(v, ranges) if query else qv.int8(v, ranges)
     if dtype == "b1":
         return qv.binary(v)
     return v
-
-
-def _query(q: np.ndarray, dtype: str, ranges: qv.Ranges | None) -> np.ndarray:
-    if dtype == "i8":
-        assert ranges is not None
-        return qv.int8_query(q, ranges)
-    if dtype == "b1":
-        return qv.binary(q)
-    return q
 
 
 def _similarity(distances: np.ndarray, q: np.ndarray, index: AnnIndex) -> np.ndarray:
@@ -378,7 +370,7 @@ def search(
     q = np.ascontiguousarray(queries, dtype=np.float32)
     count = k * rescore if rescore else k
     index.graph.expansion_search = max(ef, count)
-    found = index.graph.search(_query(q, index.dtype, index.ranges), count, threads=0)
+    found = index.graph.search(_codes(q, index.dtype, index.ranges, query=True), count, threads=0)
     keys = np.asarray(found.keys, dtype=np.int64).reshape(len(q), -1)
     dist = np.asarray(found.distances, dtype=np.float32).reshape(len(q), -1)
     # one query gives a Matches (as many keys as found), several a BatchMatches (.counts)

@@ -163,6 +163,9 @@ class RangeSink:
         self.rows = 0
 
     def write(self, chunk: Chunk, values: np.ndarray) -> None:
+        self.add(values)
+
+    def add(self, values: np.ndarray) -> None:
         if len(values) == 0:
             return
         low, high = values.min(axis=0), values.max(axis=0)

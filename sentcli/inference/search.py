@@ -98,21 +98,15 @@ class CorpusIndex:
         return values.reshape(stop - start, dim)
 
 
-def _file_hash(h: Any, path: Path) -> None:
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-
-
 def corpus_key(
     corpus: Path, column: str | None, model: Path, max_length: int | None, opts: InferenceOptions
 ) -> str:
     """The cache folder's name: what the corpus vectors depend on, hashed."""
     h = hashlib.sha256()
-    _file_hash(h, corpus)
-    _file_hash(h, model / ckpt.WEIGHTS)
+    files.hash_file(h, corpus)
+    files.hash_file(h, model / ckpt.WEIGHTS)
     h.update((model / ckpt.CONFIG).read_bytes())
-    _file_hash(h, model / ckpt.TOKENIZER)  # the same weights under another tokenizer differ
+    files.hash_file(h, model / ckpt.TOKENIZER)  # the same weights under another tokenizer differ
     device = resolve_device(opts.device).type
     settings = [column, max_length, str(opts.precision), device, FORMAT, opts.dims]
     h.update(json.dumps(settings).encode())

@@ -23,9 +23,12 @@ import numpy as np
 from sentcli import checkpoint as ckpt
 from sentcli import files
 from sentcli.errors import ConfigError
+from sentcli.inference.outputs import RangeSink
 
 RANGES_FORMAT = "sentcli-int8-ranges"
 RANGES_VERSION = 1
+BLOCK = 65536
+"""Rows read at a time when ranges are taken from a matrix of vectors."""
 
 
 def fingerprint(model: Path) -> str:
@@ -33,9 +36,7 @@ def fingerprint(model: Path) -> str:
     weights under another tokenizer give other vectors)."""
     h = hashlib.sha256()
     for name in (ckpt.WEIGHTS, ckpt.CONFIG, ckpt.TOKENIZER):
-        with open(model / name, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
+        files.hash_file(h, model / name)
     return h.hexdigest()[:32]
 
 
@@ -53,11 +54,18 @@ class Ranges:
 
     @classmethod
     def of(cls, vectors: np.ndarray, model: str) -> Ranges:
-        if len(vectors) == 0:
+        """The ranges of `vectors`, read BLOCK rows at a time (a memory-mapped corpus of
+        millions of rows is never loaded whole)."""
+        sink = RangeSink()
+        for i in range(0, len(vectors), BLOCK):
+            sink.add(np.asarray(vectors[i : i + BLOCK], dtype=np.float32))
+        return cls.from_sink(sink, model)
+
+    @classmethod
+    def from_sink(cls, sink: RangeSink, model: str) -> Ranges:
+        if sink.low is None or sink.high is None:
             raise ConfigError("calibration needs at least one text; give a non-empty corpus")
-        v = np.asarray(vectors, dtype=np.float32)
-        low, high = v.min(axis=0).tolist(), v.max(axis=0).tolist()
-        return cls(model, v.shape[1], len(v), low, high)
+        return cls(model, len(sink.low), sink.rows, sink.low.tolist(), sink.high.tolist())
 
     def scale(self) -> np.ndarray:
         """Each dimension's step a (float32 [D]): the larger of |low| and |high| over 127."""
