@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.embed import cpu_flags
 from sentcli import api
 from sentcli.config import InferenceOptions
 from sentcli.inference import ann
@@ -45,13 +46,6 @@ CONFIGS = [("f16", 0, 0), ("i8", 0, 0), ("i8", 4, 0), ("b1", 0, 0), ("b1", 4, 0)
 dimensions re-normalised, as `--dims 128` gives; on the real rows only)."""
 AT_SCALE = {("i8", 0, 0), ("i8", 4, 0), ("b1", 4, 0)}
 """The configurations of the scale row (an f16 graph of 1M rows takes ~10 min on 2 cores)."""
-
-
-def cpu_flags() -> list[str]:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    return [f for f in wanted if f in line.split()]
 
 
 def _texts(data: Path) -> Iterator[str]:

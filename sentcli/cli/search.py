@@ -112,8 +112,6 @@ def search_cli(
     options = inference_options(text_column, None, batch_size, max_length, device, precision, dims)
     view = InferenceView(quiet)
     if index is not None:
-        if rescore < 0:
-            raise typer.BadParameter(f"{rescore}: give 0 or more", param_hint="--rescore")
         with view.bar:
             found, _ = api.search_index(
                 queries, index, output, model, k=k, rescore=rescore, ef=ef, threshold=threshold,

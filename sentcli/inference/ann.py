@@ -408,7 +408,7 @@ def run_index_search(
     if ef < 1:
         raise ConfigError(f"--ef must be at least 1 (got {ef})")
     if rescore < 0:
-        raise ConfigError(f"--rescore must be 0 or more (got {rescore})")
+        raise ConfigError(f"--rescore {rescore}: give 0 or more (0: no rescoring)")
     index = open_index(folder)
     path, origin = resolve_model(model)
     if qv.fingerprint(path) != index.meta["model"]:
