@@ -77,6 +77,17 @@ UNITS: dict[str, Module] = {
         ["tests/test_objectives.py"],
         exclude=["*ǁplot__*"],  # the plots are checked by looking at them
     ),
+    "vectors": Module(  # int8 ranges and codes, binary codes, the Matryoshka prefixes
+        ["sentcli/inference/vectors.py", "sentcli/objectives/matryoshka.py"],
+        ["sentcli.inference.vectors.*", "sentcli.objectives.matryoshka.*"],
+        [
+            "tests/test_vectors.py",
+            "-k",
+            "prefix or matryoshka_loss or bad_matryoshka or matryoshka_metrics or "
+            "matryoshka_validation or int8 or binary or ranges_files",
+        ],
+        exclude=["*ǁplot__*"],
+    ),
     "loop": Module(  # the per-group gradient norms and clipping of every training step
         ["sentcli/training/loop.py"],
         ["sentcli.training.loop.xǁGroupNormsǁ*"],
@@ -288,6 +299,26 @@ EQUIVALENT = [
         r"if len\(y_true\) else 0\.0",
         r"or True|else 1\.0",
         "scikit-learn refuses empty inputs before this line",
+    ),
+    (
+        r'encoding="utf-8"\)',
+        r"encoding=None\)",
+        "the ranges file is ASCII JSON (json.dumps escapes the rest): every locale writes it alike",
+    ),
+    (
+        r"np\.asarray\(vectors, dtype=np\.float32\) / ranges",
+        r"np\.asarray\(vectors, \) / ranges",
+        "float64 input divides and rounds to the same int8 codes (the scale is float32)",
+    ),
+    (
+        r"device=batch\.ids\.device",
+        r"device=None",
+        "the device only matters on a GPU (tests/test_cuda.py); the unit tests run on the CPU",
+    ),
+    (
+        r"width = outputs\[0\]\.shape\[1\]",
+        r"width = outputs\[1\]\.shape\[1\]",
+        "every side of a pair task has the model's width",
     ),
 ]
 """Mutants that cannot change what the tests can observe, by the line they change (its

@@ -67,6 +67,7 @@ def test_matryoshka_loss_is_the_weighted_sum_of_the_inner_loss_on_each_prefix(
             for d, w in [(32, 1.0), (16, 2.0), (8, 0.5)]
         )
     assert float(got) == pytest.approx(float(expect), rel=1e-5)
+    assert objective(scored_spec(), TrainConfig(matryoshka_dims=[32, 8])).head(32) is None
     with pytest.raises(ConfigError, match="64: the model's vectors are 32 wide"):
         objective(scored_spec(), TrainConfig(matryoshka_dims=[64, 8])).head(32)
 
@@ -97,6 +98,23 @@ def test_matryoshka_metrics_score_each_narrower_prefix() -> None:
     assert m["spearman@4"] == inner["spearman"]
 
 
+def test_matryoshka_validation_loss_is_the_weighted_sum_over_the_prefixes() -> None:
+    from sentcli.objectives import Encoded
+
+    train = TrainConfig(matryoshka_dims=[16, 4], matryoshka_weights=[1.0, 2.0])
+    wrapped = objective(scored_spec(), train)
+    assert isinstance(wrapped, Matryoshka)
+    inner = wrapped.inner
+    a, b = unit(40, 16, 1), unit(40, 16, 2)
+    gold = np.random.default_rng(3).random(40).astype(np.float32)
+    enc = Encoded([[], []], gold)
+    got = wrapped.scores(None, enc, [a, b], False)  # type: ignore[arg-type]
+    full = inner.scores(None, enc, [a, b], False)["val_loss"]  # type: ignore[arg-type]
+    cut4 = inner.scores(None, enc, [a[:, :4], b[:, :4]], False)["val_loss"]  # type: ignore[arg-type]
+    assert got["val_loss"] == pytest.approx(full + 2.0 * cut4, rel=1e-6)
+    assert got["spearman@4"] == inner.metrics([prefix(a, 4), prefix(b, 4)], gold)["spearman"]
+
+
 def test_int8_codes_of_a_row_do_not_depend_on_its_batch() -> None:
     calib = unit(500, 24)
     ranges = qv.Ranges.of(calib, "m")
@@ -104,11 +122,16 @@ def test_int8_codes_of_a_row_do_not_depend_on_its_batch() -> None:
     alone = np.stack([qv.int8(batch[i : i + 1], ranges)[0] for i in range(64)])
     together = qv.int8(batch, ranges)
     assert together.dtype == np.int8 and np.array_equal(alone, together)
-    assert np.abs(together).max() == 127
+    assert together.max() == 127 and together.min() == -127  # clipped, not wrapped
     # dequantized codes come back within half a step of the (in-range) values
     inside = qv.int8(calib, ranges)
     err = np.abs(qv.dequantize(inside, ranges) - calib)
     assert np.all(err <= ranges.scale() / 2 + 1e-7)
+    # a query's codes do not depend on its batch either (each row scaled on its own)
+    mixed = unit(4, 24, 6) * np.array([[0.1], [1.0], [3.0], [0.5]], dtype=np.float32)
+    one = np.stack([qv.int8_query(mixed[i : i + 1], ranges)[0] for i in range(4)])
+    assert qv.int8_query(mixed, ranges).dtype == np.int8
+    assert np.array_equal(qv.int8_query(mixed, ranges), one)
     # the scaled int8 query ranks codes as the float query ranks the dequantized vectors
     q = unit(3, 24, 9)
     ints = qv.int8_query(q, ranges).astype(np.int64) @ inside.astype(np.int64).T
@@ -138,8 +161,17 @@ def test_ranges_files_round_trip_and_damaged_ones_are_refused(tmp_path: Path) ->
     path.write_text("{}")
     with pytest.raises(ConfigError, match="not a ranges file"):
         qv.Ranges.load(path)
-    with pytest.raises(ConfigError, match="another model"):
+    with pytest.raises(
+        ConfigError,
+        match=r"another model's vectors; calibrate with this model \(sentcli calibrate CORPUS "
+        r"--model RUN\)",
+    ):
         ranges.check("other", 8, "the ranges")
+    path.write_text(ranges.to_json().replace('"version": 1', '"version": 2'))
+    with pytest.raises(
+        ConfigError, match="ranges format version 2 is not 1; calibrate again with this sentcli"
+    ):
+        qv.Ranges.load(path)
 
 
 @pytest.fixture(scope="module")
