@@ -150,6 +150,13 @@ class IndexDtype(StrEnum):
     b1 = "b1"
 
 
+class BestBy(StrEnum):
+    """--best-by: the rule that picks the best evaluation (--keep-best, losses.png)."""
+
+    val_loss = "val-loss"
+    metric = "metric"
+
+
 class LogTo(StrEnum):
     """--log-to: a tracker that also gets the run's scalars."""
 
@@ -358,8 +365,12 @@ class TrainConfig:
     compile: bool = False
     """torch.compile the training step (worth it on GPUs; compiling takes a while)."""
     keep_best: bool = False
-    """Keep the weights of the evaluation with the lowest mean validation loss over the
-    tasks (best.safetensors); the test pass and every later load use them."""
+    """Keep the weights of the best evaluation by `best_by` (best.safetensors); the test
+    pass and every later load use them."""
+    best_by: BestBy = BestBy.val_loss
+    """The best evaluation: "val-loss", the lowest mean of the tasks' validation losses;
+    "metric", the highest mean of each task's headline metric (accuracy, Spearman, MRR or
+    the cosine to a teacher)."""
     log_to: str = ""
     """Also log to this tracker ("tensorboard": RUN/tensorboard/); "": metrics.jsonl only."""
     max_time: float = 0.0
@@ -423,6 +434,7 @@ class TrainConfig:
             ("schedule", Schedule),
             ("balance", Balance),
             ("similarity_loss", SimilarityLoss),
+            ("best_by", BestBy),
         ):
             _coerce(self, name, enum, problems)
         _raise_if(problems, "training options")
@@ -486,6 +498,7 @@ class TrainOptions(TypedDict, total=False):
     skip_nonfinite: int
     compile: bool
     keep_best: bool
+    best_by: str
     log_to: str
     max_time: float
 

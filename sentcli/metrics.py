@@ -46,28 +46,105 @@ def classification_metrics(
     }
 
 
-def plot_losses(path: Path, curves: dict[str, list[tuple[int, float]]]) -> None:
+def plot_losses(
+    path: Path,
+    curves: dict[str, list[tuple[int, float]]],
+    best: tuple[int, float] | None = None,
+    kept: bool = False,
+    by: str = "val-loss",
+    scores: dict[str, list[tuple[int, float]]] | None = None,
+) -> None:
     """Loss curves over steps, one line per named curve: train curves ("train", "<task>
-    train") as lines, evaluations as points; a task's curves share its colour."""
+    train") as lines, evaluations as points; a task's curves share its colour. `scores`:
+    each task's headline metric at each evaluation, in a panel below (a task can overfit
+    into confidence, its loss climbing while its accuracy still rises). `best`: the step
+    and score of the best evaluation by `selection_score`, a vertical line in each panel
+    (`kept`: its weights are the run's best.safetensors)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4), tight_layout=True)
-    ax = fig.add_subplot()
+    scores = {k: v for k, v in (scores or {}).items() if v}
+    fig = Figure(figsize=(8.5, 6.5 if scores else 4), tight_layout=True)
+    axes = fig.subplots(2 if scores else 1, 1, sharex=True, squeeze=False)[:, 0]
     colours: dict[str, str] = {}
-    for name, points in curves.items():
-        if not points:
+    owner = {name: name.split()[0] if " " in name else name for name in [*curves, *scores]}
+    for name in owner:
+        colours.setdefault(owner[name], f"C{len(colours)}")  # matplotlib's cycle
+    # a task's train and validation curves side by side in the legend
+    for name in sorted(curves, key=lambda n: list(colours).index(owner[n])):
+        if not curves[name]:
             continue
         train = name.endswith("train")
-        owner = name.split()[0] if " " in name else name
-        colour = colours.setdefault(owner, f"C{len(colours)}")  # matplotlib's cycle
-        ax.plot(
-            *zip(*points, strict=True), marker=None if train else "o",
-            linestyle="-" if train else "--", label=name, color=colour,
+        axes[0].plot(
+            *zip(*curves[name], strict=True), marker=None if train else "o",
+            linestyle="-" if train else "--", label=name, color=colours[owner[name]],
+            linewidth=1.0 if train else 1.5, alpha=0.7 if train else 1.0,
         )  # fmt: skip
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize=8)
+    for name, points in scores.items():
+        axes[-1].plot(
+            *zip(*points, strict=True), marker="o", linestyle="--", label=name,
+            color=colours[owner[name]],
+        )  # fmt: skip
+    if best is not None:
+        what = "kept (--keep-best)" if kept else "best evaluation"
+        score = f"mean metric {-best[1]:.3f}" if by == "metric" else f"mean val loss {best[1]:.3f}"
+        for ax in axes:
+            ax.axvline(
+                best[0], color="0.3", linestyle=":", linewidth=1.2,
+                label=f"{what}:\nstep {best[0]}, {score}",
+            )  # fmt: skip
+    axes[0].set_ylabel("loss")
+    axes[-1].set_xlabel("step")
+    if scores:
+        axes[-1].set_ylabel("validation metric")
+    for ax in axes:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, not over
     save_figure(fig, path)
+
+
+HEADLINE = ("accuracy", "spearman", "mrr", "cosine")
+"""Each task kind's headline metric, the first of these its evaluation has (classification,
+scored pairs, positive pairs, distillation); higher is better."""
+
+
+def selection_score(metrics: dict[str, Any], by: str = "val-loss") -> float | None:
+    """The rule of --keep-best and --best-by, lower is better: "val-loss", the mean of the
+    evaluation's validation losses (each task's, or the language model's); "metric", minus
+    the mean of each task's headline metric. None: the evaluation has no such score for
+    every task (a language model, SimCSE have no metric), or one is not finite."""
+    if by == "metric":
+        tasks = dict.fromkeys(k.split("/")[0] for k in metrics if "/" in k)
+        if not tasks or missing_metric(metrics):
+            return None
+        values = [
+            -float(next(metrics[f"{t}/{h}"] for h in HEADLINE if f"{t}/{h}" in metrics))
+            for t in tasks
+        ]
+    else:
+        values = [
+            float(v) for k, v in metrics.items() if k == "val_loss" or k.endswith("/val_loss")
+        ]
+    finite = [x for x in values if math.isfinite(x)]
+    return sum(finite) / len(finite) if finite and len(finite) == len(values) else None
+
+
+def missing_metric(metrics: dict[str, Any]) -> list[str]:
+    """The tasks of an evaluation without a headline metric (--best-by metric refuses them)."""
+    tasks = dict.fromkeys(k.split("/")[0] for k in metrics if "/" in k)
+    return [t for t in tasks if not any(f"{t}/{h}" in metrics for h in HEADLINE)]
+
+
+def best_eval(records: list[dict[str, Any]], by: str = "val-loss") -> tuple[int, float] | None:
+    """The step and score of the best evaluation during training by `selection_score` (the
+    earliest of equals, as --keep-best keeps it); the one before the first step (epoch -1)
+    is not a candidate."""
+    best: tuple[int, float] | None = None
+    for r in records:
+        if r["kind"] != "eval" or r["epoch"] < 0:
+            continue
+        score = selection_score(r["metrics"], by)
+        if score is not None and (best is None or score < best[1]):
+            best = (r["step"], score)
+    return best
 
 
 def grad_series(
@@ -261,6 +338,17 @@ def throughput(
     return out
 
 
+def score_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """Each task's headline metric (HEADLINE) at each evaluation, as "<task> <metric>"."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for h in history_of(records):
+        for task in dict.fromkeys(k.split("/")[0] for k in h if "/" in k):
+            name = next((m for m in HEADLINE if h.get(f"{task}/{m}") is not None), None)
+            if name is not None:
+                out.setdefault(f"{task} {name}", []).append((h["step"], h[f"{task}/{name}"]))
+    return out
+
+
 def loss_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
     """The curves of losses.png: the train loss at each log (one curve per task when there
     are several) and each validation loss at each evaluation."""
@@ -271,7 +359,9 @@ def loss_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, floa
     if len(tasks) > 1:  # one train curve per task: the mixed one would hide each task's
         curves = {
             f"{t} train": [
-                (r["step"], r["task_losses"][t]) for r in train if t in r.get("task_losses", {})
+                (r["step"], r["task_losses"].get(t, math.nan))  # NaN: no steps, a gap
+                for r in train
+                if r.get("task_losses")
             ]
             for t in tasks
         }
@@ -285,10 +375,15 @@ def loss_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, floa
     return curves
 
 
-def plot_curves(run_dir: Path, records: list[dict[str, Any]]) -> None:
-    """report/losses.png and report/grad_norms.png from a run's metrics records."""
+def plot_curves(
+    run_dir: Path, records: list[dict[str, Any]], kept: bool = False, by: str = "val-loss"
+) -> None:
+    """report/losses.png (the best evaluation by `by` marked; `kept`: the run kept its
+    weights) and report/grad_norms.png from a run's metrics records."""
     (run_dir / "report").mkdir(exist_ok=True)
-    plot_losses(run_dir / "report" / "losses.png", loss_curves(records))
+    best = best_eval(records, by)
+    path = run_dir / "report" / "losses.png"
+    plot_losses(path, loss_curves(records), best, kept, by, score_curves(records))
     if any(r.get("group_norms") for r in records):
         plot_grad_norms(run_dir / "report" / "grad_norms.png", records)
 

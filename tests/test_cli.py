@@ -529,6 +529,9 @@ VALUES = [  # values out of range, impossible combinations, data that does not f
     # Matryoshka widths, --dims, quantized vectors and the persistent index
     ([*encoder_on("{data}/stsb"), "--matryoshka-dims", "64,128"], "strictly descending"),
     ([*encoder_on("{data}/stsb"), "--log-to", "wandb"], "'wandb' is not one of 'tensorboard'"),
+    ([*PRETRAIN, "--best-by", "metric"], "a language model has no metric but its validation"),
+    ([*encoder_on("{data}/imdb_unsup"), "--best-by", "metric"], "task t has no metric"),
+    ([*encoder_on("{data}/stsb"), "--best-by", "loss"], "'loss' is not one of 'val-loss'"),
     ([*encoder_on("{data}/stsb"), "--matryoshka-dims", "64,x"], "integers separated by commas"),
     ([*encoder_on("{data}/stsb"), "--matryoshka-dims", "64,32", "--matryoshka-weights", "1"],
      "one weight per width"),

@@ -1,7 +1,9 @@
 """Scores and their rendering at sizes a careless input can reach: many classes."""
 
+import math
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -143,9 +145,12 @@ def test_curves_show_each_task_and_each_group_mean_and_max() -> None:
         {"kind": "eval", "step": 4, "epoch": 0,
          "metrics": {"a/val_loss": 1.7, "a/train_loss": 1.75}},
         {"kind": "train", "step": 5, "loss": 1.0},  # a log without task losses
+        {"kind": "train", "step": 6, "loss": 0.7, "task_losses": {"b": 0.7}},  # a ran out
     ]  # fmt: skip
     curves = loss_curves(records)
-    assert curves["a train"] == [(2, 1.9), (4, 1.6)] and curves["b train"] == [(2, 1.1), (4, 0.8)]
+    assert curves["b train"] == [(2, 1.1), (4, 0.8), (6, 0.7)]
+    assert curves["a train"][:2] == [(2, 1.9), (4, 1.6)]  # then a gap: no steps of a
+    assert curves["a train"][2][0] == 6 and math.isnan(curves["a train"][2][1])
     assert curves["a val_loss"] == [(0, 2.0), (4, 1.7)]
     assert "train" not in curves and "a train_loss" not in curves
     series = grad_series(records)
@@ -155,10 +160,39 @@ def test_curves_show_each_task_and_each_group_mean_and_max() -> None:
         {**r, "task_losses": {"a": r["loss"]}} if r["kind"] == "train" else r for r in records
     ]
     single = loss_curves(one_task)  # one task: the train loss, and its per-evaluation mean
-    assert single["train"] == [(2, 1.5), (4, 1.2), (5, 1.0)]
+    assert single["train"] == [(2, 1.5), (4, 1.2), (5, 1.0), (6, 0.7)]
     assert single["a train_loss"] == [(4, 1.75)]
     language_model = loss_curves([r for r in records if "task_losses" not in r])
     assert language_model["train"] == [(5, 1.0)]
+
+
+def test_best_by_metric_takes_each_tasks_headline_metric() -> None:
+    """--best-by metric: minus the mean of each task's headline metric (accuracy, Spearman,
+    MRR, cosine), None where a task has none; --best-by val-loss: the mean validation loss;
+    the best evaluation is the earliest lowest score, never the one before training."""
+    from sentcli.metrics import HEADLINE, best_eval, missing_metric, selection_score
+    from sentcli.objectives import classification, distill, pairs, scored, simcse
+
+    m = {"a/val_loss": 1.0, "a/accuracy": 0.8, "b/val_loss": 3.0, "b/spearman": 0.6,
+         "b/spearman@64": 0.1, "a/train_loss": 0.2}  # fmt: skip
+    assert selection_score(m, "metric") == pytest.approx(-0.7)
+    assert selection_score(m) == selection_score(m, "val-loss") == 2.0
+    lm = {"val_loss": 0.5, "val_ppl": 1.6}
+    assert selection_score(lm, "metric") is None and selection_score(lm) == 0.5
+    no_metric = {"a/val_loss": 1.0, "a/accuracy": 0.8, "c/val_loss": 0.1}  # c: SimCSE
+    assert selection_score(no_metric, "metric") is None and missing_metric(no_metric) == ["c"]
+    assert selection_score({"a/accuracy": float("nan")}, "metric") is None
+
+    def ev(step: int, epoch: int, loss: float, acc: float) -> dict[str, Any]:
+        return {"kind": "eval", "step": step, "epoch": epoch,
+                "metrics": {"a/val_loss": loss, "a/accuracy": acc}}  # fmt: skip
+
+    records = [ev(0, -1, 0.1, 0.99), ev(10, 0, 0.5, 0.7), ev(20, 0, 0.4, 0.6), ev(30, 0, 0.9, 0.9)]
+    records += [ev(40, 1, 0.4, 0.9)]
+    assert best_eval(records) == (20, 0.4)  # the epoch -1 row is not a candidate
+    assert best_eval(records, "metric") == (30, -0.9)  # the earliest of equals
+    kinds = [classification.Classification, distill.Distill, pairs.Pairs, scored.Scored]
+    assert all(k.headline in HEADLINE for k in kinds) and simcse.SimCSE.headline is None
 
 
 def test_the_similarity_heatmap_scale_spans_the_off_diagonal_values(tmp_path: Path) -> None:

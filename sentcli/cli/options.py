@@ -9,6 +9,7 @@ import typer
 
 from sentcli.config import (
     Balance,
+    BestBy,
     Device,
     InferenceOptions,
     InferPrecision,
@@ -266,9 +267,19 @@ KeepBestOpt = Annotated[
     bool | None,
     typer.Option(
         "--keep-best/--no-keep-best",
-        help="Keep the weights of the evaluation with the lowest mean validation loss "
-        "(best.safetensors); the test pass and later loads use them.",
+        help="Keep the weights of the best evaluation by --best-by (best.safetensors); the "
+        "test pass and later loads use them.",
         rich_help_panel=TRAIN,
+    ),
+]
+BestByOpt = Annotated[
+    BestBy | None,
+    typer.Option(
+        help="The best evaluation: val-loss (lowest mean of the tasks' validation losses) or "
+        "metric (highest mean of each task's accuracy, Spearman, MRR or teacher cosine) "
+        f"{default(TrainConfig.best_by)}",
+        rich_help_panel=TRAIN,
+        show_default=False,
     ),
 ]
 LogToOpt = Annotated[

@@ -69,6 +69,9 @@ class Objective(Protocol):
     """Copies of each text a training step embeds (SimCSE: two, under two dropout masks)."""
     scorable: bool
     """A source of this kind can score any run that embeds (it holds a gold standard)."""
+    headline: str | None
+    """Its headline metric, higher is better (--best-by metric); None: it has only its loss.
+    One of metrics.HEADLINE."""
 
     def head(self, width: int) -> int | None:
         """The outputs of its head on `width`-wide vectors (None: no head)."""

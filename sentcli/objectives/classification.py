@@ -40,6 +40,7 @@ class Classification:
     outputs: Literal["logits", "vectors"] = "logits"
     views = 1
     scorable = False  # its gold standard is the head's labels: only its own run scores it
+    headline: str | None = "accuracy"
 
     def __init__(self, spec: TaskConfig, train: TrainConfig, ranks: Dist) -> None:
         self.spec, self.train = spec, train

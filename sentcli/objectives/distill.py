@@ -39,6 +39,7 @@ class Distill:
     outputs: Literal["logits", "vectors"] = "vectors"
     views = 1
     scorable = False
+    headline: str | None = "cosine"
 
     def __init__(self, spec: TaskConfig, train: TrainConfig, ranks: Dist) -> None:
         self.train = train

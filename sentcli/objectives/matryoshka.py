@@ -41,6 +41,7 @@ class Matryoshka:
         self.weights = list(weights) or [1.0] * len(dims)
         self.outputs: Literal["logits", "vectors"] = inner.outputs
         self.views, self.scorable = inner.views, inner.scorable
+        self.headline = inner.headline
         self.spec: TaskConfig = inner.spec
 
     def head(self, width: int) -> int | None:

@@ -87,6 +87,7 @@ class Pairs:
     outputs: Literal["logits", "vectors"] = "vectors"
     views = 1
     scorable = True
+    headline: str | None = "mrr"
 
     def __init__(self, spec: TaskConfig, train: TrainConfig, ranks: Dist) -> None:
         self.train = train

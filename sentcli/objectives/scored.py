@@ -75,6 +75,7 @@ class Scored:
     outputs: Literal["logits", "vectors"] = "vectors"
     views = 1
     scorable = True
+    headline: str | None = "spearman"
 
     def __init__(self, spec: TaskConfig, train: TrainConfig, ranks: Dist) -> None:
         self.train = train

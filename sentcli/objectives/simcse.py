@@ -35,6 +35,7 @@ class SimCSE:
     outputs: Literal["logits", "vectors"] = "vectors"
     views = 2  # two dropout masks over the same text
     scorable = False
+    headline: str | None = None
 
     def __init__(self, spec: TaskConfig, train: TrainConfig, ranks: Dist) -> None:
         self.train = train

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 
 from sentcli import checkpoint as ckpt
 from sentcli import dist
-from sentcli.config import Balance, RunConfig
+from sentcli.config import Balance, BestBy, RunConfig
 from sentcli.data.batching import TokenBuckets, collate, length_batches
 from sentcli.device import seed_everything, to_device
 from sentcli.errors import ConfigError
@@ -360,6 +360,12 @@ def train_tasks(
     kinds = {t: objective(tasks.specs[t], cfg) for t in names}
     for kind in kinds.values():  # checks the Matryoshka widths against the model's
         kind.head(config.model.n_embd)
+    lacking = [t for t, o in kinds.items() if o.headline is None]
+    if cfg.best_by == BestBy.metric and lacking:
+        raise ConfigError(
+            f"--best-by metric: task {', '.join(lacking)} has no metric, only its loss "
+            "(SimCSE); use --best-by val-loss"
+        )
     views = [t for t, o in kinds.items() if o.views > 1]
     if views and config.model.dropout == 0:
         raise ConfigError(

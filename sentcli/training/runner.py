@@ -4,7 +4,6 @@ plots; the result every training command returns."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,14 @@ from sentcli.events import (
     TrainWarning,
     record,
 )
-from sentcli.metrics import grad_summary, grad_warnings, history_of, plot_confusion, plot_curves
+from sentcli.metrics import (
+    grad_summary,
+    grad_warnings,
+    history_of,
+    plot_confusion,
+    plot_curves,
+    selection_score,
+)
 from sentcli.training import tracking
 from sentcli.training.loop import Recipe, total_steps, train_loop
 
@@ -152,7 +158,7 @@ def run_training(
             warnings = grad_warnings(event.step, norms, config.train.explode_threshold)
             events += [TrainWarning(m, event.step) for m in warnings]
         elif isinstance(event, EvalLog) and keep_best:
-            score = selection_score(event.metrics)
+            score = selection_score(event.metrics, config.train.best_by)
             if score is not None and (best is None or score < best):
                 best = score
                 if write:
@@ -178,16 +184,8 @@ def run_training(
             model.load_state_dict(weights, strict=True)
     records = ckpt.read_metrics(run_dir)
     if write:
-        plot_curves(run_dir, records)
+        plot_curves(run_dir, records, keep_best, config.train.best_by)
     return Outcome(steps, seen, interrupted, records)
-
-
-def selection_score(metrics: dict[str, Any]) -> float | None:
-    """--keep-best's rule: the mean of the evaluation's validation losses (each task's, or
-    the language model's); lower is better. None: the evaluation has none."""
-    losses = [float(v) for k, v in metrics.items() if k == "val_loss" or k.endswith("/val_loss")]
-    finite = [x for x in losses if math.isfinite(x)]
-    return sum(finite) / len(finite) if finite and len(finite) == len(losses) else None
 
 
 def nonfinite_message(event: NonFinite, allowed: int) -> str:
@@ -224,7 +222,7 @@ def read_report(run_dir: Path) -> dict[str, Any]:
     test = summary.get("test", {})
     plot_error = None
     try:  # a read-only run folder: the tables are still shown, the plots said not rewritten
-        plot_curves(run_dir, records)
+        plot_curves(run_dir, records, config.train.keep_best, config.train.best_by)
         for t, m in test.items():
             if "confusion" not in m:  # a similarity task: its scatter needs the vectors again
                 continue

@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from sentcli import checkpoint as ckpt
 from sentcli.config import (
+    BestBy,
     ModelConfig,
     Objective,
     Resume,
@@ -144,5 +145,10 @@ def start_lm(
             model_cfg, train_cfg, _ = merge_configs(options or {}, config_file, None)
             model_cfg.vocab_size = tok.get_vocab_size()
             model_cfg.causal = train_cfg.objective == Objective.clm
+            if train_cfg.best_by == BestBy.metric:
+                raise ConfigError(
+                    "--best-by metric: a language model has no metric but its validation "
+                    "loss; use --best-by val-loss"
+                )
             config = RunConfig(RunKind.lm, model_cfg, train_cfg, data=[absolute(d) for d in data])
         return train_lm(config, tok, output, text_column, resume, on_event)
