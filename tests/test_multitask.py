@@ -207,13 +207,19 @@ def test_cli_train_mtl_prints_tables(
         "cpu",
         "--explode-threshold",
         "1e-12",
+        "--keep-best",
+        "--best-by",
+        "metric",
         "--quiet",
         "-o",
         str(tmp_path / "m"),
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert (tmp_path / "m" / "best.safetensors").is_file()
     for text in (
+        "kept the weights of step",
+        "--best-by metric) in best.safetensors",
         "parameter groups (--freeze layers:1)",
         "frozen",
         "per-task losses",

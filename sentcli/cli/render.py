@@ -227,15 +227,17 @@ def groups_table(groups: list[tuple[str, int, bool]], freeze: str) -> Table:
 
 
 def loss_table(history: list[dict[str, Any]], tasks: list[str]) -> Table:
-    """The per-task loss table: per evaluation (epoch 0 = before training), a row per task."""
+    """The per-task loss table: per evaluation (epoch 0 = before training; the step tells
+    evaluations within an epoch apart), a row per task."""
     table = Table(title="per-task losses and scores (validation)", title_justify="left")
     shown = [k for k in SCORES if any(f"{t}/{k}" in h for h in history for t in tasks)]
-    columns = ["epoch", "task", "train loss", "val loss", *(SCORES[k] for k in shown)]
+    columns = ["epoch", "step", "task", "train loss", "val loss", *(SCORES[k] for k in shown)]
     for col in columns:
         table.add_column(col, justify="left" if col == "task" else "right")
     for h in history:
         for i, t in enumerate(tasks):
-            cells = [str(h["epoch"] + 1) if i == 0 else "", t]
+            cells = [str(h["epoch"] + 1), str(h["step"])] if i == 0 else ["", ""]
+            cells.append(t)
             for key in ("train_loss", "val_loss", *shown):
                 cells.append(score(key, h.get(f"{t}/{key}")))
             table.add_row(*cells, end_section=i == len(tasks) - 1)
@@ -338,7 +340,22 @@ def throughput_line(result: TrainResult, quiet: bool) -> None:
 
 def finish_training(result: TrainResult, quiet: bool) -> None:
     """An interrupted run exits 128 + its signal (130 Ctrl-C, 143 SIGTERM; the state is
-    saved); a finished one prints its throughput line."""
+    saved); a finished one prints its throughput line and, with --keep-best, which
+    evaluation's weights it kept."""
     if result.interrupted:
         raise typer.Exit(128 + result.interrupted)
     throughput_line(result, quiet)
+    train = result.config.train
+    if train.keep_best:
+        from sentcli.api import kept_step
+
+        best = kept_step(result)
+        if best is None:
+            err.print("--keep-best: no evaluation during training; the last weights stand")
+        else:
+            score = f"mean metric {-best[1]:.4f}" if train.best_by == "metric" else (
+                f"mean val loss {best[1]:.4f}")  # fmt: skip
+            err.print(
+                f"kept the weights of step {best[0]} ({score}, --best-by {train.best_by}) "
+                "in best.safetensors; the test pass and later loads use them"
+            )
