@@ -116,7 +116,7 @@ def selection_score(metrics: dict[str, Any], by: str = "val-loss") -> float | No
         if not tasks or missing_metric(metrics):
             return None
         values = [
-            -float(next(metrics[f"{t}/{h}"] for h in HEADLINE if f"{t}/{h}" in metrics))
+            -float(next(v for h in HEADLINE if (v := metrics.get(f"{t}/{h}")) is not None))
             for t in tasks
         ]
     else:
@@ -130,7 +130,7 @@ def selection_score(metrics: dict[str, Any], by: str = "val-loss") -> float | No
 def missing_metric(metrics: dict[str, Any]) -> list[str]:
     """The tasks of an evaluation without a headline metric (--best-by metric refuses them)."""
     tasks = dict.fromkeys(k.split("/")[0] for k in metrics if "/" in k)
-    return [t for t in tasks if not any(f"{t}/{h}" in metrics for h in HEADLINE)]
+    return [t for t in tasks if all(metrics.get(f"{t}/{h}") is None for h in HEADLINE)]
 
 
 def best_eval(records: list[dict[str, Any]], by: str = "val-loss") -> tuple[int, float] | None:

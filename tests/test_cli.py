@@ -174,9 +174,11 @@ def bad(tmp_path_factory: pytest.TempPathFactory, pipeline: Path) -> Path:
     (root / "lines.png").write_text("a sentence\nanother one\n")  # text, named like an image
     np.save(root / "vectors.npy", np.ones((3, 4), dtype=np.float32))
     np.save(root / "ints.npy", np.ones((3, 4), dtype=np.int64))
-    from sentcli.inference.vectors import Ranges
+    from sentcli.inference.vectors import Ranges, fingerprint
 
     Ranges.of(np.ones((2, 384), dtype=np.float32), "another model").save(root / "ranges.json")
+    ones = [1.0] * 384  # the default model's, written before ranges held each dimension's mean
+    Ranges(fingerprint(DEFAULT_MODEL), 384, 2, ones, ones).save(root / "old_ranges.json")
     (root / "tabs.txt").write_text("a\tb\tc\n")  # which tab splits the pair?
     (root / "latin1.csv").write_bytes("text,label\ncaf\xe9,0\n".encode("latin-1"))
     write_csv(root / "range.csv", [("a", 0), ("b", 1)])
@@ -545,7 +547,11 @@ VALUES = [  # values out of range, impossible combinations, data that does not f
     (["evaluate", "--task", "sts={data}/stsb", "--dims", "385"], "give 1 to 384"),
     (["embed", "{bad}/ok.txt", "--quantize", "int8"], "needs --ranges FILE"),
     (["embed", "{bad}/ok.txt", "--quantize", "binary", "--ranges", "{bad}/ranges.json"],
-     "takes no --ranges"),
+     "calibrated on another model's vectors"),
+    (["embed", "{bad}/ok.txt", "--quantize", "binary", "--ranges", "{bad}/old_ranges.json"],
+     "has no means (an older calibrate); calibrate again"),
+    (["index", "build", "{bad}/ok.txt", "-o", "{tmp}/x.index", "--dtype", "b1", "--ranges",
+      "{bad}/old_ranges.json"], "has no means (an older calibrate); calibrate again"),
     (["embed", "{bad}/ok.txt", "--ranges", "{bad}/ranges.json"], "--ranges is for --quantize"),
     (["embed", "{bad}/ok.txt", "--quantize", "int8", "--ranges", "{bad}/ok.txt"],
      "is not a ranges file"),

@@ -182,6 +182,7 @@ def test_best_by_metric_takes_each_tasks_headline_metric() -> None:
     no_metric = {"a/val_loss": 1.0, "a/accuracy": 0.8, "c/val_loss": 0.1}  # c: SimCSE
     assert selection_score(no_metric, "metric") is None and missing_metric(no_metric) == ["c"]
     assert selection_score({"a/accuracy": float("nan")}, "metric") is None
+    assert missing_metric({"a/accuracy": None, "a/val_loss": 1.0}) == ["a"]  # not measured
 
     def ev(step: int, epoch: int, loss: float, acc: float) -> dict[str, Any]:
         return {"kind": "eval", "step": step, "epoch": epoch,

@@ -146,14 +146,29 @@ def test_binary_packs_signs_eight_to_a_byte() -> None:
     bits = qv.binary(v)
     assert bits.dtype == np.uint8 and bits.shape == (1, 2)
     assert np.unpackbits(bits, axis=1)[0, :10].tolist() == [1, 0, 1, 0, 0, 1, 0, 1, 1, 1]
+    # with ranges: each dimension's sign about its calibration mean, each row on its own
+    batch = unit(50, 10, 3) + np.linspace(-0.5, 0.5, 10, dtype=np.float32)
+    ranges = qv.Ranges.of(batch, "abc")
+    assert ranges.center == pytest.approx(batch.mean(axis=0).tolist(), abs=1e-6)
+    centred = np.unpackbits(qv.binary(batch, ranges), axis=1)[:, :10]
+    assert np.array_equal(centred, batch > np.asarray(ranges.center, dtype=np.float32))
+    assert np.array_equal(qv.binary(batch[7:8], ranges), qv.binary(batch, ranges)[7:8])
+    # half the rows above each mean, where plain signs are one-sided on shifted dimensions
+    assert 0.3 < centred.mean() < 0.7 and np.unpackbits(qv.binary(batch), axis=1).mean() > 0
 
 
 def test_ranges_files_round_trip_and_damaged_ones_are_refused(tmp_path: Path) -> None:
     ranges = qv.Ranges.of(unit(40, 8), "abc")
     path = tmp_path / "r.json"
     ranges.save(path)
-    assert qv.Ranges.load(path) == ranges
+    assert qv.Ranges.load(path) == ranges and ranges.center is not None
     d = json.loads(path.read_text())
+    older = {k: v for k, v in d.items() if k != "center"}  # written before the means
+    path.write_text(json.dumps(older))
+    assert qv.Ranges.load(path).center is None
+    path.write_text(json.dumps(d | {"center": d["center"][:3]}))
+    with pytest.raises(ConfigError, match="damaged"):
+        qv.Ranges.load(path)
     d["low"] = d["low"][:3]
     path.write_text(json.dumps(d))
     with pytest.raises(ConfigError, match="damaged"):
@@ -196,7 +211,8 @@ def brute(index: ann.AnnIndex, v: np.ndarray, q: np.ndarray) -> np.ndarray:
         ip = qv.int8_query(q, index.ranges).astype(np.int64) @ codes.T
         return ann._similarity((1 - ip).astype(np.float32), q, index)
     if index.dtype == "b1":
-        diff = np.unpackbits(qv.binary(q)[:, None, :] ^ qv.binary(v)[None, :, :], axis=2)
+        bq, bv = qv.binary(q, index.ranges), qv.binary(v, index.ranges)  # about the means
+        diff = np.unpackbits(bq[:, None, :] ^ bv[None, :, :], axis=2)
         return np.asarray(1 - 2 * diff.sum(axis=2) / v.shape[1], dtype=np.float32)
     return q @ v.astype(np.float16).astype(np.float32).T
 
@@ -212,6 +228,8 @@ def test_an_index_round_trips_and_rescoring_returns_the_float_top_k(
     assert meta["rows"] == meta["indexed"] == 600 and meta["dims"] == 384
     index = ann.open_index(tmp_path / "x.index")  # memory-mapped from disk
     assert index.text(17) == "row 17" and index.f16.dtype == np.float16
+    if dtype != "f16":  # i8's steps, b1's thresholds: calibrated on the corpus at build
+        assert index.ranges is not None and index.ranges.center is not None
     q = v[::30] + 0.1 * unit(20, 384, 8)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     # one thread builds the same graph every time: the loaded index answers as the graph
@@ -311,6 +329,16 @@ def test_dims_cut_and_warn_and_quantized_embeddings(tmp_path: Path) -> None:
     b = ["embed", str(DATA / "sentences.txt"), "--quantize", "binary", "-o", str(bits)]
     assert runner.invoke(app, b).exit_code == 0
     assert np.array_equal(np.load(bits), qv.binary(full))
+    centred = [
+        "embed",
+        str(DATA / "sentences.txt"),
+        "--quantize",
+        "binary",
+        "--ranges",
+        str(ranges),
+    ]
+    assert runner.invoke(app, [*centred, "-o", str(tmp_path / "cb.npy")]).exit_code == 0
+    assert np.array_equal(np.load(tmp_path / "cb.npy"), qv.binary(full, qv.Ranges.load(ranges)))
 
 
 def test_evaluate_scores_a_prefix(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ An index folder:
   index.json      format, the model's fingerprint, width, dtype, rows; written last
   graph.usearch   the HNSW graph and its vectors (f16, i8 codes or packed bits)
   vectors.f16.npy every row's vector at f16 (rescoring; memory-mapped, not in RAM)
-  ranges.json     i8: the per-dimension ranges the codes were made with
+  ranges.json     i8, b1: the per-dimension ranges (and means, b1's thresholds) the codes
+                  were made with
   texts.bin, offsets.npy, blank.npy   the row texts (blank rows are not in the graph)
 
 It is built in a hidden folder beside the target and renamed into place whole: a build
@@ -197,8 +198,8 @@ def build(
 
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype}: use one of {', '.join(DTYPES)}")
-    if ranges is not None and dtype != "i8":
-        raise ConfigError("--ranges is for --dtype i8; drop it")
+    if ranges is not None and dtype == "f16":
+        raise ConfigError("--ranges is for --dtype i8 or b1; drop it")
     if not 2 <= connectivity <= 256:
         raise ConfigError(f"--connectivity {connectivity}: give 2 to 256 links a node (default 16)")
     check_index_dir(out, overwrite, [corpus] + ([texts] if texts else []))
@@ -234,9 +235,11 @@ def build(
             f16[i : i + ADD_ROWS] = v[i : i + ADD_ROWS]
         f16.flush()
         r = None
-        if dtype == "i8":
+        if dtype in ("i8", "b1"):  # b1: the corpus means are its bits' thresholds
             r = qv.Ranges.load(ranges) if ranges is not None else qv.Ranges.of(v, fingerprint)
             r.check(fingerprint, dims, f"the ranges in {ranges}" if ranges else "the ranges")
+            if dtype == "b1" and r.center is None:
+                raise ConfigError(f"{ranges} has no means (an older calibrate); calibrate again")
             r.save(tmp / RANGES)
         keep = np.setdiff1d(np.arange(rows), blank)  # blank rows are never returned
         graph = Index(ndim=dims, metric=METRIC[dtype], dtype=dtype, connectivity=connectivity)
@@ -303,8 +306,8 @@ def _codes(v: np.ndarray, dtype: str, ranges: qv.Ranges | None, query: bool = Fa
     if dtype == "i8":
         assert ranges is not None
         return qv.int8_query(v, ranges) if query else qv.int8(v, ranges)
-    if dtype == "b1":
-        return qv.binary(v)
+    if dtype == "b1":  # signs about the calibration means (about 0 in older indexes)
+        return qv.binary(v, ranges)
     return v
 
 
@@ -351,7 +354,8 @@ def open_index(folder: Path) -> AnnIndex:
             if size
             else np.zeros(0, dtype=np.uint8)
         )
-        ranges = qv.Ranges.load(folder / RANGES) if meta["dtype"] == "i8" else None
+        has_ranges = meta["dtype"] == "i8" or (folder / RANGES).exists()  # b1 before 12-07: none
+        ranges = qv.Ranges.load(folder / RANGES) if has_ranges else None
         graph = Index.restore(str(folder / GRAPH), view=True)
     except (OSError, ValueError, ConfigError) as e:
         raise ConfigError(f"--index {folder} is damaged ({e}); build it again") from None

@@ -289,28 +289,32 @@ def quantizer(
     kind: str | None, ranges: Path | None, model: Path | None, dims: int | None, normalize: bool
 ) -> Quantizer | None:
     """embed --quantize: int8 (with the calibrated `ranges` of this model and width) or
-    binary; None: float vectors."""
+    binary (signs about the ranges' means, or about 0 without ranges); None: float vectors."""
     if kind is None:
         if ranges is not None:
-            raise ConfigError("--ranges is for --quantize int8; add it or drop --ranges")
+            raise ConfigError("--ranges is for --quantize int8 or binary; add one or drop it")
         return None
-    if kind == "binary":
-        if ranges is not None:
-            raise ConfigError("--quantize binary keeps signs and takes no --ranges; drop it")
-        return vectors.binary
-    if kind != "int8":
+    if kind not in ("int8", "binary"):
         raise ConfigError(f"--quantize {kind}: use int8 or binary")
+    if kind == "binary" and ranges is None:
+        return vectors.binary
     if ranges is None:
         raise ConfigError(
             "--quantize int8 needs --ranges FILE, the per-dimension ranges of a calibration "
             "set (sentcli calibrate CORPUS -o ranges.json): never the texts being embedded"
         )
     if not normalize:
-        raise ConfigError("--quantize int8 codes normalised vectors; drop --no-normalize")
+        raise ConfigError(
+            f"--quantize {kind} --ranges codes normalised vectors; drop --no-normalize"
+        )
     r = vectors.Ranges.load(ranges)
     path, _ = resolve_model(model)
     width = ckpt.read_config(path).model.n_embd
     r.check(vectors.fingerprint(path), dims or width, f"the ranges in {ranges}")
+    if kind == "binary":
+        if r.center is None:
+            raise ConfigError(f"{ranges} has no means (an older calibrate); calibrate again")
+        return lambda v: vectors.binary(v, r)
     return lambda v: vectors.int8(v, r)
 
 

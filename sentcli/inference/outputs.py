@@ -155,11 +155,13 @@ class MapSink:
 
 
 class RangeSink:
-    """Nothing written: each dimension's lowest and highest value over every row."""
+    """Nothing written: each dimension's lowest and highest value, and its sum, over every
+    row."""
 
     def __init__(self) -> None:
         self.low: np.ndarray | None = None
         self.high: np.ndarray | None = None
+        self.total: np.ndarray | None = None
         self.rows = 0
 
     def write(self, chunk: Chunk, values: np.ndarray) -> None:
@@ -171,6 +173,8 @@ class RangeSink:
         low, high = values.min(axis=0), values.max(axis=0)
         self.low = low if self.low is None else np.minimum(self.low, low)
         self.high = high if self.high is None else np.maximum(self.high, high)
+        total = values.sum(axis=0, dtype=np.float64)  # float64: millions of rows
+        self.total = total if self.total is None else self.total + total
         self.rows += len(values)
 
     def close(self) -> None:
