@@ -245,7 +245,8 @@ def embed(
 ) -> InferenceResult:
     """Sentence vectors of every input row, in input order, to `output` (.npy, .jsonl, .csv,
     .tsv; written atomically) or as JSON lines to `options.stdout`. `quantize`: "int8"
-    (codes by the calibrated `ranges` file of `calibrate`) or "binary" (signs, 8 a byte)."""
+    (codes by the calibrated `ranges` file of `calibrate`) or "binary" (one bit a dimension,
+    8 a byte: above the `ranges` file's means, or above 0 without one)."""
     output = _maybe(output)
     model = _maybe(model)
     opts = options or InferenceOptions()
@@ -263,7 +264,8 @@ def calibrate(
     on_event: OnEvent = None,
 ) -> tuple[Ranges, InferenceResult]:
     """Per-dimension ranges of the model's normalised vectors (their first `options.dims`)
-    over a calibration corpus, for `embed --quantize int8` and int8 indexes; written to
+    and their means over a calibration corpus, for `embed --quantize int8|binary` and i8
+    and b1 indexes; written to
     `output` (JSON, atomically)."""
     out, path = _path(output), _maybe(model)
     check_output(out, (".json",), [corpus])

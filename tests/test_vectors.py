@@ -153,6 +153,8 @@ def test_binary_packs_signs_eight_to_a_byte() -> None:
     centred = np.unpackbits(qv.binary(batch, ranges), axis=1)[:, :10]
     assert np.array_equal(centred, batch > np.asarray(ranges.center, dtype=np.float32))
     assert np.array_equal(qv.binary(batch[7:8], ranges), qv.binary(batch, ranges)[7:8])
+    some = np.array([1, 4, 9, 30])  # an index calibrates on the rows it holds (not blank ones)
+    assert qv.Ranges.of(batch, "abc", some) == qv.Ranges.of(batch[some], "abc")
     # half the rows above each mean, where plain signs are one-sided on shifted dimensions
     assert 0.3 < centred.mean() < 0.7 and np.unpackbits(qv.binary(batch), axis=1).mean() > 0
 
@@ -230,6 +232,16 @@ def test_an_index_round_trips_and_rescoring_returns_the_float_top_k(
     assert index.text(17) == "row 17" and index.f16.dtype == np.float16
     if dtype != "f16":  # i8's steps, b1's thresholds: calibrated on the corpus at build
         assert index.ranges is not None and index.ranges.center is not None
+    meta_path = tmp_path / "x.index" / ann.META
+    assert json.loads(meta_path.read_text())["version"] == 2  # b1 bits about the means
+    for version, opens in ((1, True), (3, False)):  # 1: built before the means, still read
+        meta_path.write_text(json.dumps(meta | {"version": version}))
+        if opens:
+            ann.open_index(tmp_path / "x.index")
+        else:
+            with pytest.raises(ConfigError, match="index version 3 is not 2; build it again"):
+                ann.open_index(tmp_path / "x.index")
+    meta_path.write_text(json.dumps(meta))
     q = v[::30] + 0.1 * unit(20, 384, 8)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     # one thread builds the same graph every time: the loaded index answers as the graph

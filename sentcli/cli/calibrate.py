@@ -1,4 +1,5 @@
-"""`sentcli calibrate`: per-dimension ranges of a model's vectors for int8 codes."""
+"""`sentcli calibrate`: per-dimension ranges and means of a model's vectors, for int8 and
+binary codes."""
 
 from pathlib import Path
 from typing import Annotated
@@ -40,12 +41,13 @@ def calibrate_cli(
     precision: InferPrecisionOpt = InferPrecision.auto,
     quiet: QuietOpt = False,
 ) -> None:
-    """Compute each dimension's range of the model's normalised vectors over a calibration
-    corpus (a few thousand texts like the ones to embed), for `embed --quantize int8`.
+    """Compute each dimension's range and mean of the model's normalised vectors over a
+    calibration corpus (a few thousand texts like the ones to embed), for `embed --quantize
+    int8` (the ranges) and `--quantize binary` (the means, each bit's threshold).
 
     The ranges belong to the model (its fingerprint is in the file) and the width (--dims):
-    int8 codes never take their ranges from the texts being embedded, so a text's codes do
-    not depend on the rest of its batch.
+    codes never take their ranges from the texts being embedded, so a text's codes do not
+    depend on the rest of its batch.
 
     Example: zcat data/imdb_unsup/train.txt.gz | head -n 500 | sentcli calibrate - -o ranges.json
 

@@ -47,13 +47,16 @@ def embed_cli(
         VectorCode | None,
         typer.Option(
             help="int8: codes by per-dimension ranges (--ranges, from `sentcli calibrate`); "
-            "binary: the signs, 8 to a byte (.npy uint8 [N, D/8]).",
+            "binary: one bit a dimension, 8 to a byte (.npy uint8 [N, D/8]): above its "
+            "calibration mean with --ranges, else above 0.",
             show_default=False,
         ),
     ] = None,
     ranges: Annotated[
         Path | None,
-        typer.Option(dir_okay=False, help="--quantize int8: the ranges file of `calibrate`."),
+        typer.Option(
+            dir_okay=False, help="--quantize int8 or binary: the ranges file of `calibrate`."
+        ),
     ] = None,
     device: DeviceOpt = None,
     precision: InferPrecisionOpt = InferPrecision.auto,

@@ -54,7 +54,8 @@ def build_cli(
     ranges: Annotated[
         Path | None,
         typer.Option(
-            dir_okay=False, help="i8: `sentcli calibrate`'s ranges (default: the corpus's)."
+            dir_okay=False,
+            help="i8, b1: `sentcli calibrate`'s ranges and means (default: the corpus's).",
         ),
     ] = None,
     connectivity: Annotated[int, typer.Option(help="HNSW links per node (M).")] = 16,
@@ -69,7 +70,8 @@ def build_cli(
     """Embed a corpus and build an approximate nearest-neighbour index of it (usearch HNSW).
 
     The folder holds the graph, every row's vector at f16 (for --rescore, memory-mapped),
-    the row texts, the model's fingerprint and, for i8, the per-dimension ranges. It is
+    the row texts, the model's fingerprint and, for i8 and b1, the per-dimension ranges and
+    means (b1's bits: above each dimension's mean). It is
     built beside the target and renamed into place whole: an interrupted build leaves no
     index. Search it with `sentcli search QUERIES --index FOLDER`.
 

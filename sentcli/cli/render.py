@@ -351,7 +351,10 @@ def finish_training(result: TrainResult, quiet: bool) -> None:
 
         best = kept_step(result)
         if best is None:
-            err.print("--keep-best: no evaluation during training; the last weights stand")
+            err.print(
+                f"--keep-best: no evaluation during training had a finite --best-by "
+                f"{train.best_by} score; the last weights stand"
+            )
         else:
             score = f"mean metric {-best[1]:.4f}" if train.best_by == "metric" else (
                 f"mean val loss {best[1]:.4f}")  # fmt: skip

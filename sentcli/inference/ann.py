@@ -56,7 +56,10 @@ from sentcli.inference.search import (
 )
 from sentcli.model import LanguageModel, MultiTaskModel
 
-INDEX_FORMAT, INDEX_VERSION = "sentcli-index", 1
+INDEX_FORMAT, INDEX_VERSION = "sentcli-index", 2
+"""2 (2026-12-07): b1 bits about the corpus means (an older sentcli would cut queries at 0
+and answer wrongly, so it must refuse them); 1 still opens, its b1 bits about 0."""
+OPENS = (1, 2)
 META, GRAPH, F16, RANGES = "index.json", "graph.usearch", "vectors.f16.npy", "ranges.json"
 INDEX_NAMES = {META, GRAPH, F16, RANGES, TEXTS, OFFSETS, BLANK}
 """What an index folder holds: --overwrite replaces a folder holding nothing else."""
@@ -235,13 +238,13 @@ def build(
             f16[i : i + ADD_ROWS] = v[i : i + ADD_ROWS]
         f16.flush()
         r = None
+        keep = np.setdiff1d(np.arange(rows), blank)  # blank rows are never returned
         if dtype in ("i8", "b1"):  # b1: the corpus means are its bits' thresholds
-            r = qv.Ranges.load(ranges) if ranges is not None else qv.Ranges.of(v, fingerprint)
+            r = qv.Ranges.load(ranges) if ranges is not None else qv.Ranges.of(v, fingerprint, keep)
             r.check(fingerprint, dims, f"the ranges in {ranges}" if ranges else "the ranges")
             if dtype == "b1" and r.center is None:
                 raise ConfigError(f"{ranges} has no means (an older calibrate); calibrate again")
             r.save(tmp / RANGES)
-        keep = np.setdiff1d(np.arange(rows), blank)  # blank rows are never returned
         graph = Index(ndim=dims, metric=METRIC[dtype], dtype=dtype, connectivity=connectivity)
         if on_event:
             on_event(IndexProgress(0, len(keep)))
@@ -340,7 +343,7 @@ def open_index(folder: Path) -> AnnIndex:
             f"--index {folder} is not a complete sentcli index (no readable {META}); "
             "build it again with sentcli index build --overwrite"
         )
-    if meta.get("version") != INDEX_VERSION:
+    if meta.get("version") not in OPENS:
         raise ConfigError(
             f"--index {folder}: index version {meta.get('version')} is not "
             f"{INDEX_VERSION}; build it again with this sentcli"

@@ -24,7 +24,7 @@ from sentcli.errors import ConfigError
 from sentcli.events import EvalLog, EvalOnly, Groups, InitFrom, OnEvent
 from sentcli.freeze import FreezeSpec, apply_freeze, group_of, parameter_groups, parse_freeze
 from sentcli.inference.embed import apply_batched, predict_logits, vector_fn
-from sentcli.metrics import grad_summary, history_of, throughput
+from sentcli.metrics import HEADLINE, grad_summary, history_of, throughput
 from sentcli.model import MultiTaskModel, training_flops_per_token
 from sentcli.objectives import Batch, objective
 from sentcli.training import tracking
@@ -360,7 +360,7 @@ def train_tasks(
     kinds = {t: objective(tasks.specs[t], cfg) for t in names}
     for kind in kinds.values():  # checks the Matryoshka widths against the model's
         kind.head(config.model.n_embd)
-    lacking = [t for t, o in kinds.items() if o.headline is None]
+    lacking = [t for t, o in kinds.items() if o.headline not in HEADLINE]  # None: loss only
     if cfg.best_by == BestBy.metric and lacking:
         raise ConfigError(
             f"--best-by metric: task {', '.join(lacking)} has no metric, only its loss "
