@@ -45,7 +45,7 @@ from sentcli.inference.outputs import VECTOR_FORMATS, RangeSink, check_output, c
 from sentcli.inference.search import CorpusIndex, run_search
 from sentcli.inference.similarity import cosine_matrix, pair_cosines
 from sentcli.inference.vectors import Ranges, fingerprint
-from sentcli.metrics import best_eval, plot_matrix
+from sentcli.metrics import best_eval, plot_matrix, score_text
 from sentcli.tokenizer import TokenizerSummary
 from sentcli.training import vocab
 from sentcli.training.evaluate import evaluate_run
@@ -462,9 +462,9 @@ def export(
     return {**meta, "output": str(output)}
 
 
-def kept_step(result: TrainResult) -> tuple[int, float] | None:
-    """The step and score (lower is better) of the evaluation a --keep-best run kept, by
-    its --best-by rule; None: no evaluation during training."""
-    records = [{"kind": "eval", "step": h["step"], "epoch": h["epoch"], "metrics": h}
-               for h in result.history]  # fmt: skip
-    return best_eval(records, result.config.train.best_by)
+def kept_step(result: TrainResult) -> tuple[int, str] | None:
+    """The step of the evaluation a --keep-best run kept, by its --best-by rule, and its
+    score as text; None: no evaluation during training had a score."""
+    rule = result.config.train.best_by
+    best = best_eval(result.history, rule)
+    return None if best is None else (best[0], score_text(best[1], rule))

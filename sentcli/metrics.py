@@ -86,11 +86,10 @@ def plot_losses(
         )  # fmt: skip
     if best is not None:
         what = "kept (--keep-best)" if kept else "best evaluation"
-        score = f"mean metric {-best[1]:.3f}" if by == "metric" else f"mean val loss {best[1]:.3f}"
         for ax in axes:
             ax.axvline(
                 best[0], color="0.3", linestyle=":", linewidth=1.2,
-                label=f"{what}:\nstep {best[0]}, {score}",
+                label=f"{what}:\nstep {best[0]}, {score_text(best[1], by, 3)}",
             )  # fmt: skip
     axes[0].set_ylabel("loss")
     axes[-1].set_xlabel("step")
@@ -106,19 +105,28 @@ HEADLINE = ("accuracy", "spearman", "mrr", "cosine")
 scored pairs, positive pairs, distillation); higher is better."""
 
 
+def headlines(metrics: dict[str, Any]) -> dict[str, tuple[str, float] | None]:
+    """Each task of an evaluation (the prefixes of its "task/name" keys) with its headline
+    metric's name and value: the first of HEADLINE it holds; None: it holds none."""
+    tasks = dict.fromkeys(k.split("/")[0] for k in metrics if "/" in k)
+    return {
+        t: next(
+            ((h, float(v)) for h in HEADLINE if (v := metrics.get(f"{t}/{h}")) is not None), None
+        )
+        for t in tasks
+    }
+
+
 def selection_score(metrics: dict[str, Any], by: str = "val-loss") -> float | None:
     """The rule of --keep-best and --best-by, lower is better: "val-loss", the mean of the
     evaluation's validation losses (each task's, or the language model's); "metric", minus
     the mean of each task's headline metric. None: the evaluation has no such score for
     every task (a language model, SimCSE have no metric), or one is not finite."""
     if by == "metric":
-        tasks = dict.fromkeys(k.split("/")[0] for k in metrics if "/" in k)
-        if not tasks or missing_metric(metrics):
+        found = list(headlines(metrics).values())
+        if not found or None in found:
             return None
-        values = [
-            -float(next(v for h in HEADLINE if (v := metrics.get(f"{t}/{h}")) is not None))
-            for t in tasks
-        ]
+        values = [-value for _, value in filter(None, found)]
     else:
         values = [
             float(v) for k, v in metrics.items() if k == "val_loss" or k.endswith("/val_loss")
@@ -127,23 +135,29 @@ def selection_score(metrics: dict[str, Any], by: str = "val-loss") -> float | No
     return sum(finite) / len(finite) if finite and len(finite) == len(values) else None
 
 
+def score_text(score: float, by: str, digits: int = 4) -> str:
+    """A `selection_score` as people read it: the mean val loss, or the mean metric."""
+    return (
+        f"mean metric {-score:.{digits}f}"
+        if by == "metric"
+        else f"mean val loss {score:.{digits}f}"
+    )
+
+
 def missing_metric(metrics: dict[str, Any]) -> list[str]:
     """The tasks of an evaluation without a headline metric (--best-by metric refuses them)."""
-    tasks = dict.fromkeys(k.split("/")[0] for k in metrics if "/" in k)
-    return [t for t in tasks if all(metrics.get(f"{t}/{h}") is None for h in HEADLINE)]
+    return [t for t, found in headlines(metrics).items() if found is None]
 
 
-def best_eval(records: list[dict[str, Any]], by: str = "val-loss") -> tuple[int, float] | None:
+def best_eval(history: list[dict[str, Any]], by: str = "val-loss") -> tuple[int, float] | None:
     """The step and score of the best evaluation during training by `selection_score` (the
-    earliest of equals, as --keep-best keeps it); the one before the first step (epoch -1)
-    is not a candidate."""
+    earliest of equals, as --keep-best keeps it), from a run's history (`history_of`); the
+    one before the first step (epoch -1) is not a candidate."""
     best: tuple[int, float] | None = None
-    for r in records:
-        if r["kind"] != "eval" or r["epoch"] < 0:
-            continue
-        score = selection_score(r["metrics"], by)
+    for h in history:
+        score = selection_score(h, by) if h["epoch"] >= 0 else None
         if score is not None and (best is None or score < best[1]):
-            best = (r["step"], score)
+            best = (h["step"], score)
     return best
 
 
@@ -342,10 +356,9 @@ def score_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, flo
     """Each task's headline metric (HEADLINE) at each evaluation, as "<task> <metric>"."""
     out: dict[str, list[tuple[int, float]]] = {}
     for h in history_of(records):
-        for task in dict.fromkeys(k.split("/")[0] for k in h if "/" in k):
-            name = next((m for m in HEADLINE if h.get(f"{task}/{m}") is not None), None)
-            if name is not None:
-                out.setdefault(f"{task} {name}", []).append((h["step"], h[f"{task}/{name}"]))
+        for task, found in headlines(h).items():
+            if found is not None:
+                out.setdefault(f"{task} {found[0]}", []).append((h["step"], found[1]))
     return out
 
 
@@ -381,7 +394,7 @@ def plot_curves(
     """report/losses.png (the best evaluation by `by` marked; `kept`: the run kept its
     weights) and report/grad_norms.png from a run's metrics records."""
     (run_dir / "report").mkdir(exist_ok=True)
-    best = best_eval(records, by)
+    best = best_eval(history_of(records), by)
     path = run_dir / "report" / "losses.png"
     plot_losses(path, loss_curves(records), best, kept, by, score_curves(records))
     if any(r.get("group_norms") for r in records):

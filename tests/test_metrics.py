@@ -170,7 +170,7 @@ def test_best_by_metric_takes_each_tasks_headline_metric() -> None:
     """--best-by metric: minus the mean of each task's headline metric (accuracy, Spearman,
     MRR, cosine), None where a task has none; --best-by val-loss: the mean validation loss;
     the best evaluation is the earliest lowest score, never the one before training."""
-    from sentcli.metrics import HEADLINE, best_eval, missing_metric, selection_score
+    from sentcli.metrics import HEADLINE, best_eval, history_of, missing_metric, selection_score
     from sentcli.objectives import classification, distill, pairs, scored, simcse
 
     m = {"a/val_loss": 1.0, "a/accuracy": 0.8, "b/val_loss": 3.0, "b/spearman": 0.6,
@@ -190,8 +190,9 @@ def test_best_by_metric_takes_each_tasks_headline_metric() -> None:
 
     records = [ev(0, -1, 0.1, 0.99), ev(10, 0, 0.5, 0.7), ev(20, 0, 0.4, 0.6), ev(30, 0, 0.9, 0.9)]
     records += [ev(40, 1, 0.4, 0.9)]
-    assert best_eval(records) == (20, 0.4)  # the epoch -1 row is not a candidate
-    assert best_eval(records, "metric") == (30, -0.9)  # the earliest of equals
+    history = history_of(records)
+    assert best_eval(history) == (20, 0.4)  # the epoch -1 row is not a candidate
+    assert best_eval(history, "metric") == (30, -0.9)  # the earliest of equals
     kinds = [classification.Classification, distill.Distill, pairs.Pairs, scored.Scored]
     assert all(k.headline in HEADLINE for k in kinds) and simcse.SimCSE.headline is None
 

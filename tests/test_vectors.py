@@ -413,7 +413,7 @@ def test_keep_best_keeps_the_evaluation_with_the_lowest_mean_validation_loss(
     tmp_path: Path, tokenizer_path: Path
 ) -> None:
     from sentcli import checkpoint as ckpt
-    from sentcli.metrics import best_eval, selection_score
+    from sentcli.metrics import best_eval, history_of, selection_score
 
     assert selection_score({"a/val_loss": 1.0, "b/val_loss": 3.0, "a/accuracy": 0.9}) == 2.0
     assert selection_score({"val_loss": 0.5}) == 0.5 and selection_score({"x": 1.0}) is None
@@ -427,7 +427,7 @@ def test_keep_best_keeps_the_evaluation_with_the_lowest_mean_validation_loss(
     evals = [(selection_score(r["metrics"]), r["step"]) for r in rows if r["kind"] == "eval"]
     score, step = min(e for e in evals if e[1] > 0)  # evaluations during training
     assert ckpt.best_score(tmp_path / "m") == pytest.approx(score)
-    assert best_eval(rows) == (step, pytest.approx(score))  # the step losses.png marks
+    assert best_eval(history_of(rows)) == (step, pytest.approx(score))  # the step losses.png marks
     best, best_step = ckpt.load_weights(tmp_path / "m", ckpt.BEST)
     assert best_step == step
     _, model, _, loaded_step = ckpt.load_run(tmp_path / "m")  # later loads take the best

@@ -356,9 +356,7 @@ def finish_training(result: TrainResult, quiet: bool) -> None:
                 f"{train.best_by} score; the last weights stand"
             )
         else:
-            score = f"mean metric {-best[1]:.4f}" if train.best_by == "metric" else (
-                f"mean val loss {best[1]:.4f}")  # fmt: skip
             err.print(
-                f"kept the weights of step {best[0]} ({score}, --best-by {train.best_by}) "
+                f"kept the weights of step {best[0]} ({best[1]}, --best-by {train.best_by}) "
                 "in best.safetensors; the test pass and later loads use them"
             )
