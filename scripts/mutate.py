@@ -65,6 +65,12 @@ UNITS: dict[str, Module] = {
                 "grad_warnings",
                 "loss_curves",
                 "grad_series",
+                "headlines",
+                "selection_score",
+                "missing_metric",
+                "best_eval",
+                "score_curves",
+                "matrix_range",
             )
         ]
         + ["sentcli.metrics.x_grad_summary__*"],

@@ -74,10 +74,12 @@ def plot_losses(
         if not curves[name]:
             continue
         train = name.endswith("train")
+        mean = name.endswith("train_loss")  # an evaluation's mean train loss: squares, dotted
         axes[0].plot(
-            *zip(*curves[name], strict=True), marker=None if train else "o",
-            linestyle="-" if train else "--", label=name, color=colours[owner[name]],
-            linewidth=1.0 if train else 1.5, alpha=0.7 if train else 1.0,
+            *zip(*curves[name], strict=True), marker=None if train else "s" if mean else "o",
+            linestyle="-" if train else ":" if mean else "--", label=name,
+            color=colours[owner[name]], linewidth=1.0 if train else 1.5,
+            alpha=0.7 if train else 1.0,
         )  # fmt: skip
     for name, points in scores.items():
         axes[-1].plot(
