@@ -90,7 +90,8 @@ UNITS: dict[str, Module] = {
             "tests/test_vectors.py",
             "-k",
             "prefix or matryoshka_loss or bad_matryoshka or matryoshka_metrics or "
-            "matryoshka_validation or int8 or binary or ranges_files",
+            "matryoshka_validation or int8 or binary or ranges_files or matryoshka_training or "
+            "command_line_and_its_refusals",  # the last two: Matryoshka's data, the fingerprint
         ],
         exclude=["*ǁplot__*"],
     ),
@@ -128,6 +129,10 @@ UNITS: dict[str, Module] = {
     ),
 }
 
+FLOAT_TYPE = (
+    "float32 against the input's own float type: the codes round alike, and the sink's sums "
+    "are float64 either way"
+)
 EQUIVALENT = [
     (r'"utf-8"', r'"UTF-8"', "encoding names are case-insensitive"),
     (
@@ -203,6 +208,11 @@ EQUIVALENT = [
         r"key_padding_mask\(attention_mask, additive\)",
         r"key_padding_mask\(attention_mask, \)",
         "the additive and the boolean mask give the same scores (ONNX runs the first faster)",
+    ),
+    (
+        r'by: str = "val-loss"\) -> tuple\[int, float\] \| None',
+        r'by: str = "XXval-lossXX"\)',
+        'best_eval: any rule but "metric" is the validation-loss rule',
     ),
     (
         r"zero_division=0\.0",
@@ -307,6 +317,46 @@ EQUIVALENT = [
         "scikit-learn refuses empty inputs before this line",
     ),
     (
+        r'path\.write_text\(text, encoding="utf-8"\)',
+        r"path\.write_text\(text, \)",
+        "the ranges file is ASCII JSON (json.dumps escapes the rest): every locale writes it alike",
+    ),
+    (
+        r"np\.asarray\(vectors, dtype=np\.float32\) / ranges\.scale",
+        r"np\.asarray\(vectors, dtype=None\) / ranges\.scale",
+        FLOAT_TYPE,
+    ),
+    (
+        r"np\.asarray\(queries, dtype=np\.float32\) \* ranges",
+        r"np\.asarray\(queries, \) \* ranges",
+        FLOAT_TYPE,
+    ),
+    (
+        r"sink\.add\(np\.asarray\(block, dtype=np\.float32\)\)",
+        r"sink\.add\(np\.asarray\(block, \)\)",
+        FLOAT_TYPE,
+    ),
+    (
+        r"len\(vectors\) if rows is None else len\(rows\)",
+        r"\(rows is None\) or True",
+        "past the chosen rows the blocks are empty, and the sink skips empty blocks",
+    ),
+    (
+        r"self\.inner\.load\(shape, splits, names, resume\)",
+        r"self\.inner\.load\(shape, splits, None, resume\)",
+        "label names are read by classification only; Matryoshka wraps vector objectives",
+    ),
+    (
+        r"width = outputs\[0\]\.shape\[1\]",
+        r"width = None",
+        "the full-width cut is the whole vector, scored again to the same values",
+    ),
+    (
+        r"cut\(outputs, d\), False\)",
+        r"cut\(outputs, d\), None\)",
+        "`full` is only tested for truth: None is False",
+    ),
+    (
         r'encoding="utf-8"\)',
         r"encoding=None\)",
         "the ranges file is ASCII JSON (json.dumps escapes the rest): every locale writes it alike",
@@ -320,6 +370,11 @@ EQUIVALENT = [
         r"device=batch\.ids\.device",
         r"device=None",
         "the device only matters on a GPU (tests/test_cuda.py); the unit tests run on the CPU",
+    ),
+    (
+        r"self\.inner\.load\(shape, splits, names, resume\)",
+        r"self\.inner\.load\(shape, splits, None, resume\)",
+        "label names are read by classification only; Matryoshka wraps vector objectives",
     ),
     (
         r"width = outputs\[0\]\.shape\[1\]",

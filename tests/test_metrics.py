@@ -170,7 +170,14 @@ def test_best_by_metric_takes_each_tasks_headline_metric() -> None:
     """--best-by metric: minus the mean of each task's headline metric (accuracy, Spearman,
     MRR, cosine), None where a task has none; --best-by val-loss: the mean validation loss;
     the best evaluation is the earliest lowest score, never the one before training."""
-    from sentcli.metrics import HEADLINE, best_eval, history_of, missing_metric, selection_score
+    from sentcli.metrics import (
+        HEADLINE,
+        best_eval,
+        history_of,
+        missing_metric,
+        score_curves,
+        selection_score,
+    )
     from sentcli.objectives import classification, distill, pairs, scored, simcse
 
     m = {"a/val_loss": 1.0, "a/accuracy": 0.8, "b/val_loss": 3.0, "b/spearman": 0.6,
@@ -193,6 +200,9 @@ def test_best_by_metric_takes_each_tasks_headline_metric() -> None:
     history = history_of(records)
     assert best_eval(history) == (20, 0.4)  # the epoch -1 row is not a candidate
     assert best_eval(history, "metric") == (30, -0.9)  # the earliest of equals
+    assert score_curves(records) == {  # the metric panel: every evaluation, the first too
+        "a accuracy": [(0, 0.99), (10, 0.7), (20, 0.6), (30, 0.9), (40, 0.9)]
+    }
     kinds = [classification.Classification, distill.Distill, pairs.Pairs, scored.Scored]
     assert all(k.headline in HEADLINE for k in kinds) and simcse.SimCSE.headline is None
 
@@ -203,6 +213,8 @@ def test_the_similarity_heatmap_scale_spans_the_off_diagonal_values(tmp_path: Pa
     m = np.array([[1.0, 0.9, 0.6], [0.9, 1.0, 0.7], [0.6, 0.7, 1.0]])
     assert matrix_range(m) == (0.6, 0.9)  # the diagonal's 1.0 does not flatten the rest
     assert matrix_range(np.ones((2, 2))) == (0.99, 1.01)
+    assert matrix_range(np.ones((1, 1))) == (0.99, 1.01)  # one text: its own cosine
+    assert matrix_range(np.zeros((0, 0))) == (0.0, 1.0)  # no texts: a scale all the same
     texts = ["a " * 80, "short", "x"]  # a long text is listed whole, wrapped, below the grid
     plot_matrix(tmp_path / "s.png", texts, m)
     assert (tmp_path / "s.png").stat().st_size > 10_000

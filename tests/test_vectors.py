@@ -19,6 +19,7 @@ from sentcli.errors import ConfigError
 from sentcli.inference import ann
 from sentcli.inference import vectors as qv
 from sentcli.inference.embed import DEFAULT_MODEL
+from sentcli.inference.outputs import RangeSink
 from sentcli.model import MultiTaskModel
 from sentcli.objectives import Batch, objective
 from sentcli.objectives.matryoshka import Matryoshka, prefix
@@ -96,6 +97,9 @@ def test_matryoshka_metrics_score_each_narrower_prefix() -> None:
     assert set(m) == {"spearman", "pearson", "spearman@4", "pearson@4"}
     inner = objective(scored_spec()).metrics([prefix(a, 4), prefix(b, 4)], gold)
     assert m["spearman@4"] == inner["spearman"]
+    plain = objective(scored_spec())  # the wrapper is the inner kind to --best-by and the run
+    assert wrapped.headline == plain.headline == "spearman" and wrapped.spec == plain.spec
+    assert prefix(a.astype(np.float16), 4).dtype == np.float32  # a memory-mapped f16 corpus
 
 
 def test_matryoshka_validation_loss_is_the_weighted_sum_over_the_prefixes() -> None:
@@ -155,6 +159,9 @@ def test_binary_packs_signs_eight_to_a_byte() -> None:
     assert np.array_equal(qv.binary(batch[7:8], ranges), qv.binary(batch, ranges)[7:8])
     some = np.array([1, 4, 9, 30])  # an index calibrates on the rows it holds (not blank ones)
     assert qv.Ranges.of(batch, "abc", some) == qv.Ranges.of(batch[some], "abc")
+    assert qv.dequantize(qv.int8(batch, ranges), ranges).dtype == np.float32
+    with pytest.raises(ConfigError, match="calibration needs at least one text; give a non-empty"):
+        qv.Ranges.from_sink(RangeSink(), "abc")
     # half the rows above each mean, where plain signs are one-sided on shifted dimensions
     assert 0.3 < centred.mean() < 0.7 and np.unpackbits(qv.binary(batch), axis=1).mean() > 0
 
@@ -162,6 +169,9 @@ def test_binary_packs_signs_eight_to_a_byte() -> None:
 def test_ranges_files_round_trip_and_damaged_ones_are_refused(tmp_path: Path) -> None:
     ranges = qv.Ranges.of(unit(40, 8), "abc")
     path = tmp_path / "r.json"
+    with pytest.raises(ConfigError, match="no such ranges file; make one with sentcli calibrate"):
+        qv.Ranges.load(path)
+    assert len(qv.fingerprint(DEFAULT_MODEL)) == 32  # what ranges files and indexes hold
     ranges.save(path)
     assert qv.Ranges.load(path) == ranges and ranges.center is not None
     d = json.loads(path.read_text())
