@@ -321,6 +321,15 @@ def test_index_search_from_the_command_line_and_its_refusals(tmp_path: Path) -> 
     )
 
 
+def test_the_default_model_is_trained_for_its_prefixes(tmp_path: Path) -> None:
+    saved = json.loads((DEFAULT_MODEL / "config.json").read_text())
+    assert saved["train"]["matryoshka_dims"] == [384, 256, 128, 64, 32]
+    out = tmp_path / "v.npy"
+    got = runner.invoke(app, ["embed", str(DATA / "sentences.txt"), "--dims", "32", "-o", str(out)])
+    assert got.exit_code == 0, got.output
+    assert "warning" not in got.stderr and np.load(out).shape == (8, 32)
+
+
 def test_dims_cut_and_warn_and_quantized_embeddings(tmp_path: Path) -> None:
     out = tmp_path / "v.npy"
     got = runner.invoke(app, ["embed", str(DATA / "sentences.txt"), "--dims", "48", "-o", str(out)])
@@ -365,9 +374,11 @@ def test_dims_cut_and_warn_and_quantized_embeddings(tmp_path: Path) -> None:
 
 def test_evaluate_scores_a_prefix(tmp_path: Path) -> None:
     full = api.evaluate(None, [TaskConfig("sts", str(DATA / "stsb"))], plots=tmp_path)
-    cut = api.evaluate(None, [TaskConfig("sts", str(DATA / "stsb"))], plots=tmp_path, dims=64)
-    assert cut["dims"] == 64 and "not trained for --dims 64" in cut["warning"]
+    cut = api.evaluate(None, [TaskConfig("sts", str(DATA / "stsb"))], plots=tmp_path, dims=48)
+    assert cut["dims"] == 48 and "not trained for --dims 48" in cut["warning"]
     assert cut["tasks"]["sts"]["spearman"] < full["tasks"]["sts"]["spearman"]
+    trained = api.evaluate(None, [TaskConfig("sts", str(DATA / "stsb"))], plots=tmp_path, dims=64)
+    assert trained["dims"] == 64 and "warning" not in trained  # the default model's widths
 
 
 def test_matryoshka_training_records_its_widths(tmp_path: Path, tokenizer_path: Path) -> None:
