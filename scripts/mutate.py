@@ -67,7 +67,6 @@ UNITS: dict[str, Module] = {
                 "grad_series",
                 "headlines",
                 "selection_score",
-                "missing_metric",
                 "best_eval",
                 "score_curves",
                 "matrix_range",

@@ -146,11 +146,6 @@ def score_text(score: float, by: str, digits: int = 4) -> str:
     )
 
 
-def missing_metric(metrics: dict[str, Any]) -> list[str]:
-    """The tasks of an evaluation without a headline metric (--best-by metric refuses them)."""
-    return [t for t, found in headlines(metrics).items() if found is None]
-
-
 def best_eval(history: list[dict[str, Any]], by: str = "val-loss") -> tuple[int, float] | None:
     """The step and score of the best evaluation during training by `selection_score` (the
     earliest of equals, as --keep-best keeps it), from a run's history (`history_of`); the

@@ -173,8 +173,8 @@ def test_best_by_metric_takes_each_tasks_headline_metric() -> None:
     from sentcli.metrics import (
         HEADLINE,
         best_eval,
+        headlines,
         history_of,
-        missing_metric,
         score_curves,
         selection_score,
     )
@@ -187,9 +187,9 @@ def test_best_by_metric_takes_each_tasks_headline_metric() -> None:
     lm = {"val_loss": 0.5, "val_ppl": 1.6}
     assert selection_score(lm, "metric") is None and selection_score(lm) == 0.5
     no_metric = {"a/val_loss": 1.0, "a/accuracy": 0.8, "c/val_loss": 0.1}  # c: SimCSE
-    assert selection_score(no_metric, "metric") is None and missing_metric(no_metric) == ["c"]
+    assert selection_score(no_metric, "metric") is None and headlines(no_metric)["c"] is None
     assert selection_score({"a/accuracy": float("nan")}, "metric") is None
-    assert missing_metric({"a/accuracy": None, "a/val_loss": 1.0}) == ["a"]  # not measured
+    assert headlines({"a/accuracy": None, "a/val_loss": 1.0}) == {"a": None}  # not measured
 
     def ev(step: int, epoch: int, loss: float, acc: float) -> dict[str, Any]:
         return {"kind": "eval", "step": step, "epoch": epoch,
