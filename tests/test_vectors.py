@@ -252,6 +252,12 @@ def test_an_index_round_trips_and_rescoring_returns_the_float_top_k(
             with pytest.raises(ConfigError, match="index version 3 is not 2; build it again"):
                 ann.open_index(tmp_path / "x.index")
     meta_path.write_text(json.dumps(meta))
+    if dtype == "b1":  # its bits' thresholds: without them it would answer, wrongly
+        saved = (tmp_path / "x.index" / ann.RANGES).read_bytes()
+        (tmp_path / "x.index" / ann.RANGES).unlink()
+        with pytest.raises(ConfigError, match="is damaged"):
+            ann.open_index(tmp_path / "x.index")
+        (tmp_path / "x.index" / ann.RANGES).write_bytes(saved)
     q = v[::30] + 0.1 * unit(20, 384, 8)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     # one thread builds the same graph every time: the loaded index answers as the graph

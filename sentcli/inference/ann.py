@@ -242,8 +242,8 @@ def build(
         if dtype in ("i8", "b1"):  # b1: the corpus means are its bits' thresholds
             r = qv.Ranges.load(ranges) if ranges is not None else qv.Ranges.of(v, fingerprint, keep)
             r.check(fingerprint, dims, f"the ranges in {ranges}" if ranges else "the ranges")
-            if dtype == "b1" and r.center is None:
-                raise ConfigError(f"{ranges} has no means (an older calibrate); calibrate again")
+            if dtype == "b1":
+                r.check_center(ranges)
             r.save(tmp / RANGES)
         graph = Index(ndim=dims, metric=METRIC[dtype], dtype=dtype, connectivity=connectivity)
         if on_event:
@@ -357,7 +357,8 @@ def open_index(folder: Path) -> AnnIndex:
             if size
             else np.zeros(0, dtype=np.uint8)
         )
-        has_ranges = meta["dtype"] == "i8" or (folder / RANGES).exists()  # b1 before 12-07: none
+        # b1 indexes of version 1 have no ranges (their bits: signs about 0)
+        has_ranges = meta["dtype"] == "i8" or (meta["dtype"] == "b1" and meta["version"] >= 2)
         ranges = qv.Ranges.load(folder / RANGES) if has_ranges else None
         graph = Index.restore(str(folder / GRAPH), view=True)
     except (OSError, ValueError, ConfigError) as e:

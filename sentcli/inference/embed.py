@@ -312,8 +312,7 @@ def quantizer(
     width = ckpt.read_config(path).model.n_embd
     r.check(vectors.fingerprint(path), dims or width, f"the ranges in {ranges}")
     if kind == "binary":
-        if r.center is None:
-            raise ConfigError(f"{ranges} has no means (an older calibrate); calibrate again")
+        r.check_center(ranges)
         return lambda v: vectors.binary(v, r)
     return lambda v: vectors.int8(v, r)
 

@@ -7,10 +7,8 @@ to ±127; `dequantize` gives code · a back. Zero stays zero, so a query scaled 
 `a` (`int8_query`) ranks corpus codes by their inner product with the float query, up to
 rounding: what the index's i8 search computes. Binary keeps the sign of each dimension
 about a threshold: 0, or with ranges each dimension's calibration mean (`center`). A model's
-dimensions are not centred on 0 (the default model's means reach ±0.16, against a mean
-absolute value of 0.04), so plain signs waste bits on dimensions nearly always one sign:
-centred, the default model's binary paraphrase top-1 loses 0.7 points to float instead
-of 3.0 (docs/model.md).
+dimensions need not be centred on 0, and plain signs then waste bits on dimensions nearly
+always one sign (the figures: docs/model.md, "Matryoshka dimensions and binary vectors").
 
 The ranges file is JSON (`RANGES_FORMAT`): the model's fingerprint, the width, the rows it
 was computed from, each dimension's low and high and (since 2026-12-07; older files have
@@ -137,6 +135,12 @@ class Ranges:
                 f"{what} are for {self.dims}-dim vectors, these are {dims}-dim; calibrate "
                 f"with --dims {dims}"
             )
+
+    def check_center(self, source: object) -> None:
+        """Refuse ranges without means (a file of an older calibrate) for binary codes,
+        whose thresholds they are."""
+        if self.center is None:
+            raise ConfigError(f"{source} has no means (an older calibrate); calibrate again")
 
 
 def _write(path: Path, text: str) -> None:
