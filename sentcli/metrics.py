@@ -69,8 +69,12 @@ def plot_losses(
     owner = {name: name.split()[0] if " " in name else name for name in [*curves, *scores]}
     for name in owner:
         colours.setdefault(owner[name], f"C{len(colours)}")  # matplotlib's cycle
+
+    def by_colour(names: dict[str, Any]) -> list[str]:  # each panel's legend in one order
+        return sorted(names, key=lambda n: list(colours).index(owner[n]))
+
     # a task's train and validation curves side by side in the legend
-    for name in sorted(curves, key=lambda n: list(colours).index(owner[n])):
+    for name in by_colour(curves):
         if not curves[name]:
             continue
         train = name.endswith("train")
@@ -81,9 +85,9 @@ def plot_losses(
             color=colours[owner[name]], linewidth=1.0 if train else 1.5,
             alpha=0.7 if train else 1.0,
         )  # fmt: skip
-    for name, points in scores.items():
+    for name in by_colour(scores):
         axes[-1].plot(
-            *zip(*points, strict=True), marker="o", linestyle="--", label=name,
+            *zip(*scores[name], strict=True), marker="o", linestyle="--", label=name,
             color=colours[owner[name]],
         )  # fmt: skip
     if best is not None:
