@@ -76,15 +76,12 @@ def sentences(data: Path, n: int) -> list[str]:
     raise SystemExit(f"{data}: only {len(seen):,} sentences; asked for {n:,}")
 
 
-MODEL: str | None = None
-"""--model: the run that embeds the rows (None: the default model)."""
-
-
-def embed(texts: list[str], path: Path, dims: int | None = None) -> np.ndarray:
+def embed(texts: list[str], path: Path, model: str | None, dims: int | None = None) -> np.ndarray:
+    """`texts`' vectors by `model` (None: the default model), cached at `path`."""
     if not path.exists():
         src = path.with_suffix(".txt")
         src.write_text("\n".join(texts) + "\n", "utf-8")
-        api.embed(str(src), path, MODEL, options=InferenceOptions(dims=dims))
+        api.embed(str(src), path, model, options=InferenceOptions(dims=dims))
     return np.load(path, mmap_mode="r")
 
 
@@ -150,8 +147,6 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--model", help="a run to embed with instead of the default model")
     args = parser.parse_args()
-    global MODEL
-    MODEL = args.model
     cache = args.cache
     if args.model and cache == parser.get_default("cache"):  # never mix two models' vectors
         cache = cache.with_name(f"bench-ann-{Path(args.model).name}")
@@ -159,8 +154,8 @@ def main() -> None:
     texts = sentences(args.data, args.rows + QUERIES)
     corpus_texts, query_texts = texts[QUERIES:], texts[:QUERIES]
     t0 = time.perf_counter()
-    corpus = np.ascontiguousarray(embed(corpus_texts, cache / f"corpus{args.rows}.npy"))
-    queries = np.ascontiguousarray(embed(query_texts, cache / "queries.npy"))
+    corpus = np.ascontiguousarray(embed(corpus_texts, cache / f"corpus{args.rows}.npy", args.model))
+    queries = np.ascontiguousarray(embed(query_texts, cache / "queries.npy", args.model))
     print(f"CPU flags: {' '.join(cpu_flags())}; {len(corpus):,} rows, {len(queries):,} queries")
     print(f"embedded (or read from {cache}) in {time.perf_counter() - t0:.0f} s", flush=True)
     results: list[dict[str, Any]] = []
@@ -170,8 +165,8 @@ def main() -> None:
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     a, b, distract = paraphrase_pairs(args.data)
-    pa = np.asarray(embed(a, cache / "para_a.npy"))
-    pool = np.asarray(embed(b + distract, cache / "para_pool.npy"))
+    pa = np.asarray(embed(a, cache / "para_a.npy", args.model))
+    pool = np.asarray(embed(b + distract, cache / "para_pool.npy", args.model))
 
     def para_top1(search: Any, q: np.ndarray = pa) -> float:
         top = search(q)
@@ -218,7 +213,7 @@ def main() -> None:
             folder = cache / f"rows{rows}.{dtype}.d{dims}.index"
             if (dtype, dims) not in built:
                 start = time.perf_counter()
-                api.index_build(str(source), folder, MODEL, dtype=dtype, overwrite=True)
+                api.index_build(str(source), folder, args.model, dtype=dtype, overwrite=True)
                 built[dtype, dims] = time.perf_counter() - start
             took = built[dtype, dims]
             index = ann.open_index(folder)
@@ -233,7 +228,9 @@ def main() -> None:
             para = None
             if rows == len(corpus):
                 pool_index = cache / f"para.{dtype}.d{dims}.index"
-                api.index_build(str(cache / ppool), pool_index, MODEL, dtype=dtype, overwrite=True)
+                api.index_build(
+                    str(cache / ppool), pool_index, args.model, dtype=dtype, overwrite=True
+                )
                 pidx = ann.open_index(pool_index)
                 para = para_top1(lambda q, p=pidx, r=rescore: ann.search(p, q, 1, r)[1], pq)
             name = f"{dtype} HNSW" + (f" + rescore {rescore}" if rescore else "")
