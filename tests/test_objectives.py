@@ -33,6 +33,10 @@ def test_cosent_matches_the_pairwise_sum() -> None:
         if scores[i] > scores[j]
     ]
     assert cosent(cos, scores, 20.0).item() == pytest.approx(math.log1p(sum(terms)), rel=1e-5)
+    # at scale 1 the terms are near 1, so the leading 1 (the zero logit) shows
+    small = [math.exp((cos[j] - cos[i]).item()) for i in range(6) for j in range(6)
+             if scores[i] > scores[j]]  # fmt: skip
+    assert cosent(cos, scores, 1.0).item() == pytest.approx(math.log1p(sum(small)), rel=1e-5)
     # only the order of the scores matters: a 0-1 and a 1-10 scale give the same loss
     assert cosent(cos, scores / 5, 20.0).item() == pytest.approx(
         cosent(cos, 1 + scores * 9 / 5, 20.0).item()
@@ -174,6 +178,8 @@ def test_cosine_mse_and_the_rank_statistics() -> None:
     cos, scores = torch.tensor([0.1, 0.9, -0.5]), torch.tensor([1.0, 5.0, 0.0])
     want = ((cos - (scores - 0.0) / 5.0) ** 2).mean()
     assert cosine_mse(cos, scores, 0.0, 5.0).item() == pytest.approx(want.item())
+    # a 1-5 scale: 1 maps to cosine 0 and 5 to 1
+    assert cosine_mse(torch.tensor([0.0, 0.5, 1.0]), torch.tensor([1.0, 3.0, 5.0]), 1.0, 5.0) == 0
     assert _ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [2.5, 0.0, 2.5, 1.0]  # ties share
     x, y = np.array([1.0, 2.0, 4.0]), np.array([1.0, 3.0, 2.0])
     assert pearson(x, y) == pytest.approx(float(np.corrcoef(x, y)[0, 1]))
@@ -264,6 +270,7 @@ def test_positive_pairs_and_simcse_train_by_in_batch_negatives() -> None:
     enc = Encoded([[np.zeros(1)] * 4] * 3, None)
     full = obj.scores(model, enc, [a.numpy(), p.numpy(), n.numpy()], True)
     assert full["kind"] == "pairs" and full["pairs"] == 4 and "recall@1" in full
+    assert math.isfinite(full["val_loss"]) and full["val_loss"] > 0  # what --keep-best reads
     simcse = objective(TaskConfig("s", "x", kind="text"), TrainConfig(similarity_scale=5.0))  # type: ignore[arg-type]
     assert simcse.views == 2 and not simcse.scorable and simcse.metrics([a.numpy()], None) == {}
     views = simcse.vector_loss([a, p], None, 4, Dist()).item()  # type: ignore[attr-defined]
@@ -297,6 +304,24 @@ def test_distillation_projects_onto_the_teachers_width_and_scores_the_cosine() -
     assert got["kind"] == "distill" and got["pairs"] == 5
     want = torch.nn.functional.mse_loss(torch.nn.functional.normalize(projected, dim=-1), teacher)
     assert distill_loss(projected, teacher).item() == pytest.approx(want.item())
+
+
+def test_a_vector_objective_with_matryoshka_widths_is_wrapped_with_its_weights() -> None:
+    from sentcli.config import TrainConfig
+    from sentcli.objectives.distill import distill_loss
+    from sentcli.objectives.matryoshka import Matryoshka
+
+    train = TrainConfig(matryoshka_dims=[8, 4], matryoshka_weights=[1.0, 2.0])
+    spec = TaskConfig("s", "x", kind="scored", pair_columns=["a", "b"])  # type: ignore[arg-type]
+    wrapped = objective(spec, train)
+    assert isinstance(wrapped, Matryoshka) and wrapped.weights == [1.0, 2.0]
+    labelled = objective(TaskConfig("c", "x", label_names=["a", "b"]), train)
+    assert not isinstance(labelled, Matryoshka)  # a head reads the whole vector
+    # a distilled prefix matches the teacher's first dimensions, re-normalised
+    student, teacher = torch.tensor(vectors(5, 8)), torch.tensor(vectors(5, 8, seed=1))
+    teacher = F.normalize(teacher, dim=-1)
+    want = F.mse_loss(F.normalize(student[:, :4], dim=-1), F.normalize(teacher[:, :4], dim=-1))
+    assert distill_loss(student[:, :4], teacher).item() == pytest.approx(want.item())
 
 
 def test_classification_scores_its_heads_logits() -> None:

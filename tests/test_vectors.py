@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from sentcli import api
 from sentcli.cli import app
 from sentcli.config import InferenceOptions, ModelConfig, TaskConfig, TaskKind, TrainConfig
+from sentcli.dist import Dist
 from sentcli.errors import ConfigError
 from sentcli.inference import ann
 from sentcli.inference import vectors as qv
@@ -199,6 +200,44 @@ def test_ranges_files_round_trip_and_damaged_ones_are_refused(tmp_path: Path) ->
         ConfigError, match="ranges format version 2 is not 1; calibrate again with this sentcli"
     ):
         qv.Ranges.load(path)
+    good = json.loads(ranges.to_json())
+    for broken in (  # no dimensions; a missing key
+        good | {"dims": 0, "low": [], "high": [], "center": []},
+        {k: v for k, v in good.items() if k != "low"},
+    ):
+        path.write_text(json.dumps(broken))
+        with pytest.raises(ConfigError, match="damaged"):
+            qv.Ranges.load(path)
+    with pytest.raises(ConfigError, match="calibration needs at least one text; give a non-"):
+        qv.Ranges.of(np.zeros((0, 8), dtype=np.float32), "abc")
+
+
+def test_the_matryoshka_wrapper_hands_its_inner_objective_every_argument() -> None:
+    calls: list[tuple[object, ...]] = []
+
+    class Inner:
+        outputs, views, scorable, headline = "vectors", 1, True, "spearman"
+        spec = scored_spec()
+
+        def head(self, width: int) -> None:
+            return None
+
+        def load(self, *args: object) -> tuple[object, ...]:
+            calls.append(("load", *args))
+            return args
+
+        def encode(self, *args: object) -> tuple[object, ...]:
+            calls.append(("encode", *args))
+            return args
+
+    wrapped = Matryoshka(Inner(), [8, 4], [], Dist())  # type: ignore[arg-type]
+    assert wrapped.weights == [1.0, 1.0] and wrapped.outputs == "vectors"  # equal by default
+    wrapped.load("shape", "splits", "names", True)  # type: ignore[arg-type]
+    wrapped.encode("ds", "tok", 16, "targets")  # type: ignore[arg-type]
+    assert calls == [
+        ("load", "shape", "splits", "names", True),
+        ("encode", "ds", "tok", 16, "targets"),
+    ]
 
 
 @pytest.fixture(scope="module")
