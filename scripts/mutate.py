@@ -92,7 +92,8 @@ UNITS: dict[str, Module] = {
             "-k",
             "prefix or matryoshka_loss or bad_matryoshka or matryoshka_metrics or "
             "matryoshka_validation or int8 or binary or ranges_files or matryoshka_training or "
-            "command_line_and_its_refusals",  # the last two: Matryoshka's data, the fingerprint
+            "command_line_and_its_refusals or matryoshka_wrapper",  # the 2 before: Matryoshka's
+            # data, the fingerprint
         ],
         exclude=["*ǁplot__*"],
     ),
